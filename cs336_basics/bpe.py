@@ -1,0 +1,474 @@
+"""Byte-level BPE training (GPT-2 style), fast enough for multi-GB corpora.
+
+Two phases:
+
+1. **Count pre-tokens.** The file is cut into chunks at special tokens / safe whitespace
+   (``find_chunk_boundaries``); worker processes each stream their own byte range in ~1 MiB blocks,
+   split out the special tokens, pre-tokenize with the GPT-2 regex (an equivalent stdlib ``re``
+   pattern for ASCII text, plus a split-on-space shortcut) and count pre-tokens as
+   ``bytes -> count``. Memory grows with the number of *distinct* pre-tokens, not the file size.
+2. **Merge.** Each distinct pre-token is a string of token ids with a count. A pair -> words
+   index means a merge only touches the words that contain the pair, and a max-heap with lazy
+   invalidation finds the next pair without rescanning all pair counts.
+
+Worked example (the handout's, with whitespace pre-tokenization)::
+
+    >>> words = {tuple(bytes([c]) for c in w.encode()): n
+    ...          for w, n in {"low": 5, "lower": 2, "widest": 3, "newest": 6}.items()}
+    >>> bpe_merges(words, 6)
+    [(b's', b't'), (b'e', b'st'), (b'o', b'w'), (b'l', b'ow'), (b'w', b'est'), (b'n', b'e')]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import heapq
+import multiprocessing
+import operator
+import os
+import re
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+from cs336_basics.errors import UserError
+from cs336_basics.pretokenize import (
+    ASCII_PRETOKEN_RE,
+    PRETOKEN_RE,
+    WS_CUT_RE,
+    find_chunk_boundaries,
+    last_safe_cut,
+)
+
+# Below this many bytes per worker, forking a pool costs more than it saves: a pool takes
+# ~35-90 ms to start and one core counts ~15-20 MB/s of English, so two workers only pay off
+# from a few MB (the course's 130 KB check always runs in-process).
+PARALLEL_MIN_BYTES_PER_WORKER = 2 << 20
+# Bytes each worker reads at a time; bounds the transient list of pre-tokens (~10x this).
+BLOCK_BYTES = 1 << 20
+
+Progress = Callable[[str], None]
+
+
+class BPEError(UserError, ValueError):
+    """Bad input to BPE training; the message is one line naming the file / value."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase 1: pre-token counting
+# ----------------------------------------------------------------------------------------------
+def _specials_re(special_tokens: list[str]) -> re.Pattern[bytes] | None:
+    """Bytes pattern splitting on special tokens, longest first (as ``special_pattern`` does).
+
+    Matching UTF-8 bytes is equivalent to matching the decoded text: UTF-8 is self-synchronizing,
+    so an encoded token can only match at a character boundary of valid text."""
+    if not special_tokens:
+        return None
+    ordered = sorted({s.encode("utf-8") for s in special_tokens}, key=len, reverse=True)
+    return re.compile(b"|".join(re.escape(s) for s in ordered))
+
+
+# Pieces are processed in sub-pieces of about this size, cut at safe points, so that the rare
+# irregular or non-ASCII stretch only sends its own few KiB down a slower path.
+_SUBPIECE_BYTES = 1 << 12
+# A whitespace byte followed by a space: the one thing the split-on-space shortcut can't handle.
+# (Six substring tests are much faster than one regex search for a character class.)
+_WS_THEN_SPACE = (b"  ", b"\n ", b"\t ", b"\r ", b"\x0b ", b"\x0c ")
+
+
+# Expand the distinct space-separated items (e.g. b"cat," b"end.\nThe") into pre-tokens once
+# there are this many, or once this many bytes went through the shortcut (which bounds their
+# total size even for long space-free lines): memory stays bounded on any input.
+_MAX_SPACED = 1 << 20
+_MAX_SPACED_BYTES = 64 << 20
+
+
+class _PretokenCounter:
+    """Pre-token counts of a stream of text blocks (each starting and ending at a safe cut).
+
+    Shortcut for ordinary ASCII text: ``piece.split(b" ")`` (C speed) yields items I0, I1, ...
+    with ``piece = I0 + " " + I1 + " " + ...``. When no whitespace byte is followed by a space,
+    every item before a separator ends with a non-space byte, so each separator starts a safe
+    cut (see ``pretokenize.WS_CUT_RE``) and the pre-tokens are exactly those of I0 plus those of
+    ``b" " + Ik`` for each later item. So only *distinct* items need the regex: they are counted
+    in ``spaced`` and expanded once, in ``result()``. Anything else goes through the regex (the
+    ASCII ``re`` pattern, or the Unicode ``regex`` one for non-ASCII text)."""
+
+    def __init__(self, specials: re.Pattern[bytes] | None) -> None:
+        self.specials = specials
+        self.counts: Counter = Counter()  # pre-token bytes -> count
+        self.spaced: Counter = Counter()  # item -> count of the pre-token sequence of b" " + item
+        self.spaced_bytes = 0  # bytes that went into ``spaced`` since it was last expanded
+
+    def feed(self, buf: bytes) -> int | None:
+        """Count ``buf``; return the offset of its first invalid UTF-8 byte (then counts nothing)."""
+        if not buf.isascii():
+            try:
+                buf.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return err.start
+        counts, spaced = self.counts, self.spaced
+        fast: list[bytes] = []
+        slow: list[str] = []
+        for piece in self.specials.split(buf) if self.specials is not None else (buf,):
+            pos, n = 0, len(piece)
+            while pos < n:
+                if n - pos <= 2 * _SUBPIECE_BYTES:
+                    end = n
+                else:
+                    m = WS_CUT_RE.search(piece, pos + _SUBPIECE_BYTES)
+                    end = m.start() + 1 if m else n
+                sub = piece[pos:end] if pos or end < n else piece
+                pos = end
+                if not sub.isascii():
+                    slow.extend(PRETOKEN_RE.findall(sub.decode("utf-8")))
+                elif not any(w in sub for w in _WS_THEN_SPACE):
+                    items = sub.split(b" ")
+                    fast.extend(ASCII_PRETOKEN_RE.findall(items[0]))
+                    del items[0]
+                    spaced.update(items)
+                    self.spaced_bytes += len(sub)
+                else:
+                    fast.extend(ASCII_PRETOKEN_RE.findall(sub))
+        counts.update(fast)
+        for tok, k in Counter(slow).items():
+            counts[tok.encode("utf-8")] += k
+        if len(spaced) > _MAX_SPACED or self.spaced_bytes > _MAX_SPACED_BYTES:
+            self._expand()
+        return None
+
+    def _expand(self) -> None:
+        """Move the ``spaced`` items into ``counts`` as pre-tokens (bounds memory on huge inputs)."""
+        counts = self.counts
+        findall = ASCII_PRETOKEN_RE.findall
+        for item, k in self.spaced.items():
+            for tok in findall(b" " + item):
+                counts[tok] += k
+        self.spaced = Counter()
+        self.spaced_bytes = 0
+
+    def result(self) -> Counter:
+        self._expand()
+        return self.counts
+
+
+def _count_range(
+    args: tuple[str, int, int, list[str], int],
+) -> tuple[Counter, int | None]:
+    """Count pre-tokens in bytes ``[start, end)`` of ``path``, streaming ``block`` bytes at a time.
+
+    Returns ``(counts, bad_offset)``: the absolute offset of the first invalid UTF-8 byte (counting
+    stops there), or None. Runs in worker processes, so it takes one picklable tuple."""
+    path, start, end, special_tokens, block = args
+    counter = _PretokenCounter(_specials_re(special_tokens))
+    split_tokens = [s.encode("utf-8") for s in special_tokens]
+    with open(path, "rb") as f:
+        f.seek(start)
+        pos = start  # absolute offset of carry[0]
+        carry = b""
+        remaining = end - start
+        while remaining > 0:
+            data = f.read(min(block, remaining))
+            if not data:  # file shrank under us: count what we have
+                break
+            remaining -= len(data)
+            buf = carry + data if carry else data
+            cut = len(buf)
+            if remaining > 0:
+                cut = last_safe_cut(buf, split_tokens) or 0
+                if cut == 0:  # no safe place yet (e.g. no whitespace): read more
+                    carry = buf
+                    continue
+            bad = counter.feed(buf[:cut] if cut < len(buf) else buf)
+            if bad is not None:
+                return counter.result(), pos + bad
+            carry = buf[cut:]
+            pos += cut
+        if carry:
+            bad = counter.feed(carry)
+            if bad is not None:
+                return counter.result(), pos + bad
+    return counter.result(), None
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # respects taskset / container CPU sets
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def count_pretokens(
+    input_path: str | os.PathLike,
+    special_tokens: list[str] | None = None,
+    num_workers: int | None = None,
+    progress: Progress | None = None,
+) -> Counter:
+    """``{pre-token bytes: count}`` over the file; special tokens are split out and not counted.
+
+    ``num_workers=None`` picks the number of processes from the file size (serial below
+    ``PARALLEL_MIN_BYTES_PER_WORKER`` per worker); an explicit number > 1 always uses a pool.
+    Raises BPEError for an unreadable file or invalid UTF-8 (naming the byte offset)."""
+    special_tokens = list(special_tokens or [])
+    path = os.fspath(input_path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if num_workers is None:
+                num_workers = min(_available_cpus(), size // PARALLEL_MIN_BYTES_PER_WORKER)
+            num_workers = max(1, int(num_workers))
+            if num_workers == 1:
+                bounds = [0, size]
+            else:
+                # A few chunks per worker balances load; more would only add Counter merging.
+                bounds = find_chunk_boundaries(
+                    f, 4 * num_workers, [s.encode("utf-8") for s in special_tokens]
+                )
+    except OSError as err:
+        raise BPEError(f"cannot read training data {path}: {err.strerror or err}") from None
+    tasks = [(path, a, b, special_tokens, BLOCK_BYTES) for a, b in zip(bounds, bounds[1:]) if b > a]
+    total: Counter = Counter()
+    errors: list[int] = []
+    done = 0
+    try:
+        if num_workers == 1 or len(tasks) <= 1:
+            results: Iterable[tuple[Counter, int | None]] = map(_count_range, tasks)
+            pool = None
+        else:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+            pool = ctx.Pool(min(num_workers, len(tasks)))
+            results = pool.imap_unordered(_count_range, tasks)
+        try:
+            for counts, bad in results:
+                if bad is not None:
+                    errors.append(bad)
+                if total:
+                    total.update(counts)
+                else:
+                    total = counts
+                done += 1
+                if progress is not None and len(tasks) > 1:
+                    progress(f"pre-tokenized {done}/{len(tasks)} chunks, {len(total):,} distinct")
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+    except OSError as err:
+        raise BPEError(f"cannot read training data {path}: {err.strerror or err}") from None
+    if errors:
+        raise BPEError(f"{path}: invalid UTF-8 at byte offset {min(errors)}")
+    return total
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase 2: merges
+# ----------------------------------------------------------------------------------------------
+def _rev_key(b: bytes) -> str:
+    """A string whose natural order is the *reverse* of ``b``'s bytes order, so a min-heap pops the
+    lexicographically greatest pair first on count ties. Byte ``x`` maps to ``chr(0x1FF - x)`` and
+    a terminator ``chr(0x200)`` sorts above every byte, so a prefix sorts *after* its extensions;
+    the terminator also makes ``key(a) + key(b)`` order like the tuple ``(a, b)``."""
+    return "".join([chr(0x1FF - x) for x in b]) + "\u0200"
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: the merge loop allocates millions of small lists and
+    tuples (never in cycles), and collections that rescan them cost ~10% of the run."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _merge_loop(
+    words: list[str],
+    freqs: list[int],
+    id_bytes: list[bytes],
+    num_merges: int,
+    progress: Progress | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """Run up to ``num_merges`` BPE merges over ``words``; return the merges in order.
+
+    Each word is a ``str`` whose characters are token ids (``chr(id)``, ids index ``id_bytes``,
+    which grows as merges create tokens) and a pair is a 2-character ``str``. That lets C do the
+    inner loops: ``str.count``/``find``/``replace`` scan and rewrite a word left to right,
+    non-overlapping, exactly as a BPE merge does. ``words`` is modified in place. A merge whose
+    result equals an existing token's bytes reuses that id, so tokens are identified by their
+    bytes, exactly as a trainer that keeps words as tuples of bytes would behave."""
+    bytes_id = {b: i for i, b in enumerate(id_bytes)}
+    keys = [_rev_key(b) for b in id_bytes]
+    # where[pair]: ids of words containing the pair, once per occurrence (duplicates and stale
+    # entries are harmless: a word is re-checked with str.count before anything changes).
+    where: defaultdict[str, list[int]] = defaultdict(list)
+    for wid, w in enumerate(words):
+        for q in map(str.__add__, w, w[1:]):
+            where[q].append(wid)
+    freq_of = freqs.__getitem__
+    pair_counts: dict[str, int] = {q: sum(map(freq_of, ws)) for q, ws in where.items()}
+    # Heap entries (-count, tie key, pair). Counts of pairs without the new token only ever go
+    # down, so their stale entries are fixed lazily when popped; pairs with the new token (the only
+    # ones whose count can go up) are pushed afresh after each merge.
+    heap = [(-n, keys[ord(q[0])] + keys[ord(q[1])], q) for q, n in pair_counts.items()]
+    heapq.heapify(heap)
+    heappush, heappop = heapq.heappush, heapq.heappop
+    merges: list[tuple[bytes, bytes]] = []
+    report_every = max(1, num_merges // 20)
+    while len(merges) < num_merges and heap:
+        negc, key, ab = heappop(heap)
+        cur = pair_counts.get(ab, 0)
+        if cur != -negc:
+            if cur > 0:
+                heappush(heap, (-cur, key, ab))
+            continue
+        a, b = ord(ab[0]), ord(ab[1])
+        new_bytes = id_bytes[a] + id_bytes[b]
+        merges.append((id_bytes[a], id_bytes[b]))
+        c = bytes_id.get(new_bytes)
+        if c is None:
+            c = len(id_bytes)
+            id_bytes.append(new_bytes)
+            keys.append(_rev_key(new_bytes))
+            bytes_id[new_bytes] = c
+        A, B, C = ab[0], ab[1], chr(c)
+        # New pairs (all contain C) collect their word ids, once per occurrence, in ``grown``;
+        # their counts are summed from those lists afterwards, in C.
+        grown: defaultdict[str, list[int]] = defaultdict(list)
+        for wid in where.pop(ab):
+            w = words[wid]
+            k = w.count(ab)
+            if not k:
+                continue  # stale or duplicate entry: the pair is no longer in this word
+            f = freqs[wid]
+            if k == 1:  # the common case: patch the two neighbouring pairs
+                i = w.find(ab)
+                if i:
+                    p = w[i - 1]
+                    pair_counts[p + A] -= f
+                    grown[p + C].append(wid)
+                if i + 2 < len(w):
+                    x = w[i + 2]
+                    pair_counts[B + x] -= f
+                    grown[C + x].append(wid)
+                words[wid] = w.replace(ab, C)
+            else:  # several occurrences: retract all old pairs, add all new ones
+                new = w.replace(ab, C)
+                for q in map(str.__add__, w, w[1:]):
+                    pair_counts[q] -= f
+                for q in map(str.__add__, new, new[1:]):
+                    if C in q:
+                        grown[q].append(wid)
+                    else:
+                        pair_counts[q] += f
+                words[wid] = new
+        del pair_counts[ab]
+        for q, ws in grown.items():
+            n = pair_counts[q] = pair_counts.get(q, 0) + sum(map(freq_of, ws))
+            if q in where:  # only when a merge re-creates an existing token's bytes
+                where[q].extend(ws)
+            else:
+                where[q] = ws
+            if n > 0:
+                heappush(heap, (-n, keys[ord(q[0])] + keys[ord(q[1])], q))
+        if progress is not None and len(merges) % report_every == 0:
+            progress(f"merges {len(merges):,}/{num_merges:,}")
+    return merges
+
+
+def bpe_merges(
+    word_counts: Mapping[tuple[bytes, ...], int], num_merges: int
+) -> list[tuple[bytes, bytes]]:
+    """The first ``num_merges`` BPE merges for pre-tokens given as tuples of initial symbols.
+
+    Lets the merge rule be driven directly (e.g. with whitespace pre-tokenization, as in the
+    handout's worked example); ``train_bpe`` uses the same loop."""
+    id_bytes: list[bytes] = []
+    sym_id: dict[bytes, int] = {}
+    words: list[str] = []
+    freqs: list[int] = []
+    for word, n in word_counts.items():
+        ids = []
+        for sym in word:
+            i = sym_id.get(sym)
+            if i is None:
+                i = sym_id[sym] = len(id_bytes)
+                id_bytes.append(sym)
+            ids.append(chr(i))
+        if len(ids) > 1 and n > 0:
+            words.append("".join(ids))
+            freqs.append(n)
+    with _gc_paused():
+        return _merge_loop(words, freqs, id_bytes, num_merges)
+
+
+def _check_specials(special_tokens: object) -> list[str]:
+    if special_tokens is None:
+        return []
+    if isinstance(special_tokens, str) or not all(isinstance(s, str) for s in special_tokens):
+        raise BPEError(f"special_tokens must be a list of strings, got {special_tokens!r}")
+    specials = list(special_tokens)
+    if any(s == "" for s in specials):
+        raise BPEError("special tokens must not be empty strings")
+    dup = sorted({s for s in specials if specials.count(s) > 1})
+    if dup:
+        raise BPEError(f"duplicate special token(s): {', '.join(map(repr, dup))}")
+    return specials
+
+
+def train_bpe(
+    input_path: str | os.PathLike,
+    vocab_size: int,
+    special_tokens: list[str] | None = None,
+    num_workers: int | None = None,
+    *,
+    progress: Progress | None = None,
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """Train a byte-level BPE tokenizer on a UTF-8 text file.
+
+    Returns ``(vocab, merges)``: ids ``0..S-1`` are ``special_tokens`` (in the given order), then
+    the 256 single bytes, then one token per merge in creation order; ``len(vocab) == vocab_size``
+    unless the corpus runs out of pairs first. ``num_workers`` = processes for pre-token counting
+    (None: by file size). ``progress`` receives one-line status messages (the CLI prints them).
+    """
+    specials = _check_specials(special_tokens)
+    try:
+        if isinstance(vocab_size, bool):
+            raise TypeError
+        vocab_size = operator.index(vocab_size)  # ints, numpy ints; not floats or strings
+    except TypeError:
+        raise BPEError(f"vocab_size must be an integer, got {vocab_size!r}") from None
+    base = 256 + len(specials)
+    if vocab_size < base:
+        raise BPEError(
+            f"vocab_size {vocab_size} is smaller than the {base} initial tokens "
+            f"(256 bytes + {len(specials)} special tokens)"
+        )
+    if vocab_size > sys.maxunicode + 1:  # token ids are stored as characters in the merge loop
+        raise BPEError(f"vocab_size {vocab_size} is too large (at most {sys.maxunicode + 1})")
+    if num_workers is not None:
+        try:
+            if isinstance(num_workers, bool) or operator.index(num_workers) < 1:
+                raise TypeError
+        except TypeError:
+            raise BPEError(f"num_workers must be a positive integer, got {num_workers!r}") from None
+    counts = count_pretokens(input_path, specials, num_workers, progress)
+    if progress is not None:
+        progress(f"{len(counts):,} distinct pre-tokens; merging")
+    # latin-1 maps byte x to chr(x): each word becomes a str of token ids, at C speed.
+    words = [tok.decode("latin-1") for tok in counts if len(tok) > 1]
+    freqs = [counts[tok] for tok in counts if len(tok) > 1]
+    del counts
+    id_bytes = [bytes([i]) for i in range(256)]
+    with _gc_paused():
+        merges = _merge_loop(words, freqs, id_bytes, vocab_size - base, progress)
+    vocab: dict[int, bytes] = {i: s.encode("utf-8") for i, s in enumerate(specials)}
+    for i in range(256):
+        vocab[len(specials) + i] = bytes([i])
+    for a, b in merges:
+        vocab[len(vocab)] = a + b
+    return vocab, merges
