@@ -1,0 +1,179 @@
+"""AdamW (decoupled weight decay, the course's Algorithm 1) and the cosine learning-rate schedule.
+
+Only the ``torch.optim.Optimizer`` base class is used (for param groups, ``state`` and
+``state_dict``/``load_state_dict``); the update itself is written out here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["AdamW", "lr_cosine_schedule"]
+
+
+def _check_hparams(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+    """Fail at construction (or add_param_group) with a one-line reason, not NaNs at step 1000."""
+    if not (isinstance(lr, (int, float)) and lr >= 0.0 and math.isfinite(lr)):
+        raise ValueError(f"AdamW: invalid learning rate lr={lr!r} (must be a finite number >= 0)")
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"AdamW: betas must be a pair (beta1, beta2), got {betas!r}") from None
+    for name, beta in (("beta1", beta1), ("beta2", beta2)):
+        if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
+            raise ValueError(f"AdamW: invalid {name}={beta!r} (must be in [0, 1))")
+    if not (isinstance(eps, (int, float)) and eps >= 0.0 and math.isfinite(eps)):
+        raise ValueError(f"AdamW: invalid eps={eps!r} (must be a finite number >= 0)")
+    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0.0 and math.isfinite(weight_decay)):
+        raise ValueError(f"AdamW: invalid weight_decay={weight_decay!r} (must be a finite number >= 0)")
+
+
+class AdamW(torch.optim.Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), exactly as the course specifies.
+
+    For each parameter with a gradient, with ``t`` counting that parameter's updates from 1::
+
+        m  = b1 * m + (1 - b1) * g
+        v  = b2 * v + (1 - b2) * g**2
+        lr_t = lr * sqrt(1 - b2**t) / (1 - b1**t)
+        p -= lr_t * m / (sqrt(v) + eps)
+        p -= lr * weight_decay * p          # decay applied *after* the Adam step
+
+    (``torch.optim.AdamW`` decays *before* the Adam step; the two differ by O(lr^2 * wd).)
+
+    Hyperparameters are read from each param group at every step, so a schedule can set
+    ``group["lr"]``. State per parameter: ``step`` (a Python int), ``exp_avg``, ``exp_avg_sq`` (same
+    dtype/device as the parameter), allocated once on the first step. ``state_dict()`` /
+    ``load_state_dict()`` round-trip all of it, so a resumed run continues bit-for-bit.
+
+    ``foreach=None`` (default) uses the multi-tensor ``torch._foreach_*`` kernels, grouped by
+    (device, dtype); ``foreach=False`` uses a plain per-parameter loop (same math, same op order).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        foreach: bool | None = None,
+    ) -> None:
+        _check_hparams(lr, betas, eps, weight_decay)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        g = self.param_groups[-1]
+        _check_hparams(g["lr"], g["betas"], g["eps"], g["weight_decay"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            exp_avgs: list[Tensor] = []
+            exp_avg_sqs: list[Tensor] = []
+            steps: list[int] = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients")
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] = int(state["step"]) + 1
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if not params:
+                continue
+            use_foreach = group.get("foreach")
+            if use_foreach is None:
+                use_foreach = hasattr(torch, "_foreach_addcdiv_")
+            update = _update_foreach if use_foreach else _update_single
+            update(params, grads, exp_avgs, exp_avg_sqs, steps, group)
+        return loss
+
+
+def _step_sizes(steps: list[int], lr: float, beta1: float, beta2: float) -> list[float]:
+    """``-lr_t`` per parameter, computed in Python float64 (exact bias corrections)."""
+    return [-lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t) for t in steps]
+
+
+def _update_single(params, grads, exp_avgs, exp_avg_sqs, steps, group) -> None:
+    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    for p, g, m, v, neg_lr_t in zip(params, grads, exp_avgs, exp_avg_sqs, _step_sizes(steps, lr, beta1, beta2)):
+        m.mul_(beta1).add_(g, alpha=1.0 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        denom = v.sqrt().add_(eps)
+        p.addcdiv_(m, denom, value=neg_lr_t)
+        if wd != 0.0:
+            p.mul_(1.0 - lr * wd)
+
+
+def _update_foreach(params, grads, exp_avgs, exp_avg_sqs, steps, group) -> None:
+    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    neg_lr_ts = _step_sizes(steps, lr, beta1, beta2)
+    # Multi-tensor kernels want one device and dtype per list.
+    buckets: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        buckets.setdefault((p.device, p.dtype, grads[i].dtype), []).append(i)
+    for idx in buckets.values():
+        ps = [params[i] for i in idx]
+        gs = [grads[i] for i in idx]
+        ms = [exp_avgs[i] for i in idx]
+        vs = [exp_avg_sqs[i] for i in idx]
+        torch._foreach_mul_(ms, beta1)
+        torch._foreach_add_(ms, gs, alpha=1.0 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1.0 - beta2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(ps, ms, denom, [neg_lr_ts[i] for i in idx])
+        del denom
+        if wd != 0.0:
+            torch._foreach_mul_(ps, 1.0 - lr * wd)
+
+
+def lr_cosine_schedule(
+    it: int, max_lr: float, min_lr: float, warmup_iters: int, cosine_cycle_iters: int
+) -> float:
+    """Linear warmup to ``max_lr``, cosine decay to ``min_lr`` at ``cosine_cycle_iters``, then flat.
+
+    ``it < Tw``: ``it / Tw * max_lr``; ``Tw <= it <= Tc``:
+    ``min + 0.5 * (1 + cos(pi * (it - Tw) / (Tc - Tw))) * (max - min)``; ``it > Tc``: ``min_lr``.
+    A pure function of the step, so a resumed run gets the same rate with no scheduler state.
+    ``Tw == 0`` means no warmup; ``Tc == Tw`` means ``max_lr`` at ``it == Tw``, then ``min_lr``.
+    """
+    if it < 0:
+        raise ValueError(f"lr_cosine_schedule: iteration must be >= 0, got {it}")
+    if warmup_iters < 0 or cosine_cycle_iters < 0:
+        raise ValueError(
+            f"lr_cosine_schedule: warmup_iters ({warmup_iters}) and cosine_cycle_iters "
+            f"({cosine_cycle_iters}) must be >= 0"
+        )
+    if it < warmup_iters:
+        return it / warmup_iters * max_lr
+    if it > cosine_cycle_iters:
+        return min_lr
+    span = cosine_cycle_iters - warmup_iters
+    if span <= 0:  # it == Tw == Tc: the start of a zero-length decay
+        return max_lr
+    progress = (it - warmup_iters) / span
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
