@@ -1,0 +1,341 @@
+"""The Transformer language model: config, block, LM, and sampling with a KV cache.
+
+State-dict names match the course's reference exactly (``token_embeddings.weight``,
+``layers.{i}.attn.q_proj.weight``, ..., ``ln_final.weight``, ``lm_head.weight``) so its weights
+load with ``load_state_dict``. Built only from cs336_basics.layers (no torch.nn layers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from cs336_basics.layers import (
+    CausalMultiHeadSelfAttention,
+    Embedding,
+    Identity,
+    KVCache,
+    Linear,
+    RMSNorm,
+    RotaryPositionalEmbedding,
+    SiLUFFN,
+    SwiGLU,
+    softmax,
+)
+
+__all__ = ["ModelConfig", "TransformerBlock", "TransformerLM", "generate", "KVCache", "FFN_TYPES"]
+
+FFN_TYPES = ("swiglu", "silu")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a TransformerLM; saved as JSON beside every checkpoint.
+
+    Ablations: ``remove_rmsnorm`` drops every RMSNorm (ln1, ln2 and ln_final become parameter-free
+    identities, so their ``.weight`` keys disappear from the state dict); ``use_post_norm`` puts the
+    norms after each residual add; ``remove_rope`` drops positional information entirely (NoPE);
+    ``ffn_type="silu"`` uses the non-gated ``W2(SiLU(W1 x))`` FFN with ``d_ff`` as given (use
+    4 * d_model to match a SwiGLU's parameter count).
+    """
+
+    vocab_size: int = 10000
+    context_length: int = 256
+    d_model: int = 512
+    num_layers: int = 6
+    num_heads: int = 8
+    d_ff: int = 2048
+    rope_theta: float = 10000.0
+    remove_rmsnorm: bool = False
+    use_post_norm: bool = False
+    remove_rope: bool = False
+    ffn_type: str = "swiglu"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (round-trips through ``from_dict``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from a dict (e.g. a checkpoint's ``model_config``); unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise ValueError(f"model config must be a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config key(s): {', '.join(map(str, unknown))}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> ModelConfig:
+        """Raise ``ValueError`` with one line naming the bad value; returns self when fine."""
+        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"model config {name} must be an integer, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"model config {name} must be positive, got {value}")
+        if isinstance(self.rope_theta, bool) or not isinstance(self.rope_theta, (int, float)):
+            raise ValueError(f"model config rope_theta must be a number, got {self.rope_theta!r}")
+        if not self.rope_theta > 0 or math.isinf(self.rope_theta):
+            raise ValueError(f"model config rope_theta must be positive and finite, got {self.rope_theta}")
+        for name in ("remove_rmsnorm", "use_post_norm", "remove_rope"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model config {name} must be true/false, got {getattr(self, name)!r}")
+        if self.d_model % self.num_heads != 0:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
+            )
+        head_dim = self.d_model // self.num_heads
+        if not self.remove_rope and head_dim % 2 != 0:
+            raise ValueError(
+                f"RoPE needs an even head dimension, but d_model/num_heads = "
+                f"{self.d_model}/{self.num_heads} = {head_dim}"
+            )
+        if self.ffn_type not in FFN_TYPES:
+            raise ValueError(
+                f"model config ffn_type must be one of {', '.join(FFN_TYPES)}, got {self.ffn_type!r}"
+            )
+        return self
+
+
+class TransformerBlock(nn.Module):
+    """One pre-norm block: ``y = x + attn(ln1(x)); out = y + ffn(ln2(y))``.
+
+    ``use_post_norm``: ``z = ln1(x + attn(x)); out = ln2(z + ffn(z))``. Keys: ``attn.*``, ``ln1``,
+    ``ffn.*``, ``ln2`` (no ``ln*`` keys with ``remove_rmsnorm``).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        max_seq_len: int,
+        theta: float,
+        *,
+        remove_rmsnorm: bool = False,
+        use_post_norm: bool = False,
+        remove_rope: bool = False,
+        ffn_type: str = "swiglu",
+        rope: RotaryPositionalEmbedding | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if ffn_type not in FFN_TYPES:
+            raise ValueError(f"ffn_type must be one of {', '.join(FFN_TYPES)}, got {ffn_type!r}")
+        if remove_rope:
+            rope = None
+        elif rope is None:
+            rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=device)
+        self.use_post_norm = use_post_norm
+        self.attn = CausalMultiHeadSelfAttention(d_model, num_heads, rope=rope, device=device, dtype=dtype)
+        if remove_rmsnorm:
+            self.ln1: nn.Module = Identity()
+            self.ln2: nn.Module = Identity()
+        else:
+            self.ln1 = RMSNorm(d_model, device=device, dtype=dtype)
+            self.ln2 = RMSNorm(d_model, device=device, dtype=dtype)
+        if ffn_type == "swiglu":
+            self.ffn: nn.Module = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
+        else:
+            self.ffn = SiLUFFN(d_model, d_ff, device=device, dtype=dtype)
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch seq d_model"],
+        token_positions: Int[Tensor, "... seq"] | None = None,
+        kv_cache: KVCache | None = None,
+        layer_idx: int = 0,
+    ) -> Float[Tensor, "batch seq d_model"]:
+        if self.use_post_norm:
+            z = self.ln1(x + self.attn(x, token_positions, kv_cache, layer_idx))
+            return self.ln2(z + self.ffn(z))
+        y = x + self.attn(self.ln1(x), token_positions, kv_cache, layer_idx)
+        return y + self.ffn(self.ln2(y))
+
+
+class TransformerLM(nn.Module):
+    """``token_embeddings -> layers.0..N-1 -> ln_final -> lm_head``; returns unnormalized logits."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        self.token_embeddings = Embedding(c.vocab_size, c.d_model, device=device, dtype=dtype)
+        # One RoPE table shared by every layer (its buffers are non-persistent: not in the state dict).
+        rope = (
+            None
+            if c.remove_rope
+            else RotaryPositionalEmbedding(c.rope_theta, c.d_model // c.num_heads, c.context_length, device=device)
+        )
+        self.layers = nn.ModuleList(
+            TransformerBlock(
+                c.d_model,
+                c.num_heads,
+                c.d_ff,
+                c.context_length,
+                c.rope_theta,
+                remove_rmsnorm=c.remove_rmsnorm,
+                use_post_norm=c.use_post_norm,
+                remove_rope=c.remove_rope,
+                ffn_type=c.ffn_type,
+                rope=rope,
+                device=device,
+                dtype=dtype,
+            )
+            for _ in range(c.num_layers)
+        )
+        self.ln_final: nn.Module = (
+            Identity() if c.remove_rmsnorm else RMSNorm(c.d_model, device=device, dtype=dtype)
+        )
+        self.lm_head = Linear(c.d_model, c.vocab_size, device=device, dtype=dtype)
+
+    def forward(
+        self,
+        in_indices: Int[Tensor, "batch seq"],
+        kv_cache: KVCache | None = None,
+    ) -> Float[Tensor, "batch seq vocab"]:
+        """Logits for every position. With ``kv_cache``, ``in_indices`` continue the cached prefix."""
+        T = in_indices.shape[-1]
+        start = 0 if kv_cache is None else kv_cache.length
+        if start + T > self.config.context_length:
+            raise ValueError(
+                f"sequence length {start + T} exceeds the model's context_length "
+                f"{self.config.context_length}"
+            )
+        x = self.token_embeddings(in_indices)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, None, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.length += T
+        return self.lm_head(self.ln_final(x))
+
+    def make_kv_cache(self, batch_size: int = 1) -> KVCache:
+        """An empty cache sized for this model's context length (on its device, in its dtype)."""
+        c = self.config
+        w = self.lm_head.weight
+        return KVCache(
+            c.num_layers, batch_size, c.num_heads, c.context_length, c.d_model // c.num_heads,
+            device=w.device, dtype=w.dtype,
+        )
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Parameter count; ``non_embedding`` leaves out the token embedding table (not lm_head)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.token_embeddings.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Forward-pass FLOPs per token at sequence length ``seq_len`` (default: context_length).
+
+        ``2 * N_matmul + 4 * num_layers * seq_len * d_model``: every matmul weight (attention
+        projections, FFN, lm_head; not the embedding lookup or norm gains) costs a multiply-add per
+        token, and attention's QK^T and AV cost ``2 * seq_len * d_model`` FLOPs each per token per layer
+        (full, un-masked count as in the PaLM/nanoGPT MFU convention). A training step costs ~3x this.
+        """
+        c = self.config
+        T = c.context_length if seq_len is None else seq_len
+        n_matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, Linear))
+        return 2 * n_matmul + 4 * c.num_layers * T * c.d_model
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The underlying TransformerLM of a torch.compile (``_orig_mod``) / DDP (``module``) wrapper."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def _sample_next(
+    logits: Float[Tensor, " vocab"],
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> int:
+    """Pick the next id: argmax at temperature 0, else nucleus (top-p) sampling at ``temperature``."""
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    probs = softmax(logits.float() / temperature, -1)
+    if top_p < 1.0:
+        sorted_probs, sorted_idx = torch.sort(probs, descending=True)
+        cum = torch.cumsum(sorted_probs, dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it < top_p.
+        keep = (cum - sorted_probs) < top_p
+        keep[0] = True
+        sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+        choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
+        return int(sorted_idx[choice])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> list[int]:
+    """Sample up to ``max_new_tokens`` continuation ids of ``prompt_ids`` (the new ids only).
+
+    Stops right after sampling ``eos_id`` (which is not returned). ``temperature == 0`` is greedy.
+    The prompt is cut to its last ``context_length`` tokens. With ``use_cache`` each new token costs
+    one position through a KV cache; once the sequence outgrows ``context_length`` the window must
+    slide, and every cached key would change, so it falls back to recomputing the last
+    ``context_length`` tokens per step -- exactly what ``use_cache=False`` does, so both agree.
+    A torch.compile / DDP wrapper is unwrapped first: batch-1 decoding changes shapes every step,
+    which would only trigger recompiles.
+    """
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if len(prompt_ids) == 0:
+        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
+    base = _unwrap(model)
+    ctx = base.config.context_length
+    device = next(base.parameters()).device
+
+    seq = list(prompt_ids)[-ctx:]
+    new: list[int] = []
+    cache = base.make_kv_cache(1) if use_cache else None
+    pending = seq  # tokens not yet fed through the cache
+    for _ in range(max_new_tokens):
+        if cache is not None and cache.length + len(pending) <= ctx:
+            ids = torch.tensor([pending], dtype=torch.long, device=device)
+            logits = base(ids, kv_cache=cache)[0, -1]
+        else:
+            ids = torch.tensor([seq[-ctx:]], dtype=torch.long, device=device)
+            logits = base(ids)[0, -1]
+        nxt = _sample_next(logits, temperature, top_p, generator)
+        if eos_id is not None and nxt == eos_id:
+            break
+        new.append(nxt)
+        seq.append(nxt)
+        pending = [nxt]
+    return new
