@@ -507,6 +507,22 @@ class CheckpointManager:
         except OSError as err:
             raise CheckpointError(f"checkpoint directory {d} is not writable: {_os_reason(err)}") from None
 
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete temp files a killed writer left behind (``.checkpoint_iter_N.pt.XXXX.tmp`` and the
+        like; they can be as large as a checkpoint). They are never taken for checkpoints anyway;
+        call this only when no other process writes to this directory."""
+        removed = []
+        if not self.directory.is_dir():
+            return removed
+        for p in self.directory.iterdir():
+            n = p.name
+            ours = n.startswith((".checkpoint_iter_", f".{self.BEST}", ".best.json", ".write_test."))
+            if ours and n.endswith(".tmp") and p.is_file():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    removed.append(p)
+        return removed
+
     def save(
         self,
         payload: dict[str, Any],

@@ -1,0 +1,235 @@
+"""Where training numbers go: console lines, ``metrics.jsonl``, and optionally wandb / TensorBoard.
+
+One ``Logger`` interface with a no-op implementation for ranks other than 0, so the training loop
+calls ``logger.train(...)`` unconditionally. The console format and wandb keys are the users' muscle
+memory (see the design notes) and are kept exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cs336_basics.errors import UserError
+from cs336_basics.fsutil import atomic_write_text
+
+RULE = "-" * 80
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional integration was requested but its package isn't installed."""
+
+
+def _finite_or_none(v: Any) -> Any:
+    """JSON has no NaN/Inf; write null instead so every line stays parseable."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite_or_none(x) for k, x in v.items()}
+    return v
+
+
+def format_train_line(step: int, loss: float, lr: float, iter_time_ms: float, tokens_per_sec: float) -> str:
+    return (
+        f"Iter {step:6d} | Loss: {loss:.4f} | LR: {lr:.2e} | Time: {iter_time_ms:.1f}ms | "
+        f"Tokens/sec: {tokens_per_sec:.0f}"
+    )
+
+
+class Logger:
+    """The no-op logger (ranks other than 0); :class:`RunLogger` fills these in."""
+
+    def console(self, line: str = "") -> None:  # noqa: D102
+        pass
+
+    def train(self, record: dict[str, Any]) -> None:
+        pass
+
+    def eval(self, record: dict[str, Any]) -> None:
+        pass
+
+    def final(self, record: dict[str, Any]) -> None:
+        pass
+
+    def event(self, step: int, event: str, detail: str = "", **extra: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullLogger(Logger):
+    """Explicit name for the no-op logger."""
+
+
+def rewind_jsonl(path: str | os.PathLike, max_step: int) -> int:
+    """Drop records with ``step > max_step`` (work lost since the checkpoint we resume from).
+
+    Keeps the log consistent with the training state so a resumed run's file reads like an
+    uninterrupted one. Returns the number of records dropped. Unparseable lines (a torn last line
+    after a crash) are dropped too.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    kept: list[str] = []
+    dropped = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        step = rec.get("step") if isinstance(rec, dict) else None
+        if isinstance(step, int) and step > max_step:
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        atomic_write_text(path, "".join(k + "\n" for k in kept))
+    return dropped
+
+
+class RunLogger(Logger):
+    """Rank-0 logger: console (stdout), ``<run_dir>/metrics.jsonl``, optional wandb and TensorBoard."""
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        use_wandb: bool = False,
+        wandb_project: str = "transformer-lm",
+        wandb_run_name: str | None = None,
+        tensorboard_dir: str | os.PathLike | None = None,
+        config: dict[str, Any] | None = None,
+        resume_step: int | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl_path = self.run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            rewind_jsonl(self.jsonl_path, resume_step)
+        elif self.jsonl_path.exists():
+            # A fresh run in a directory with an old log: start a new log, keep the old one aside.
+            self.jsonl_path.replace(self.run_dir / "metrics.prev.jsonl")
+        self._f = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._wandb = None
+        self._tb = None
+        if use_wandb:
+            try:
+                import wandb  # type: ignore[import-not-found]
+            except ImportError:
+                raise MissingExtraError(
+                    "--use_wandb needs the wandb package: install it with `uv sync --extra wandb`"
+                ) from None
+            self._wandb = wandb.init(project=wandb_project, name=wandb_run_name, config=config or {})
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise MissingExtraError(
+                    "--tensorboard_dir needs the tensorboard package: install it with `uv sync --extra tensorboard`"
+                ) from None
+            self._tb = SummaryWriter(log_dir=str(tensorboard_dir))
+
+    # -- sinks -------------------------------------------------------------------------------------
+    def console(self, line: str = "") -> None:
+        print(line, flush=True)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        try:
+            self._f.write(json.dumps(_finite_or_none(record), sort_keys=False) + "\n")
+            self._f.flush()
+        except OSError as err:  # e.g. disk full: name the file (a write on an open file has no name)
+            raise OSError(err.errno, f"could not write {self.jsonl_path}: {err.strerror or err}") from err
+
+    def _scalars(self, step: int, values: dict[str, float]) -> None:
+        values = {k: v for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        if self._wandb is not None:
+            self._wandb.log(values, step=step)
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(k, v, global_step=step)
+
+    # -- records -----------------------------------------------------------------------------------
+    def train(self, record: dict[str, Any]) -> None:
+        self.console(
+            format_train_line(
+                record["step"], record["loss"], record["lr"], record["iter_time_ms"], record["tokens_per_sec"]
+            )
+        )
+        self._write({"type": "train", **record})
+        scalars = {
+            "train/loss": record["loss"],
+            "train/learning_rate": record["lr"],
+            "train/tokens_per_sec": record["tokens_per_sec"],
+            "train/iter_time_ms": record["iter_time_ms"],
+        }
+        if record.get("grad_norm") is not None:
+            scalars["train/grad_norm"] = record["grad_norm"]
+        for kind in ("weight_rms", "act_rms"):
+            for name, v in (record.get(kind) or {}).items():
+                scalars[f"norms/{kind}/{name}"] = v
+        self._scalars(record["step"], scalars)
+
+    def eval(self, record: dict[str, Any]) -> None:
+        self.console(RULE)
+        self.console(f"Evaluating at iteration {record['step']}...")
+        self.console(f"Train loss: {record['train_loss']:.4f} | Val loss: {record['val_loss']:.4f}")
+        self.console(RULE)
+        self._write({"type": "eval", **record})
+        self._scalars(
+            record["step"],
+            {
+                "eval/train_loss": record["train_loss"],
+                "eval/val_loss": record["val_loss"],
+                "eval/val_perplexity": record["val_perplexity"],
+                "eval/val_accuracy": record["val_accuracy"],
+            },
+        )
+
+    def final(self, record: dict[str, Any]) -> None:
+        self.console(RULE)
+        self.console(f"Final evaluation: Train loss: {record['train_loss']:.4f} | Val loss: {record['val_loss']:.4f}")
+        self.console(
+            f"Val perplexity: {record['val_perplexity']:.2f} | Val accuracy: {record['val_accuracy']:.4f}"
+        )
+        self.console(RULE)
+        self._write({"type": "final", **record})
+        self._scalars(
+            record["step"], {"final/train_loss": record["train_loss"], "final/val_loss": record["val_loss"]}
+        )
+
+    def event(self, step: int, event: str, detail: str = "", **extra: Any) -> None:
+        self._write({"type": "event", "step": step, "event": event, "detail": detail, **extra})
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            try:
+                self._wandb.finish()
+            except Exception as err:  # noqa: BLE001 - never lose a finished run to a wandb hiccup
+                print(f"warning: wandb.finish() failed: {err}", file=sys.stderr)
+            self._wandb = None
+
+
+def check_extras(use_wandb: bool, tensorboard_dir: str | os.PathLike | None) -> None:
+    """Fail early (before data loading) if a requested integration isn't installed."""
+    import importlib.util
+
+    if use_wandb and importlib.util.find_spec("wandb") is None:
+        raise MissingExtraError("--use_wandb needs the wandb package: install it with `uv sync --extra wandb`")
+    if tensorboard_dir is not None and importlib.util.find_spec("tensorboard") is None:
+        raise MissingExtraError(
+            "--tensorboard_dir needs the tensorboard package: install it with `uv sync --extra tensorboard`"
+        )
