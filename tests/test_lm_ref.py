@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from cs336_basics.model import ModelConfig, TransformerBlock, TransformerLM
 
@@ -50,10 +49,7 @@ def random_weights(c: ModelConfig) -> dict[str, torch.Tensor]:
 
 
 def rms(x, weight):
-    norm = nn.RMSNorm(x.shape[-1], eps=1e-5)
-    with torch.no_grad():
-        norm.weight.copy_(weight)
-    return norm(x)
+    return F.rms_norm(x, (x.shape[-1],), weight, eps=1e-5)  # built-in, differentiable in weight
 
 
 def ref_block(x, w, prefix, num_heads, theta):
@@ -95,6 +91,24 @@ def test_lm_matches_builtin_reference(T):
     )
     assert out.shape == (3, T, c.vocab_size)
     torch.testing.assert_close(out, ref_lm(idx, w, c), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("T", [256, 130])
+def test_lm_gradients_match_builtin_reference_at_long_context(T):
+    """At T >= 128 the attention splits queries into blocks and recomputes its weights in backward:
+    the loss gradient of every weight must still equal the built-in reference's (in float64)."""
+    c = ModelConfig(**{**TINY, "context_length": 256, "d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32})
+    w = {k: v.double() for k, v in random_weights(c).items()}
+    model = TransformerLM(c, dtype=torch.float64)
+    model.load_state_dict(w)
+    idx = torch.randint(0, c.vocab_size, (2, T))
+    tgt = torch.randint(0, c.vocab_size, (2, T))
+    F.cross_entropy(model(idx).flatten(0, 1), tgt.flatten()).backward()
+    ref_w = {k: v.clone().requires_grad_() for k, v in w.items()}
+    F.cross_entropy(ref_lm(idx, ref_w, c).flatten(0, 1), tgt.flatten()).backward()
+    ours = dict(model.named_parameters())
+    for k, v in ref_w.items():
+        torch.testing.assert_close(ours[k].grad, v.grad, atol=1e-7, rtol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_block_matches_builtin_reference():
