@@ -1,0 +1,211 @@
+"""Sample text from a trained checkpoint: ``python -m cs336_basics.generate``.
+
+    uv run python -m cs336_basics.generate --checkpoint runs/quickstart/model \\
+        --tokenizer runs/quickstart/tokenizer --prompt "Once upon a time" \\
+        --max_new_tokens 200 --temperature 0.8 --top_p 0.9 --num_samples 3 --seed 1
+
+``--checkpoint`` may be a ``.pt`` file or a run directory (then ``best.pt``, else the newest
+``checkpoint_iter_N.pt``). ``--tokenizer`` defaults to a ``tokenizer/`` folder beside the checkpoint
+or its run directory (the quickstart's layout). Checkpoints are read with ``weights_only=True``: a
+file that would need arbitrary code to unpickle is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from cs336_basics.errors import UserError, run_cli
+
+
+class GenerateError(UserError, ValueError):
+    """Bad input to generation (paths, flags, tokenizer/model mismatch)."""
+
+
+_ITER_RE = re.compile(r"checkpoint_iter_(\d+)\.pt$")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A ``.pt`` path as given, or for a directory: ``best.pt``, else the newest ``checkpoint_iter_N.pt``."""
+    path = Path(path)
+    if not path.exists():
+        raise GenerateError(f"--checkpoint {path}: no such file or directory")
+    if path.is_file():
+        return path
+    best = path / "best.pt"
+    if best.is_file():
+        return best
+    numbered = [(int(m.group(1)), p) for p in path.iterdir() if (m := _ITER_RE.search(p.name)) and p.is_file()]
+    if not numbered:
+        raise GenerateError(f"--checkpoint {path}: directory has no best.pt or checkpoint_iter_N.pt")
+    return max(numbered)[1]
+
+
+def find_tokenizer_dir(checkpoint: Path) -> Path | None:
+    """Look for ``tokenizer/`` beside the checkpoint file/dir, one and two levels up (quickstart layout)."""
+    start = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    for d in (start, start.parent, start.parent.parent):
+        cand = d / "tokenizer"
+        if (cand / "vocab.json").is_file():
+            return cand
+    return None
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; otherwise the named device (checked it exists)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise GenerateError(f"--device {name}: not a device name ({err})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GenerateError(f"--device {name}: CUDA is not available on this machine (try --device cpu)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise GenerateError(f"--device {name}: MPS is not available on this machine (try --device cpu)")
+    return dev
+
+
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu"):
+    """Load a trained model for inference -> ``(model, payload, resolved_path)``.
+
+    Reads with ``checkpoint.read_checkpoint`` (weights_only) and rebuilds the model from the
+    ``model_config`` stored in the payload, so no flags need repeating.
+    """
+    from cs336_basics.checkpoint import read_checkpoint
+    from cs336_basics.model import ModelConfig, TransformerLM
+
+    path = resolve_checkpoint(checkpoint)
+    payload = read_checkpoint(path)
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise GenerateError(f"{path}: not a model checkpoint (no 'model' entry)")
+    cfg_dict = payload.get("model_config")
+    if not isinstance(cfg_dict, dict):
+        raise GenerateError(f"{path}: checkpoint has no model_config; it was not written by this project's trainer")
+    try:
+        config = ModelConfig.from_dict(cfg_dict)
+    except (TypeError, ValueError) as err:
+        raise GenerateError(f"{path}: bad model_config: {err}") from None
+    model = TransformerLM(config, device=torch.device(device))
+    # Tolerate state dicts saved from a torch.compile / DDP wrapper.
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in payload["model"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise GenerateError(f"{path}: weights do not match its model_config: {' '.join(first[:2])}") from None
+    model.eval()
+    return model, payload, path
+
+
+def sample(
+    model,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float = 0.8,
+    top_p: float = 0.9,
+    seed: int | None = None,
+    num_samples: int = 1,
+) -> list[str]:
+    """Generate ``num_samples`` continuations of ``prompt`` (the continuation only, decoded).
+
+    An empty prompt starts from ``<|endoftext|>`` (the document boundary the model saw in training).
+    Generation stops early at ``<|endoftext|>``.
+    """
+    from cs336_basics.model import generate
+
+    ids = tokenizer.encode(prompt) if prompt else []
+    eot = getattr(tokenizer, "eot_id", None)
+    if not ids:
+        if eot is None:
+            raise GenerateError("--prompt is empty and the tokenizer has no <|endoftext|> token to start from")
+        ids = [eot]
+    ctx = model.config.context_length
+    if len(ids) >= ctx:  # keep the most recent context so something can still be generated
+        ids = ids[-(ctx - 1):] if ctx > 1 else ids[-1:]
+    device = next(model.parameters()).device
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+    outs = []
+    with torch.no_grad():
+        for _ in range(num_samples):
+            new = generate(model, ids, max_new_tokens, temperature=temperature, top_p=top_p, eos_id=eot,
+                           generator=gen)
+            outs.append(tokenizer.decode(list(new)))
+    return outs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m cs336_basics.generate",
+        description="Sample text from a trained checkpoint.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a .pt file, or a run directory (uses best.pt, else the newest checkpoint)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory (vocab.json, merges.txt); default: a tokenizer/ folder beside the checkpoint")
+    p.add_argument("--prompt", default="Once upon a time", help="text to continue; empty starts from <|endoftext|> (default: %(default)r)")
+    p.add_argument("--max_new_tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
+    p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling mass in (0, 1] (default: %(default)s)")
+    p.add_argument("--num_samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_new_tokens < 0:
+        raise GenerateError(f"--max_new_tokens must be >= 0, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise GenerateError(f"--temperature must be >= 0, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise GenerateError(f"--top_p must be in (0, 1], got {args.top_p}")
+    if args.num_samples < 1:
+        raise GenerateError(f"--num_samples must be >= 1, got {args.num_samples}")
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    if args.tokenizer is None:
+        tok_dir = find_tokenizer_dir(Path(args.checkpoint))
+        if tok_dir is None:
+            raise GenerateError(f"no --tokenizer given and no tokenizer/ folder found near {args.checkpoint}")
+    else:
+        tok_dir = Path(args.tokenizer)
+        if not tok_dir.is_dir():
+            raise GenerateError(f"--tokenizer {tok_dir}: no such directory")
+        if not (tok_dir / "vocab.json").is_file():
+            raise GenerateError(f"--tokenizer {tok_dir}: no vocab.json in it (expected a directory written by Tokenizer.save)")
+    device = pick_device(args.device)
+
+    from cs336_basics.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_dir(tok_dir)
+    model, _payload, path = load_model(ckpt, device)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise GenerateError(
+            f"tokenizer {tok_dir} has {tokenizer.vocab_size} tokens but the model in {path} has "
+            f"vocab_size {model.config.vocab_size}; use the tokenizer the model was trained with"
+        )
+    outs = sample(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_p,
+                  args.seed, args.num_samples)
+    for i, text in enumerate(outs):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        print((args.prompt + text).rstrip())  # a story ends with a newline before <|endoftext|>
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
