@@ -6,17 +6,9 @@ import pytest
 import torch
 
 from cs336_basics.model import ModelConfig, TransformerLM, _sample_next, generate
+from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 CFG = dict(vocab_size=40, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core box OpenMP spinning costs 10x."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

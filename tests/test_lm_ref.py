@@ -12,17 +12,9 @@ from cs336_basics.model import ModelConfig, TransformerBlock, TransformerLM
 
 from . import adapters
 from .test_layers_ref import ref_rope
+from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 TINY = dict(vocab_size=50, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64, rope_theta=10000.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core box OpenMP spinning costs 10x."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,7 @@ from tests._train_utils import (
     train_losses,
     write_pattern_data,
 )
+from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 SEED = 77
 # Constant LR (warmup 0, min_lr == lr) so the schedule does not depend on max_iters.
@@ -57,14 +58,6 @@ WRAPPER = textwrap.dedent(
     raise SystemExit(tt.main(sys.argv[1:]))
     """
 ).replace("{at}", str(SIGTERM_AT_CALL))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -30,17 +30,9 @@ from tests._train_utils import (
     train_losses,
     write_pattern_data,
 )
+from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 ITER_LINE = re.compile(r"^Iter +(\d+) \| Loss: \d+\.\d{4} \| LR: \d\.\d\de[-+]\d\d \| Time: \d+\.\dms \| Tokens/sec: \d+$", re.M)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and OpenMP spinning on a busy 2-core box costs 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
