@@ -259,7 +259,12 @@ def init_process_group(rt: Runtime) -> None:
 
 
 def destroy_process_group() -> None:
+    """Leave the process group. The barrier first makes every rank finish its last collective
+    before any rank tears its connections down: without it a fast rank's teardown can hit a peer
+    still mid-transfer, whose gloo thread then aborts the process ("terminate called ...")."""
     if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.barrier()
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
 

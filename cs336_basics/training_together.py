@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import hashlib
 import json
 import math
@@ -595,10 +596,17 @@ class Trainer:
         if rt.info.is_distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            # The only buffers are RoPE tables, identical on every rank: no need to sync them each
+            # forward (torch >= 2.15 spells this forward_sync_buffers; older releases broadcast_buffers).
+            no_sync_kw = (
+                "forward_sync_buffers"
+                if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+                else "broadcast_buffers"
+            )
             model = DDP(
                 model,
                 device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                broadcast_buffers=False,  # the only buffers are RoPE tables, identical on every rank
+                **{no_sync_kw: False},
             )
         self.train_model = model
         self.tokens_per_step = args.batch_size * args.context_length * args.grad_accum_steps * rt.world_size
