@@ -177,7 +177,23 @@ def _run_pool(tok: Tokenizer, tokenizer_dir: str, tasks: list, workers: int, emi
         ok = True
     finally:
         _worker_tok = None
-        pool.shutdown(wait=ok, cancel_futures=not ok)
+        if ok:
+            pool.shutdown(wait=True)
+        else:
+            _stop_pool(pool)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """On failure (bad input, Ctrl-C, a dead worker) stop at once: terminate the workers instead of
+    letting them finish chunks nobody will read. A plain ``shutdown(wait=False)`` leaves the exit to
+    the executor's atexit join, which can hang in CPython 3.11 when workers are mid-task."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=10)
 
 
 def _emit_result(task, future, emit) -> None:
