@@ -14,50 +14,10 @@ from cs336_basics.bpe import BPEError, _rev_key, bpe_merges, count_pretokens, tr
 from cs336_basics.errors import run_cli
 from cs336_basics.pretokenize import PRETOKEN_RE, split_on_specials
 
+from ._naive_bpe import naive_merges, naive_train
+
 EOT = "<|endoftext|>"
 
-
-# ----------------------------------------------------------------------------------------------
-# An independent reference: recount every pair at every step (slow, obviously correct).
-# ----------------------------------------------------------------------------------------------
-def naive_merges(words: Counter, num_merges: int) -> list[tuple[bytes, bytes]]:
-    merges = []
-    for _ in range(num_merges):
-        pairs: Counter = Counter()
-        for w, n in words.items():
-            for p in zip(w, w[1:]):
-                pairs[p] += n
-        if not pairs:
-            break
-        best = max(pairs, key=lambda p: (pairs[p], p))
-        merges.append(best)
-        merged: Counter = Counter()
-        for w, n in words.items():
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
-                    out.append(w[i] + w[i + 1])
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            merged[tuple(out)] += n
-        words = merged
-    return merges
-
-
-def naive_train(text: str, vocab_size: int, specials: list[str]):
-    words: Counter = Counter()
-    for piece, is_special in split_on_specials(text, specials):
-        if not is_special:
-            for tok in PRETOKEN_RE.findall(piece):
-                words[tuple(bytes([c]) for c in tok.encode())] += 1
-    merges = naive_merges(words, vocab_size - 256 - len(specials))
-    vocab = {i: s.encode() for i, s in enumerate(specials)}
-    vocab.update({len(specials) + i: bytes([i]) for i in range(256)})
-    for a, b in merges:
-        vocab[len(vocab)] = a + b
-    return vocab, merges
 
 
 def varied_text(rng: random.Random, n_docs: int, specials: list[str]) -> str:

@@ -1,6 +1,6 @@
 """Tokenizer encode/decode against tiktoken (the independent oracle), plus streaming, files, errors.
 
-Everything here makes its own data: a small naive BPE trainer (written independently of
+Everything here makes its own data: a small naive BPE trainer (tests/_naive_bpe.py, independent of
 cs336_basics.bpe) produces merges from a few KB of varied text; tiktoken gets the same ranks.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ import regex
 import tiktoken
 
 from cs336_basics.tokenizer import Tokenizer, TokenizerError, bytes_to_unicode
+
+from ._naive_bpe import naive_train
 
 GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOT = "<|endoftext|>"
@@ -38,46 +39,6 @@ def make_corpus(n_words: int = 1500, seed: int = 0) -> str:
         if i % 97 == 96:
             parts.append(EOT)
     return "".join(parts)
-
-
-def naive_train(text: str, vocab_size: int, specials: list[str]):
-    """Textbook BPE (slow but obviously right): ties -> lexicographically greatest pair."""
-    pat = regex.compile(GPT2_PAT)
-    if specials:
-        chunks = regex.split("|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)), text)
-    else:
-        chunks = [text]
-    words = Counter()
-    for c in chunks:
-        for w in pat.findall(c):
-            words[tuple(bytes([b]) for b in w.encode())] += 1
-    vocab = {i: s.encode() for i, s in enumerate(specials)}
-    for b in range(256):
-        vocab[len(vocab)] = bytes([b])
-    merges = []
-    while len(vocab) < vocab_size:
-        pairs = Counter()
-        for w, c in words.items():
-            for p in zip(w, w[1:]):
-                pairs[p] += c
-        if not pairs:
-            break
-        best = max(pairs, key=lambda p: (pairs[p], p))
-        merges.append(best)
-        vocab[len(vocab)] = best[0] + best[1]
-        new_words = Counter()
-        for w, c in words.items():
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
-                    out.append(best[0] + best[1])
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            new_words[tuple(out)] += c
-        words = new_words
-    return vocab, merges
 
 
 def tiktoken_for(vocab: dict[int, bytes], specials: list[str]) -> tiktoken.Encoding:
