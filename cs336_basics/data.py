@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -14,11 +17,24 @@ from torch import Tensor
 
 from cs336_basics.errors import UserError
 
-__all__ = ["DataError", "DeviceError", "get_batch", "load_tokens", "resolve_device"]
+__all__ = [
+    "DataError",
+    "DeviceError",
+    "RAW_SUFFIXES",
+    "get_batch",
+    "load_tokens",
+    "read_tokens_meta",
+    "resolve_device",
+    "tokenizer_fingerprint",
+    "tokens_meta_path",
+]
 
 # Elements checked per chunk when validating ids (16M uint16 = 32 MB resident at a time).
 _CHECK_CHUNK = 1 << 24
-_BIN_SUFFIXES = (".bin", ".dat", ".u16", ".u32")
+# Suffixes of raw token files: bare little-endian ids of --data_dtype, no header.
+RAW_SUFFIXES = (".bin", ".ids", ".dat", ".u16", ".u32")
+# Files that make up a saved tokenizer; their bytes are its identity.
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens.json")
 
 
 class DataError(UserError, ValueError):
@@ -126,7 +142,7 @@ def load_tokens(
         size = p.stat().st_size
     except OSError as err:
         raise DataError(f"{p}: cannot read: {err.strerror or err}") from None
-    if size == 0 and suffix in (".npy", *_BIN_SUFFIXES):
+    if size == 0 and suffix in (".npy", *RAW_SUFFIXES):
         raise DataError(f"{p}: file is empty")
     if suffix == ".npy":
         is_bin = False
@@ -139,7 +155,7 @@ def load_tokens(
             raise DataError(f"{p}: expected a 1-D array of token ids, got shape {data.shape}")
         if not np.issubdtype(data.dtype, np.integer):
             raise DataError(f"{p}: expected integer token ids, got dtype {data.dtype}")
-    elif suffix in _BIN_SUFFIXES:
+    elif suffix in RAW_SUFFIXES:
         is_bin = True
         dt_name = dtype or "uint16"
         try:
@@ -161,7 +177,7 @@ def load_tokens(
     else:
         raise DataError(
             f"{p}: unknown token file extension {p.suffix!r} (expected .npy, or raw ids in "
-            f"{', '.join(_BIN_SUFFIXES)})"
+            f"{', '.join(RAW_SUFFIXES)})"
         )
     n = len(data)
     if n == 0:
@@ -180,3 +196,40 @@ def load_tokens(
                 i = int(np.argmax(bad))
                 raise _bad_id_error(p, start + i, int(chunk[i]), vocab_size, is_bin)
     return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Which tokenizer made a token file: a small JSON sidecar next to it
+# ----------------------------------------------------------------------------------------------
+def tokens_meta_path(path: str | os.PathLike) -> Path:
+    """``data/train.npy`` -> ``data/train.npy.meta.json`` (written by ``tokenize_data``)."""
+    p = Path(path)
+    return p.with_name(p.name + ".meta.json")
+
+
+def tokenizer_fingerprint(directory: str | os.PathLike) -> str:
+    """sha256 over the tokenizer's files (name + bytes of each that exists): its identity."""
+    d = Path(directory)
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        f = d / name
+        if f.is_file():
+            h.update(name.encode() + b"\0")
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def read_tokens_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The sidecar of a token file as a dict, or None when there is none (or it is unreadable).
+
+    Keys written by ``tokenize_data``: ``vocab_size`` (int), ``tokenizer_sha256`` (str, see
+    :func:`tokenizer_fingerprint`), ``tokenizer_dir`` (str), ``special_tokens`` (list[str]),
+    ``dtype`` (str), ``num_tokens`` (int), ``source`` (str). A sidecar is advisory: a missing or
+    damaged one never stops training.
+    """
+    meta = tokens_meta_path(path)
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
