@@ -1,0 +1,371 @@
+"""Resource accounting for this project's Transformer LM: parameters, FLOPs, AdamW training memory.
+
+    uv run python -m cs336_basics.accounting --preset gpt2-xl
+    uv run python -m cs336_basics.accounting --d_model 512 --num_layers 4 --num_heads 16 --d_ff 1344 \\
+        --vocab_size 10000 --context_length 256 --batch_size 32
+
+The architecture is the one ``cs336_basics.model.TransformerLM`` builds: token embedding, pre-norm
+blocks of causal multi-head attention (q/k/v/output projections, no biases, RoPE has no weights) and
+a SwiGLU FFN (three ``d_model x d_ff`` matrices; two for the ``silu`` ablation), RMSNorm gains,
+a final RMSNorm and an untied ``lm_head``. The presets use GPT-2's shapes with this architecture; as
+in the course's handout, their ``d_ff`` is ``4 * d_model`` (gpt2-xl: 6400).
+
+Counting conventions (the tests check them against ``sum(p.numel())`` of the real model and against
+``torch.utils.flop_counter.FlopCounterMode``):
+
+* FLOPs are matmul FLOPs only: ``2 * m * n * k`` for an ``[m, k] @ [k, n]`` product. Norms, RoPE,
+  softmax, SiLU and the embedding lookup are left out (they are a small fraction and not matmuls).
+* Attention's score (``Q K^T``) and value (``P V``) matmuls are counted dense, as if nothing were
+  masked: ``2 * T * T * d_model`` each per layer. This is the usual MFU convention (PaLM, nanoGPT)
+  and what FlopCounterMode sees when the whole ``T x T`` product is computed. (For ``T >= 128`` the
+  model's causal kernel skips most fully-masked blocks, so it executes fewer.)
+* A training step costs about 3x the forward FLOPs (the backward pass is about twice the forward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from cs336_basics.errors import UserError, run_cli
+
+__all__ = [
+    "PRESETS",
+    "Shape",
+    "AccountingError",
+    "param_counts",
+    "forward_flops",
+    "flop_shares",
+    "activation_elements",
+    "training_memory",
+    "max_batch_size",
+    "training_days",
+]
+
+
+class AccountingError(UserError, ValueError):
+    """A bad shape flag or preset name."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The model dimensions accounting needs (a subset of ``ModelConfig``)."""
+
+    vocab_size: int
+    context_length: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int
+    ffn_type: str = "swiglu"
+    remove_rmsnorm: bool = False
+
+    def validate(self) -> Shape:
+        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise AccountingError(f"--{name} must be a positive integer, got {v!r}")
+        if self.d_model % self.num_heads:
+            raise AccountingError(f"--d_model {self.d_model} must be divisible by --num_heads {self.num_heads}")
+        if self.ffn_type not in ("swiglu", "silu"):
+            raise AccountingError(f"--ffn_type must be swiglu or silu, got {self.ffn_type!r}")
+        return self
+
+
+# GPT-2's shapes with this project's architecture; d_ff = 4 * d_model as in the course's handout.
+PRESETS: dict[str, Shape] = {
+    "gpt2-small": Shape(50257, 1024, 768, 12, 12, 3072),
+    "gpt2-medium": Shape(50257, 1024, 1024, 24, 16, 4096),
+    "gpt2-large": Shape(50257, 1024, 1280, 36, 20, 5120),
+    "gpt2-xl": Shape(50257, 1024, 1600, 48, 25, 6400),
+    # The course's TinyStories model (assignment section 7).
+    "tinystories": Shape(10000, 256, 512, 4, 16, 1344),
+}
+
+
+def _ffn_mats(s: Shape) -> int:
+    return 3 if s.ffn_type == "swiglu" else 2
+
+
+# ------------------------------------------------------------------------------------------------
+# parameters
+# ------------------------------------------------------------------------------------------------
+def param_counts(s: Shape) -> dict[str, int]:
+    """Parameters per component: ``embedding``, ``attention``, ``ffn``, ``norms`` (all layers +
+    final), ``lm_head``, plus ``per_layer_attention``, ``per_layer_ffn``, ``per_layer_norms`` and
+    ``total``. No biases anywhere; RoPE has no parameters."""
+    d, L = s.d_model, s.num_layers
+    attn = 4 * d * d  # q, k, v, output projections
+    ffn = _ffn_mats(s) * d * s.d_ff
+    norms = 0 if s.remove_rmsnorm else 2 * d  # ln1, ln2 gains
+    final_norm = 0 if s.remove_rmsnorm else d
+    out = {
+        "embedding": s.vocab_size * d,
+        "attention": L * attn,
+        "ffn": L * ffn,
+        "norms": L * norms + final_norm,
+        "lm_head": d * s.vocab_size,
+    }
+    out["total"] = sum(out.values())
+    out.update(per_layer_attention=attn, per_layer_ffn=ffn, per_layer_norms=norms)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# FLOPs
+# ------------------------------------------------------------------------------------------------
+FLOP_COMPONENTS = ("attention_proj", "attention_scores", "ffn", "lm_head")
+
+
+def forward_flops(s: Shape, seq_len: int | None = None, batch_size: int = 1) -> dict[str, int]:
+    """Matmul FLOPs of one forward pass over ``batch_size`` sequences of ``seq_len`` tokens.
+
+    Components (summed over layers): ``attention_proj`` (q/k/v/output: ``8 T d^2`` per layer),
+    ``attention_scores`` (``Q K^T`` and ``P V``, dense: ``4 T^2 d`` per layer), ``ffn``
+    (``2 * mats * T * d * d_ff`` per layer), ``lm_head`` (``2 T d V``), and ``total``.
+    """
+    T = s.context_length if seq_len is None else seq_len
+    d, L, B = s.d_model, s.num_layers, batch_size
+    out = {
+        "attention_proj": L * B * 2 * T * d * (4 * d),
+        "attention_scores": L * B * 2 * (2 * T * T * d),
+        "ffn": L * B * 2 * T * d * s.d_ff * _ffn_mats(s),
+        "lm_head": B * 2 * T * d * s.vocab_size,
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def flop_shares(s: Shape, contexts: Sequence[int]) -> list[dict[str, float]]:
+    """For each context length: total forward FLOPs per sequence and each component's share of it."""
+    rows = []
+    for T in contexts:
+        f = forward_flops(s, T)
+        row: dict[str, float] = {"context_length": T, "total": f["total"]}
+        for k in FLOP_COMPONENTS:
+            row[k] = f[k] / f["total"]
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# memory
+# ------------------------------------------------------------------------------------------------
+def activation_elements(s: Shape, batch_size: int, seq_len: int | None = None, *, keep_scores: bool = True) -> dict[str, int]:
+    """Activation elements kept for the backward pass (the course handout's list), by component.
+
+    Per layer and token: RMSNorm inputs ``2d``; q/k/v ``3d``; attention scores ``Q K^T`` and their
+    softmax ``2 * H * T`` (``keep_scores``; this project's attention kernel recomputes them in
+    backward instead, so ``keep_scores=False`` describes it); the weighted sum of values ``d`` and
+    the output projection ``d``; SwiGLU: ``W1 x``, ``W3 x``, ``SiLU(W1 x)``, their product
+    (``4 d_ff``) and ``W2``'s output ``d`` (SiLU FFN: ``2 d_ff + d``). Once per token: the final
+    RMSNorm ``d``, the logits ``V`` and the cross-entropy's softmax ``V``.
+    """
+    T = s.context_length if seq_len is None else seq_len
+    d, H, L, BT = s.d_model, s.num_heads, s.num_layers, batch_size * T
+    ffn = (4 * s.d_ff + d) if s.ffn_type == "swiglu" else (2 * s.d_ff + d)
+    norms = 0 if s.remove_rmsnorm else 2 * d
+    out = {
+        "norms": BT * (L * norms + (0 if s.remove_rmsnorm else d)),
+        "attention": BT * L * (3 * d + d + d),
+        "attention_scores": BT * L * 2 * H * T if keep_scores else 0,
+        "ffn": BT * L * ffn,
+        "logits_and_loss": BT * 2 * s.vocab_size,
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def training_memory(
+    s: Shape, batch_size: int, seq_len: int | None = None, *, bytes_per_value: int = 4, keep_scores: bool = True
+) -> dict[str, float]:
+    """AdamW training memory in bytes: ``parameters`` (P), ``gradients`` (P), ``optimizer_state``
+    (first and second moments, 2P), ``activations`` (:func:`activation_elements`) and ``total``,
+    all at ``bytes_per_value`` (4 = fp32) per element."""
+    P = param_counts(s)["total"]
+    act = activation_elements(s, batch_size, seq_len, keep_scores=keep_scores)["total"]
+    out = {
+        "parameters": P * bytes_per_value,
+        "gradients": P * bytes_per_value,
+        "optimizer_state": 2 * P * bytes_per_value,
+        "activations": act * bytes_per_value,
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def max_batch_size(s: Shape, memory_bytes: float, seq_len: int | None = None, **kw) -> int:
+    """Largest batch whose :func:`training_memory` fits in ``memory_bytes`` (0 if not even one)."""
+    fixed = training_memory(s, 0, seq_len, **kw)["total"]
+    per_seq = training_memory(s, 1, seq_len, **kw)["total"] - fixed
+    if memory_bytes < fixed + per_seq:
+        return 0
+    return int((memory_bytes - fixed) // per_seq)
+
+
+def training_days(s: Shape, steps: int, batch_size: int, peak_flops: float, mfu: float, seq_len: int | None = None) -> float:
+    """Days for ``steps`` AdamW steps at ``mfu`` of ``peak_flops`` FLOP/s (3x forward per step)."""
+    step_flops = 3 * forward_flops(s, seq_len, batch_size)["total"]
+    return steps * step_flops / (peak_flops * mfu) / 86400.0
+
+
+# ------------------------------------------------------------------------------------------------
+# report + CLI
+# ------------------------------------------------------------------------------------------------
+def report(s: Shape, *, batch_size: int, contexts: Sequence[int], memory_gb: float, steps: int,
+           train_batch: int, peak_tflops: float, mfu: float) -> dict:
+    """Everything the CLI prints, as plain data."""
+    return {
+        "shape": asdict(s),
+        "params": param_counts(s),
+        "forward_flops": forward_flops(s),
+        "flop_shares": flop_shares(s, contexts),
+        "memory": {
+            "batch_size": batch_size,
+            "bytes": training_memory(s, batch_size),
+            "bytes_recompute_scores": training_memory(s, batch_size, keep_scores=False),
+            "budget_gb": memory_gb,
+            "max_batch_size": max_batch_size(s, memory_gb * 1e9),
+        },
+        "training": {
+            "steps": steps,
+            "batch_size": train_batch,
+            "peak_tflops": peak_tflops,
+            "mfu": mfu,
+            "step_flops": 3 * forward_flops(s, None, train_batch)["total"],
+            "days": training_days(s, steps, train_batch, peak_tflops * 1e12, mfu),
+        },
+    }
+
+
+def _h(n: float) -> str:
+    for div, unit in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:g}"
+
+
+def format_report(r: dict, name: str) -> str:
+    s, p, f = r["shape"], r["params"], r["forward_flops"]
+    L = s["num_layers"]
+    lines = [
+        f"# {name}: vocab {s['vocab_size']}, context {s['context_length']}, d_model {s['d_model']}, "
+        f"{L} layers, {s['num_heads']} heads, d_ff {s['d_ff']} ({s['ffn_type']})",
+        "",
+        "## Parameters",
+        f"{'component':<28}{'count':>16}{'share':>9}",
+    ]
+    rows = [
+        ("token embedding", p["embedding"]),
+        (f"attention ({L} x {p['per_layer_attention']:,})", p["attention"]),
+        (f"ffn ({L} x {p['per_layer_ffn']:,})", p["ffn"]),
+        ("rmsnorm gains", p["norms"]),
+        ("lm_head", p["lm_head"]),
+    ]
+    for label, n in rows:
+        lines.append(f"{label:<28}{n:>16,}{100 * n / p['total']:>8.1f}%")
+    lines.append(f"{'total':<28}{p['total']:>16,}   ({_h(p['total'])}; fp32 {p['total'] * 4 / 1e9:.2f} GB)")
+    lines += [
+        "",
+        f"## Forward-pass matmul FLOPs (one sequence of {s['context_length']} tokens)",
+        f"{'component':<28}{'FLOPs':>16}{'share':>9}",
+    ]
+    labels = {"attention_proj": "attention q/k/v/out proj", "attention_scores": "attention QK^T and PV",
+              "ffn": "ffn", "lm_head": "lm_head"}
+    for k in FLOP_COMPONENTS:
+        lines.append(f"{labels[k]:<28}{_h(f[k]):>16}{100 * f[k] / f['total']:>8.1f}%")
+    lines.append(f"{'total':<28}{_h(f['total']):>16}   (training step ~3x: {_h(3 * f['total'])})")
+    short = {"attention_proj": "attn proj", "attention_scores": "attn QK^T/PV", "ffn": "ffn", "lm_head": "lm_head"}
+    lines += ["", "## Share of forward FLOPs by context length",
+              f"{'context':>8}{'total':>12}" + "".join(f"{short[k]:>16}" for k in FLOP_COMPONENTS)]
+    for row in r["flop_shares"]:
+        lines.append(f"{row['context_length']:>8}{_h(row['total']):>12}"
+                     + "".join(f"{100 * row[k]:>15.1f}%" for k in FLOP_COMPONENTS))
+    m = r["memory"]
+    b, br = m["bytes"], m["bytes_recompute_scores"]
+    lines += [
+        "",
+        f"## AdamW training memory, fp32 (batch {m['batch_size']}, context {s['context_length']})",
+        f"{'':<22}{'GB':>10}",
+        f"{'parameters':<22}{b['parameters'] / 1e9:>10.2f}",
+        f"{'gradients':<22}{b['gradients'] / 1e9:>10.2f}",
+        f"{'optimizer state (m,v)':<22}{b['optimizer_state'] / 1e9:>10.2f}",
+        f"{'activations':<22}{b['activations'] / 1e9:>10.2f}   (without stored T x T scores: {br['activations'] / 1e9:.2f})",
+        f"{'total':<22}{b['total'] / 1e9:>10.2f}",
+        "activations (elements) = B*T*[L*(2d + 5d + 2*H*T + 4*d_ff + d) + d + 2V]  (SwiGLU; see activation_elements)",
+        f"static = 16 bytes/param = {b['parameters'] * 4 / 1e9:.2f} GB; largest batch in {m['budget_gb']:g} GB: "
+        f"{m['max_batch_size']}",
+    ]
+    t = r["training"]
+    lines += [
+        "",
+        f"## Training time: {t['steps']:,} steps x batch {t['batch_size']} at {100 * t['mfu']:g}% MFU "
+        f"of {t['peak_tflops']:g} TFLOP/s",
+        f"{_h(t['step_flops'])} FLOPs per step -> {t['days']:.1f} days on one device",
+    ]
+    return "\n".join(lines)
+
+
+def _pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m cs336_basics.accounting",
+        description="Parameters, forward FLOPs and AdamW training memory of this project's Transformer LM.",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="GPT-2 shapes with this architecture (d_ff = 4*d_model), or the course's TinyStories model; "
+                        "shape flags given as well override the preset")
+    for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
+        p.add_argument(f"--{name}", type=_pos_int, default=None)
+    p.add_argument("--ffn_type", choices=("swiglu", "silu"), default=None)
+    p.add_argument("--batch_size", type=_pos_int, default=1, help="batch for the memory estimate")
+    p.add_argument("--contexts", default="1024,4096,16384", help="comma-separated context lengths for the FLOP-share table")
+    p.add_argument("--memory_gb", type=float, default=80.0, help="device memory for the largest-batch estimate")
+    p.add_argument("--train_steps", type=_pos_int, default=400_000)
+    p.add_argument("--train_batch", type=_pos_int, default=1024)
+    p.add_argument("--peak_tflops", type=float, default=19.5, help="device peak (default: A100 fp32)")
+    p.add_argument("--mfu", type=float, default=0.5, help="model FLOPs utilization for the time estimate")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON instead of tables")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    dims = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")
+    base = asdict(PRESETS[args.preset]) if args.preset else {}
+    for k in (*dims, "ffn_type"):
+        if getattr(args, k) is not None:
+            base[k] = getattr(args, k)
+    missing = [k for k in dims if k not in base]
+    if missing:
+        raise AccountingError(f"give --preset or all of the shape flags; missing: {', '.join('--' + k for k in missing)}")
+    shape = Shape(**base).validate()
+    try:
+        contexts = [int(c) for c in args.contexts.split(",") if c.strip()]
+    except ValueError:
+        raise AccountingError(f"--contexts {args.contexts!r}: expected comma-separated integers") from None
+    if not contexts or min(contexts) <= 0:
+        raise AccountingError(f"--contexts {args.contexts!r}: expected positive integers")
+    if not 0 < args.mfu <= 1:
+        raise AccountingError(f"--mfu must be in (0, 1], got {args.mfu}")
+    if args.peak_tflops <= 0 or args.memory_gb <= 0:
+        raise AccountingError("--peak_tflops and --memory_gb must be positive")
+    r = report(shape, batch_size=args.batch_size, contexts=contexts, memory_gb=args.memory_gb,
+               steps=args.train_steps, train_batch=args.train_batch, peak_tflops=args.peak_tflops, mfu=args.mfu)
+    print(json.dumps(r, indent=2) if args.json else format_report(r, args.preset or "custom"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
