@@ -2,18 +2,16 @@
 
 Only ``nn.Parameter`` / ``nn.Module`` containers come from ``torch.nn``: no ``torch.nn`` layers and no
 ``torch.nn.functional``. Weights follow the ``torch.nn`` layout (``Linear.weight`` is ``[out, in]``)
-so the course's reference state dicts load unchanged (see ../shared/spec/adapters.md).
+so the course's reference state dicts load unchanged.
 
-Speed notes (these matter for the CPU/GPU benchmark in scripts/bench_model.py):
-- attention runs all heads in one batched matmul; Q/K/V come from one fused matmul whose weight is
-  the concatenation of the three separate (state-dict visible) projection weights;
-- the 1/sqrt(d_k) scale is folded into Q and the causal softmax uses exp2 (see ``_causal_probs``);
-- softmax is a small ``torch.autograd.Function`` that saves only its output (the backward needs
-  nothing else); the model's causal attention goes further and keeps no T x T matrix at all for
-  backward (it recomputes the weights, as FlashAttention does) -- see ``_CausalAttention``;
-- on CPU, bf16/fp16 attention cores run in float32 (no bf16 matrix units on most CPUs);
-- nothing in a forward pass calls ``.item()`` or builds data-dependent shapes, so torch.compile
-  traces each model into one graph.
+Attention here is the PLAIN path, written the way the CS336 handout explains it: ``softmax``,
+``scaled_dot_product_attention`` with a boolean mask, and ``CausalMultiHeadSelfAttention`` with
+separate q/k/v projections, RoPE through ``RotaryPositionalEmbedding`` and a causal mask. The
+optimised path (same parameters, same results) lives in ``cs336_basics.fast_attention``;
+``ModelConfig.attention`` chooses between them.
+
+Dimension names used in the shape annotations: ``batch``, ``heads``, ``seq`` (query positions),
+``kv_seq`` (key positions), ``d_model``, ``d_head``, ``d_ff``, ``vocab``.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import einsum, rearrange
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
@@ -39,6 +38,7 @@ __all__ = [
     "CausalMultiHeadSelfAttention",
     "trunc_normal_",
     "apply_rope",
+    "causal_mask",
     "KVCache",
 ]
 
@@ -97,8 +97,37 @@ class Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
+class _EmbeddingLookup(torch.autograd.Function):
+    """``weight[ids]`` whose backward adds gradient rows in a fixed order (deterministic on CPU).
+
+    Autograd's own backward for ``weight[ids]`` is an accumulating ``index_put_``, which on CPU with
+    more than one thread adds float32 rows with atomics: repeated ids (common tokens) then sum in
+    a thread-timing-dependent order, so two identical training runs drift apart. ``index_add_``
+    along dim 0 on CPU walks the ids in order (each row add is elementwise), so the sum order is
+    fixed at any thread count. (On CUDA ``index_add_`` uses atomics, like torch's own embedding.)
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, token_ids: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(token_ids)
+        ctx.num_embeddings = weight.shape[0]
+        flat = token_ids.reshape(-1)
+        return weight.index_select(0, flat).view(*token_ids.shape, weight.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (token_ids,) = ctx.saved_tensors
+        d = grad_out.shape[-1]
+        grad_weight = grad_out.new_zeros(ctx.num_embeddings, d)
+        grad_weight.index_add_(0, token_ids.reshape(-1), grad_out.reshape(-1, d))
+        return grad_weight, None
+
+
 class Embedding(nn.Module):
-    """Lookup table ``[num_embeddings, embedding_dim]``; init N(0, 1) truncated to [-3, 3]."""
+    """Lookup table ``[num_embeddings, embedding_dim]``; init N(0, 1) truncated to [-3, 3].
+
+    The backward is deterministic on CPU at any thread count (see ``_EmbeddingLookup``).
+    """
 
     def __init__(
         self,
@@ -118,8 +147,8 @@ class Embedding(nn.Module):
     def reset_parameters(self) -> None:
         trunc_normal_(self.weight, std=1.0, a=-3.0, b=3.0)
 
-    def forward(self, token_ids: Int[Tensor, " ..."]) -> Float[Tensor, "... d"]:
-        return self.weight[token_ids]
+    def forward(self, token_ids: Int[Tensor, " ..."]) -> Float[Tensor, "... d_model"]:
+        return _EmbeddingLookup.apply(self.weight, token_ids)
 
     def extra_repr(self) -> str:
         return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
@@ -143,7 +172,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
 
-    def forward(self, x: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         in_dtype = x.dtype
         x32 = x.float()
         inv_rms = torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)
@@ -255,14 +284,23 @@ class RotaryPositionalEmbedding(nn.Module):
 
     def forward(
         self,
-        x: Float[Tensor, "... seq d_k"],
+        x: Float[Tensor, "... seq d_head"],
         token_positions: Int[Tensor, "... seq"] | None = None,
-    ) -> Float[Tensor, "... seq d_k"]:
+    ) -> Float[Tensor, "... seq d_head"]:
+        """Rotate ``x`` by the angles of ``token_positions`` (default ``0..seq-1``).
+
+        Positions line up with x's leading dims: ``[..., seq]`` for x ``[..., seq, d_head]``, or
+        ``[seq]`` for any x. If the positions have exactly one dim fewer than x's leading dims, x is
+        taken to carry a head axis just before ``seq`` (x ``[batch, heads, seq, d_head]`` with
+        positions ``[batch, seq]``) and every head gets its batch row's positions.
+        """
         if token_positions is None:
             cos = self.cos[: x.shape[-2]]
             sin = self.sin[: x.shape[-2]]
         else:
-            cos = self.cos[token_positions]  # [..., seq, d_k/2]
+            if token_positions.dim() > 1 and token_positions.dim() == x.dim() - 2:
+                token_positions = token_positions.unsqueeze(-2)  # [..., 1, seq]: broadcast over heads
+            cos = self.cos[token_positions]  # [..., seq, d_head/2]
             sin = self.sin[token_positions]
         return apply_rope(x, cos, sin)
 
@@ -270,7 +308,11 @@ class RotaryPositionalEmbedding(nn.Module):
         return f"theta={self.theta}, d_k={self.d_k}, max_seq_len={self.max_seq_len}"
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def apply_rope(
+    x: Float[Tensor, "... seq d_head"],
+    cos: Float[Tensor, "... seq half_d_head"],
+    sin: Float[Tensor, "... seq half_d_head"],
+) -> Float[Tensor, "... seq d_head"]:
     """Rotate interleaved pairs of ``x[..., seq, d]`` by tables ``cos/sin[..., seq, d/2]``.
 
     The tables broadcast against x's leading dims (e.g. ``[seq, d/2]`` or ``[B, 1, seq, d/2]`` for
@@ -286,61 +328,55 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Attention
+# Attention (the plain path; the optimised one is cs336_basics.fast_attention)
 # ----------------------------------------------------------------------------------------------
-class _Softmax(torch.autograd.Function):
-    """Softmax that saves only its output: ``dx = y * (dy - sum(dy * y))``."""
+def softmax(x: Float[Tensor, " ..."], dim: int = -1) -> Float[Tensor, " ..."]:
+    """Numerically stable softmax along ``dim``: subtract the max, exponentiate, normalise.
 
-    @staticmethod
-    def forward(ctx, x: Tensor, dim: int) -> Tensor:  # type: ignore[override]
-        y = _softmax_fwd(x, dim)
-        ctx.save_for_backward(y)
-        ctx.dim = dim
-        return y
-
-    @staticmethod
-    def backward(ctx, dy: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (y,) = ctx.saved_tensors
-        dx = (dy * y).sum(dim=ctx.dim, keepdim=True)
-        dx = (dy - dx).mul_(y)
-        return dx, None
-
-
-def _softmax_fwd(x: Tensor, dim: int) -> Tensor:
-    """Softmax without autograd bookkeeping (for use inside autograd.Functions)."""
-    y = x - x.amax(dim=dim, keepdim=True)
-    y = y.exp_()
-    return y.div_(y.sum(dim=dim, keepdim=True))
-
-
-def softmax(x: Tensor, dim: int = -1) -> Tensor:
-    """Numerically stable softmax along ``dim`` (subtracts the max first, so huge inputs are fine).
-
-    A row that is all ``-inf`` (a query that may attend to nothing) yields NaN, as torch's does.
+    Subtracting the row max leaves the result unchanged (it cancels in the ratio) but keeps
+    ``exp`` from overflowing, so huge inputs are fine. A row that is all ``-inf`` (a query that may
+    attend to nothing) yields NaN, as torch's does. Autograd differentiates it as written.
     """
-    return _Softmax.apply(x, dim)
+    shifted = x - x.amax(dim=dim, keepdim=True)
+    e = torch.exp(shifted)
+    return e / e.sum(dim=dim, keepdim=True)
 
 
 def scaled_dot_product_attention(
-    Q: Float[Tensor, "... q d_k"],
-    K: Float[Tensor, "... k d_k"],
-    V: Float[Tensor, "... k d_v"],
-    mask: Bool[Tensor, "... q k"] | None = None,
-) -> Float[Tensor, "... q d_v"]:
-    """``softmax(Q K^T / sqrt(d_k) + mask) V``; ``mask`` True = may attend (False -> -inf)."""
-    d_k = Q.shape[-1]
-    scores = (Q @ K.transpose(-2, -1)) * (1.0 / math.sqrt(d_k))
+    Q: Float[Tensor, "... seq d_head"],
+    K: Float[Tensor, "... kv_seq d_head"],
+    V: Float[Tensor, "... kv_seq d_v"],
+    mask: Bool[Tensor, "... seq kv_seq"] | None = None,
+) -> Float[Tensor, "... seq d_v"]:
+    """``softmax(Q K^T / sqrt(d_head), masked) V``; ``mask`` True = may attend (False -> -inf).
+
+    Under bf16/fp16 the softmax runs in float32 (exp and the row sum lose too many bits in 8-bit
+    mantissas); the weights are cast back to V's dtype for the final matmul.
+    """
+    d_head = Q.shape[-1]
+    scores = einsum(Q, K, "... seq d, ... kv_seq d -> ... seq kv_seq") / math.sqrt(d_head)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    probs = softmax(scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores, -1)
-    return probs.to(V.dtype) @ V
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()
+    probs = softmax(scores, dim=-1)
+    return einsum(probs.to(V.dtype), V, "... seq kv_seq, ... kv_seq d_v -> ... seq d_v")
+
+
+def causal_mask(seq: int, kv_seq: int, device: torch.device | str | None = None) -> Bool[Tensor, "seq kv_seq"]:
+    """True where query ``i`` may see key ``j``: query i sits at absolute position
+    ``kv_seq - seq + i`` (it continues a cached prefix of ``kv_seq - seq`` keys) and sees keys <= that."""
+    q_pos = torch.arange(kv_seq - seq, kv_seq, device=device)
+    k_pos = torch.arange(kv_seq, device=device)
+    return k_pos[None, :] <= q_pos[:, None]
 
 
 class KVCache:
     """Per-layer key/value buffers for incremental decoding, preallocated to ``max_len``.
 
-    ``length`` is a Python int (the number of positions already cached, equal for all layers); the
-    model advances it once per forward, after every layer has written its keys/values.
+    Each buffer is ``[batch, heads, max_len, d_head]``. ``length`` is a Python int (the number of
+    positions already cached, equal for all layers); the model advances it once per forward, after
+    every layer has written its keys/values.
     """
 
     def __init__(
@@ -354,13 +390,23 @@ class KVCache:
         dtype: torch.dtype | None = None,
     ) -> None:
         shape = (batch_size, num_heads, max_len, head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.keys: list[Float[Tensor, "batch heads max_len d_head"]] = [
+            torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)
+        ]
+        self.values: list[Float[Tensor, "batch heads max_len d_head"]] = [
+            torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)
+        ]
         self.max_len = max_len
         self.length = 0
 
-    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Append ``k, v: [B, H, T, d]`` at ``length`` and return all cached keys/values so far."""
+    def update(
+        self,
+        layer: int,
+        k: Float[Tensor, "batch heads seq d_head"],
+        v: Float[Tensor, "batch heads seq d_head"],
+    ) -> tuple[Float[Tensor, "batch heads kv_seq d_head"], Float[Tensor, "batch heads kv_seq d_head"]]:
+        """Write ``k, v`` at positions ``length ..`` and return all cached keys/values so far
+        (``kv_seq = length + seq``)."""
         start = self.length
         end = start + k.shape[-2]
         if end > self.max_len:
@@ -371,11 +417,12 @@ class KVCache:
 
 
 class CausalMultiHeadSelfAttention(nn.Module):
-    """Causal multi-head self-attention with optional RoPE on queries and keys.
+    """Causal multi-head self-attention with optional RoPE on queries and keys (the plain path).
 
-    Rows ``[h*d_k, (h+1)*d_k)`` of each projection belong to head ``h``. The state dict keeps the
-    four separate projections (``q_proj``, ``k_proj``, ``v_proj``, ``output_proj``) so reference
-    weights load; the forward concatenates q/k/v weights and runs one matmul for all three.
+    ``q_proj``, ``k_proj``, ``v_proj`` map ``d_model -> heads * d_head``; rows
+    ``[h*d_head, (h+1)*d_head)`` of each belong to head ``h``. Each head attends causally with
+    ``scaled_dot_product_attention``; ``output_proj`` reads the heads concatenated in head order.
+    ``cs336_basics.fast_attention.FastCausalMultiHeadSelfAttention`` has the same parameters.
     """
 
     def __init__(
@@ -385,7 +432,6 @@ class CausalMultiHeadSelfAttention(nn.Module):
         rope: RotaryPositionalEmbedding | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        max_seq_len: int | None = None,
     ) -> None:
         super().__init__()
         if d_model % num_heads != 0:
@@ -401,6 +447,16 @@ class CausalMultiHeadSelfAttention(nn.Module):
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
 
+    def _positions(
+        self, x: Tensor, token_positions: Tensor | None, start: int
+    ) -> Int[Tensor, "... seq"]:
+        """Absolute positions of x's tokens: given, or ``start .. start+seq-1`` (after a cached prefix)."""
+        if token_positions is None:
+            return torch.arange(start, start + x.shape[-2], device=x.device)
+        if token_positions.dim() > 1:  # [..., seq] lined up with x's leading dims
+            token_positions = token_positions.broadcast_to(x.shape[:-1])
+        return token_positions
+
     def forward(
         self,
         x: Float[Tensor, "... seq d_model"],
@@ -408,154 +464,18 @@ class CausalMultiHeadSelfAttention(nn.Module):
         kv_cache: KVCache | None = None,
         layer_idx: int = 0,
     ) -> Float[Tensor, "... seq d_model"]:
-        lead = x.shape[:-2]
-        T = x.shape[-2]
-        x3 = x.reshape(-1, T, self.d_model)  # [B, T, d]
-        B = x3.shape[0]
-        H, d_k = self.num_heads, self.d_k
-
-        w_qkv = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight), dim=0)
-        qkv = (x3 @ w_qkv.t()).view(B, T, 3, H, d_k).permute(2, 0, 3, 1, 4)  # [3, B, H, T, d_k]
-        q, k, v = qkv[0], qkv[1], qkv[2]
-
+        """With ``kv_cache`` (x is ``[batch, seq, d_model]``), x continues the cached prefix."""
         start = 0 if kv_cache is None else kv_cache.length
+        q = rearrange(self.q_proj(x), "... seq (heads d_head) -> ... heads seq d_head", heads=self.num_heads)
+        k = rearrange(self.k_proj(x), "... seq (heads d_head) -> ... heads seq d_head", heads=self.num_heads)
+        v = rearrange(self.v_proj(x), "... seq (heads d_head) -> ... heads seq d_head", heads=self.num_heads)
         if self.rope is not None:
-            if token_positions is None:
-                cos = self.rope.cos[start : start + T]
-                sin = self.rope.sin[start : start + T]
-            else:
-                pos = token_positions.broadcast_to((*lead, T)).reshape(B, T)
-                cos = self.rope.cos[pos].unsqueeze(1)  # [B, 1, T, d_k/2]
-                sin = self.rope.sin[pos].unsqueeze(1)
-            q = apply_rope(q, cos, sin)
-            k = apply_rope(k, cos, sin)
-
+            positions = self._positions(x, token_positions, start)
+            q = self.rope(q, positions)
+            k = self.rope(k, positions)
         if kv_cache is not None:
             k, v = kv_cache.update(layer_idx, k, v)
-        S = k.shape[-2]  # number of keys (T, or cached + T)
-
-        out = _causal_attention_core(
-            q.reshape(B * H, T, d_k), k.reshape(B * H, S, d_k), v.reshape(B * H, S, d_k), 1.0 / math.sqrt(d_k)
-        )  # [B*H, T, d_k]
-        out = out.view(B, H, T, d_k).transpose(1, 2).reshape(*lead, T, self.d_model)
+        mask = causal_mask(q.shape[-2], k.shape[-2], device=x.device)
+        out = scaled_dot_product_attention(q, k, v, mask)
+        out = rearrange(out, "... heads seq d_head -> ... seq (heads d_head)")
         return self.output_proj(out)
-
-
-def _causal_attention_core(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-    """``softmax(q k^T * scale + causal) v`` for ``q: [N, T, d]``, ``k, v: [N, S, d]`` (S >= T).
-
-    Query i sits at absolute position S - T + i (it continues a cached prefix of S - T keys) and sees keys j <= that.
-    On CPU, half-precision inputs (bf16 autocast) are computed in float32: CPUs without bf16 matrix
-    units emulate bf16 batched matmuls about 3x slower than float32 ones, and float32 is also the
-    more accurate choice for the softmax. On GPUs the core stays in the input dtype.
-    """
-    out_dtype = v.dtype
-    if q.device.type == "cpu" and out_dtype in (torch.float16, torch.bfloat16):
-        with torch.autocast("cpu", enabled=False):
-            return _causal_attention_core(q.float(), k.float(), v.float(), scale).to(out_dtype)
-    return _CausalAttention.apply(q, k, v, scale, _attention_blocks(q.shape[-2]))
-
-
-_LOG2E = 1.4426950408889634  # log2(e): softmax(x) == exp2((x - max) * log2 e) / sum
-
-
-def _causal_probs(q: Tensor, k: Tensor, scale: float) -> Tensor:
-    """Attention weights ``softmax(q k^T * scale + causal mask)``, in q's dtype (softmax in fp32).
-
-    CPU speed details (eager; torch.compile would fuse all of this anyway):
-    - the scale (times log2 e) is folded into q (T x d elements, not T x S), and the softmax uses
-      ``exp2``: torch's CPU ``exp`` takes a slow path for -inf/underflowing inputs (half of a causal
-      score matrix), ``exp2`` does not -- 2-8x faster here;
-    - ``bmm`` then an in-place bias add beats ``baddbmm`` on CPU;
-    - everything after the matmul works in place on the one scores buffer: at T=256 each
-      ``[N, T, S]`` temporary is many MB, and every extra one costs page faults and a memory pass.
-    """
-    T, S = q.shape[-2], k.shape[-2]
-    scores = torch.bmm(q * (scale * _LOG2E), k.transpose(1, 2))
-    if T > 1:  # a single new query sees every cached key: no mask needed
-        scores = scores.add_(_causal_bias(T, S, q.device).to(scores.dtype))
-    if scores.dtype in (torch.float16, torch.bfloat16):
-        return _softmax2_(scores.float(), -1).to(q.dtype)
-    return _softmax2_(scores, -1)
-
-
-def _softmax2_(x: Tensor, dim: int) -> Tensor:
-    """In place on a tensor we own (no autograd): base-2 softmax, ``exp2(x - max) / sum``."""
-    x = x.sub_(x.amax(dim=dim, keepdim=True)).exp2_()
-    return x.div_(x.sum(dim=dim, keepdim=True))
-
-
-class _CausalAttention(torch.autograd.Function):
-    """Causal attention that keeps no ``[T, S]`` matrix for backward (like FlashAttention).
-
-    Saves only q, k, v and the output, and recomputes the attention weights in backward (one extra
-    batched matmul + softmax). Without this, autograd would keep the ``N x T x S`` weights of every
-    layer alive -- the largest activation at context 256+ (e.g. 16.8 MB per layer at batch 4,
-    16 heads, T 256 in fp32). Backward uses ``rowsum(P * dP) = rowsum(dO * O)``.
-
-    ``blocks`` splits the queries into that many row blocks; block b only multiplies against the keys
-    it can see, which skips most of the masked upper triangle (4 blocks: 10/16 of the dense matmul
-    work). It is a fixed, shape-determined count (not a loop over heads), so torch.compile unrolls it.
-    """
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, blocks: int = 1) -> Tensor:  # type: ignore[override]
-        T, S = q.shape[-2], k.shape[-2]
-        outs = []
-        for lo, hi in _row_blocks(T, blocks):
-            end = S - T + hi  # keys visible to the last query of this block
-            probs = _causal_probs(q[:, lo:hi], k[:, :end], scale)
-            outs.append(torch.bmm(probs, v[:, :end]))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-        ctx.save_for_backward(q, k, v, out)
-        ctx.scale = scale
-        ctx.blocks = blocks
-        return out
-
-    @staticmethod
-    def backward(ctx, dout: Tensor):  # type: ignore[override]
-        q, k, v, out = ctx.saved_tensors
-        scale = ctx.scale
-        T, S = q.shape[-2], k.shape[-2]
-        dout = dout.to(out.dtype)
-        delta = (dout * out).sum(dim=-1, keepdim=True)  # [N, T, 1]
-        blocks = _row_blocks(T, ctx.blocks)
-        if len(blocks) == 1:
-            probs = _causal_probs(q, k, scale)
-            dv = torch.bmm(probs.transpose(1, 2), dout)
-            ds = torch.bmm(dout, v.transpose(1, 2)).sub_(delta).mul_(probs)
-            dq = torch.bmm(ds, k).mul_(scale)
-            dk = torch.bmm(ds.transpose(1, 2), q).mul_(scale)
-            return dq, dk, dv, None, None
-        dq_parts = []
-        dk = torch.zeros_like(k)
-        dv = torch.zeros_like(v)
-        for lo, hi in blocks:
-            end = S - T + hi
-            k_b, v_b, q_b, do_b = k[:, :end], v[:, :end], q[:, lo:hi], dout[:, lo:hi]
-            probs = _causal_probs(q_b, k_b, scale)
-            dv[:, :end] += torch.bmm(probs.transpose(1, 2), do_b)
-            ds = torch.bmm(do_b, v_b.transpose(1, 2)).sub_(delta[:, lo:hi]).mul_(probs)
-            dq_parts.append(torch.bmm(ds, k_b).mul_(scale))
-            dk[:, :end] += torch.bmm(ds.transpose(1, 2), q_b).mul_(scale)
-        return torch.cat(dq_parts, dim=1), dk, dv, None, None
-
-
-def _row_blocks(T: int, blocks: int) -> list[tuple[int, int]]:
-    """Split ``range(T)`` into ``blocks`` contiguous, nearly equal ``(lo, hi)`` ranges."""
-    blocks = max(1, min(blocks, T))
-    bounds = [round(i * T / blocks) for i in range(blocks + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(blocks)]
-
-
-def _attention_blocks(T: int) -> int:
-    """Query blocks for causal attention: enough to skip most masked work, few enough to stay fast."""
-    return 4 if T >= 256 else 2 if T >= 128 else 1
-
-
-def _causal_bias(T: int, S: int, device: torch.device) -> Tensor:
-    """``[T, S]`` float bias: 0 where query i (at absolute S - T + i) may see key j, else -inf."""
-    q_pos = torch.arange(S - T, S, device=device).unsqueeze(1)
-    k_pos = torch.arange(S, device=device).unsqueeze(0)
-    zeros = torch.zeros((), device=device)
-    return torch.where(k_pos <= q_pos, zeros, float("-inf"))

@@ -2,7 +2,10 @@
 
 State-dict names match the course's reference exactly (``token_embeddings.weight``,
 ``layers.{i}.attn.q_proj.weight``, ..., ``ln_final.weight``, ``lm_head.weight``) so its weights
-load with ``load_state_dict``. Built only from cs336_basics.layers (no torch.nn layers).
+load with ``load_state_dict``. Built only from cs336_basics.layers and cs336_basics.fast_attention
+(no torch.nn layers). ``ModelConfig.attention`` picks the attention implementation: "fast" (the
+default, ``fast_attention.FastCausalMultiHeadSelfAttention``) or "plain" (the handout's
+``layers.CausalMultiHeadSelfAttention``); both have the same parameters, so checkpoints move freely.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
 from cs336_basics.layers import (
     CausalMultiHeadSelfAttention,
     Embedding,
@@ -29,9 +33,23 @@ from cs336_basics.layers import (
     softmax,
 )
 
-__all__ = ["ModelConfig", "TransformerBlock", "TransformerLM", "generate", "KVCache", "FFN_TYPES"]
+__all__ = [
+    "ModelConfig",
+    "TransformerBlock",
+    "TransformerLM",
+    "generate",
+    "KVCache",
+    "FFN_TYPES",
+    "ATTENTION_TYPES",
+    "unwrap_model",
+]
 
 FFN_TYPES = ("swiglu", "silu")
+ATTENTION_TYPES = ("fast", "plain")
+_ATTENTION_CLASSES: dict[str, type[CausalMultiHeadSelfAttention]] = {
+    "fast": FastCausalMultiHeadSelfAttention,
+    "plain": CausalMultiHeadSelfAttention,
+}
 
 
 @dataclass
@@ -43,6 +61,10 @@ class ModelConfig:
     norms after each residual add; ``remove_rope`` drops positional information entirely (NoPE);
     ``ffn_type="silu"`` uses the non-gated ``W2(SiLU(W1 x))`` FFN with ``d_ff`` as given (use
     4 * d_model to match a SwiGLU's parameter count).
+
+    ``attention`` is an implementation choice, not an architecture change: "fast" (default) or
+    "plain" compute the same function with the same parameters. Dicts saved before the field
+    existed load with the default.
     """
 
     vocab_size: int = 10000
@@ -56,6 +78,7 @@ class ModelConfig:
     use_post_norm: bool = False
     remove_rope: bool = False
     ffn_type: str = "swiglu"
+    attention: str = "fast"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (round-trips through ``from_dict``)."""
@@ -103,6 +126,10 @@ class ModelConfig:
             raise ValueError(
                 f"model config ffn_type must be one of {', '.join(FFN_TYPES)}, got {self.ffn_type!r}"
             )
+        if self.attention not in ATTENTION_TYPES:
+            raise ValueError(
+                f"model config attention must be one of {', '.join(ATTENTION_TYPES)}, got {self.attention!r}"
+            )
         return self
 
 
@@ -125,6 +152,7 @@ class TransformerBlock(nn.Module):
         use_post_norm: bool = False,
         remove_rope: bool = False,
         ffn_type: str = "swiglu",
+        attention: str = "fast",
         rope: RotaryPositionalEmbedding | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -132,12 +160,14 @@ class TransformerBlock(nn.Module):
         super().__init__()
         if ffn_type not in FFN_TYPES:
             raise ValueError(f"ffn_type must be one of {', '.join(FFN_TYPES)}, got {ffn_type!r}")
+        if attention not in ATTENTION_TYPES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_TYPES)}, got {attention!r}")
         if remove_rope:
             rope = None
         elif rope is None:
             rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=device)
         self.use_post_norm = use_post_norm
-        self.attn = CausalMultiHeadSelfAttention(d_model, num_heads, rope=rope, device=device, dtype=dtype)
+        self.attn = _ATTENTION_CLASSES[attention](d_model, num_heads, rope=rope, device=device, dtype=dtype)
         if remove_rmsnorm:
             self.ln1: nn.Module = Identity()
             self.ln2: nn.Module = Identity()
@@ -194,6 +224,7 @@ class TransformerLM(nn.Module):
                 use_post_norm=c.use_post_norm,
                 remove_rope=c.remove_rope,
                 ffn_type=c.ffn_type,
+                attention=c.attention,
                 rope=rope,
                 device=device,
                 dtype=dtype,
@@ -255,15 +286,31 @@ class TransformerLM(nn.Module):
         return 2 * n_matmul + 4 * c.num_layers * T * c.d_model
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The underlying TransformerLM of a torch.compile (``_orig_mod``) / DDP (``module``) wrapper."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(getattr(model, "module", None), nn.Module):
-            model = model.module
-        else:
-            return model
+def unwrap_model(model: Any) -> nn.Module:
+    """Strip ``torch.compile`` (``_orig_mod``) and DDP/DataParallel-style (``.module``) wrappers.
+
+    Checkpoints save the bare module, so their keys don't depend on how training was launched, and
+    generation decodes with it. A ``.module`` attribute is only treated as a wrapper when the
+    object is DDP/DataParallel, is not an ``nn.Module`` at all, or has ``module`` as its only child
+    (a user model with a submodule that happens to be called ``module`` is left alone).
+    """
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    for _ in range(16):  # wrappers nest a few deep at most; never loop forever on a cycle
+        orig = getattr(model, "_orig_mod", None)
+        if isinstance(orig, nn.Module):
+            model = orig
+            continue
+        inner = getattr(model, "module", None)
+        if isinstance(inner, nn.Module) and (
+            isinstance(model, (DistributedDataParallel, DataParallel))
+            or not isinstance(model, nn.Module)
+            or [name for name, _ in model.named_children()] == ["module"]
+        ):
+            model = inner
+            continue
+        break
+    return model
 
 
 def _sample_next(
@@ -298,6 +345,7 @@ def generate(
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    vocab_limit: int | None = None,
 ) -> list[int]:
     """Sample up to ``max_new_tokens`` continuation ids of ``prompt_ids`` (the new ids only).
 
@@ -308,6 +356,9 @@ def generate(
     ``context_length`` tokens per step -- exactly what ``use_cache=False`` does, so both agree.
     A torch.compile / DDP wrapper is unwrapped first: batch-1 decoding changes shapes every step,
     which would only trigger recompiles.
+
+    ``vocab_limit``: ids ``>= vocab_limit`` are never produced (their logits are set to -inf before
+    greedy / temperature / top-p), for a tokenizer with fewer ids than the model's vocabulary.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -317,7 +368,9 @@ def generate(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if len(prompt_ids) == 0:
         raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
-    base = _unwrap(model)
+    if vocab_limit is not None and (isinstance(vocab_limit, bool) or not isinstance(vocab_limit, int) or vocab_limit < 1):
+        raise ValueError(f"vocab_limit must be a positive integer, got {vocab_limit!r}")
+    base = unwrap_model(model)
     ctx = base.config.context_length
     device = next(base.parameters()).device
 
@@ -332,6 +385,9 @@ def generate(
         else:
             ids = torch.tensor([seq[-ctx:]], dtype=torch.long, device=device)
             logits = base(ids)[0, -1]
+        if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+            logits = logits.clone()
+            logits[vocab_limit:] = float("-inf")
         nxt = _sample_next(logits, temperature, top_p, generator)
         if eos_id is not None and nxt == eos_id:
             break

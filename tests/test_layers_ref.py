@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cs336_basics import layers
+from cs336_basics import fast_attention, layers
 from cs336_basics.layers import (
     CausalMultiHeadSelfAttention,
     Embedding,
@@ -280,11 +280,11 @@ def test_causal_attention_function_gradcheck(T, S, blocks):
     q = torch.randn(2, T, 4, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2, S, 4, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, S, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b, c: layers._CausalAttention.apply(a, b, c, 0.5, blocks), (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: fast_attention._CausalAttention.apply(a, b, c, 0.5, blocks), (q, k, v))
     # forward vs torch: query i sits at absolute position S - T + i
     mask = torch.arange(S)[None, :] <= torch.arange(S - T, S)[:, None]
     expect = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.5)
-    close(layers._CausalAttention.apply(q, k, v, 0.5, blocks), expect)
+    close(fast_attention._CausalAttention.apply(q, k, v, 0.5, blocks), expect)
 
 
 @pytest.mark.parametrize("T", [9, 130, 256])  # 130/256: the query-blocked path (2 / 4 blocks)
@@ -310,7 +310,7 @@ def test_causal_attention_function_half_precision_path():
     ref_out = F.scaled_dot_product_attention(*ref_in, is_causal=True, scale=0.3)
     ref_grads = torch.autograd.grad(ref_out, ref_in, g)
     bf = [t.to(torch.bfloat16).requires_grad_() for t in (q, k, v)]
-    out = layers._CausalAttention.apply(*bf, 0.3, 3)
+    out = fast_attention._CausalAttention.apply(*bf, 0.3, 3)
     assert out.dtype == torch.bfloat16
     grads = torch.autograd.grad(out, bf, g.to(torch.bfloat16))
     torch.testing.assert_close(out.float(), ref_out, atol=5e-2, rtol=5e-2)
