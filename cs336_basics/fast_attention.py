@@ -20,7 +20,8 @@ does differently, and why:
   by the shape, so torch.compile unrolls the loop into one graph.
 - **exp2 softmax with the scale folded into q.** ``softmax(x) = exp2((x - max) log2 e) / sum``;
   multiplying q (``seq x d_head``) by ``scale * log2 e`` is cheaper than scaling the
-  ``seq x kv_seq`` scores, and torch's CPU ``exp`` takes a slow path for the -inf / underflowing
+  ``seq x kv_seq`` scores (half-precision inputs scale the float32 scores instead: rounding a
+  scaled bf16 q again would cost accuracy), and torch's CPU ``exp`` takes a slow path for the -inf / underflowing
   inputs that fill half of a causal score matrix, while ``exp2`` does not. Everything after the
   score matmul works in place on one buffer (each ``[N, seq, kv_seq]`` temporary costs a memory
   pass and page faults).
@@ -28,9 +29,11 @@ does differently, and why:
   saves only q, k, v and the output; backward recomputes the weights (one more matmul and softmax)
   instead of keeping the ``N x seq x kv_seq`` matrix of every layer alive, which is the largest
   activation at long context. It uses ``rowsum(P * dP) = rowsum(dO * O)`` for the softmax
-  backward. Under bf16/fp16 the backward accumulates in float32 like FlashAttention: ``delta``, the
-  softmax gradient ``dS`` and the per-block sums of ``dK`` / ``dV`` are float32; only the matmul
-  operands are cast to the input dtype.
+  backward. Under bf16/fp16 the backward accumulates in float32 like FlashAttention: ``delta``,
+  ``dP``, the softmax gradient ``dS`` and the per-block partial sums of ``dK`` / ``dV`` are float32
+  (the matmuls return float32 results), and the scale is applied to the float32 scores rather than
+  to a bf16 q; only matmul operands are in the input dtype. Its bf16 gradients are then no less
+  accurate than plain bf16 autograd's (a test checks this against a float64 reference).
 - **The CPU fp32 detour.** On CPU, bf16/fp16 (e.g. bf16 autocast) attention cores run in float32:
   CPUs without bf16 matrix units emulate bf16 batched matmuls much more slowly than float32 ones,
   and float32 is also the more accurate choice. On GPUs the core stays in the input dtype.
@@ -123,14 +126,17 @@ def _causal_probs(
 ) -> Float[Tensor, "n seq kv_seq"]:
     """Attention weights ``softmax(q k^T * scale + causal mask)``; float32 for half inputs.
 
-    The scale (times log2 e) is folded into q and the softmax is base 2; ``bmm`` then an in-place
+    The scale (times log2 e) is folded into q (into the fp32 scores for half inputs, which would
+    otherwise be rounded twice) and the softmax is base 2; ``bmm`` then an in-place
     bias add beats ``baddbmm`` on CPU; everything after the matmul is in place on one buffer.
     Callers cast the weights to q's dtype for the following matmul themselves.
     """
     T, S = q.shape[-2], k.shape[-2]
-    scores = torch.bmm(q * (scale * _LOG2E), k.transpose(1, 2))
-    if scores.dtype in _HALF:
-        scores = scores.float()
+    if q.dtype in _HALF:
+        # Scaling a bf16/fp16 q would round it a second time: scale the float32 scores instead.
+        scores = torch.bmm(q, k.transpose(1, 2)).float().mul_(scale * _LOG2E)
+    else:
+        scores = torch.bmm(q * (scale * _LOG2E), k.transpose(1, 2))
     if T > 1:  # a single new query sees every cached key: no mask needed
         scores = scores.add_(_causal_bias(T, S, q.device))
     return _softmax2_(scores, -1)
@@ -183,16 +189,24 @@ class _CausalAttention(torch.autograd.Function):
             end = S - T + hi
             k_b, v_b, q_b, do_b = k[:, :end], v[:, :end], q[:, lo:hi], dout[:, lo:hi]
             probs = _causal_probs(q_b, k_b, scale)  # [n, block, end], in acc
-            dv_b = torch.bmm(probs.to(dtype).transpose(1, 2), do_b)
-            dp = torch.bmm(do_b, v_b.transpose(1, 2))
-            if half:  # dS in fp32 with the scale folded in (no extra rounding), then cast for the matmuls
-                ds = dp.to(acc).sub_(delta[:, lo:hi]).mul_(probs).mul_(scale).to(dtype)
+            if half:
+                # dP and dS in fp32 (scale folded in, no extra rounding); the dK / dV partial sums of
+                # several blocks come out of the matmul in fp32 too, so they are rounded only once.
+                p_h = probs.to(dtype)
+                ds = _bmm_f32(do_b, v_b.transpose(1, 2)).sub_(delta[:, lo:hi]).mul_(probs).mul_(scale)
+                ds = ds.to(dtype)
                 dq_b = torch.bmm(ds, k_b)
-                dk_b = torch.bmm(ds.transpose(1, 2), q_b)
+                if len(blocks) == 1:
+                    dk_b = torch.bmm(ds.transpose(1, 2), q_b)
+                    dv_b = torch.bmm(p_h.transpose(1, 2), do_b)
+                else:
+                    dk_b = _bmm_f32(ds.transpose(1, 2), q_b)
+                    dv_b = _bmm_f32(p_h.transpose(1, 2), do_b)
             else:  # scale the [block, d_head] results, not the [block, end] dS
-                ds = dp.sub_(delta[:, lo:hi]).mul_(probs)
+                ds = torch.bmm(do_b, v_b.transpose(1, 2)).sub_(delta[:, lo:hi]).mul_(probs)
                 dq_b = torch.bmm(ds, k_b).mul_(scale)
                 dk_b = torch.bmm(ds.transpose(1, 2), q_b).mul_(scale)
+                dv_b = torch.bmm(probs.transpose(1, 2), do_b)
             dq_parts.append(dq_b)
             if len(blocks) == 1:  # one block covers every key: nothing to sum
                 dk, dv = dk_b, dv_b
@@ -205,6 +219,17 @@ class _CausalAttention(torch.autograd.Function):
         assert dk is not None and dv is not None
         dq = dq_parts[0] if len(dq_parts) == 1 else torch.cat(dq_parts, dim=1)
         return dq, dk.to(dtype), dv.to(dtype), None, None
+
+
+def _bmm_f32(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` of half-precision operands with a float32 result (float32 accumulation throughout).
+
+    CUDA has this as ``bmm(out_dtype=float32)``; elsewhere the operands are upcast (exact for
+    bf16/fp16 values), which computes the same thing.
+    """
+    if a.is_cuda:
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a.float(), b.float())
 
 
 def _row_blocks(T: int, blocks: int) -> list[tuple[int, int]]:
