@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["AdamW", "lr_cosine_schedule"]
+__all__ = ["AdamW", "adamw_group_step", "local_tensor", "lr_cosine_schedule", "param_groups", "OPTIMIZERS"]
+
+try:  # torch builds without distributed support have no DTensor (and no FSDP2 parameters)
+    from torch.distributed.tensor import DTensor as _DTensor
+except ImportError:  # pragma: no cover
+    _DTensor = None
 
 
 def _check_hparams(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
@@ -53,6 +58,9 @@ class AdamW(torch.optim.Optimizer):
 
     ``foreach=None`` (default) uses the multi-tensor ``torch._foreach_*`` kernels, grouped by
     (device, dtype); ``foreach=False`` uses a plain per-parameter loop (same math, same op order).
+
+    DTensor parameters (FSDP2 shards) work: the math is elementwise, so it runs on each rank's
+    local shard, and the state tensors are DTensors sharded like their parameters.
     """
 
     def __init__(
@@ -80,35 +88,57 @@ class AdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            exp_avgs: list[Tensor] = []
-            exp_avg_sqs: list[Tensor] = []
-            steps: list[int] = []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdamW does not support sparse gradients")
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] = int(state["step"]) + 1
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                steps.append(state["step"])
-            if not params:
-                continue
-            use_foreach = group.get("foreach")
-            if use_foreach is None:
-                use_foreach = hasattr(torch, "_foreach_addcdiv_")
-            update = _update_foreach if use_foreach else _update_single
-            update(params, grads, exp_avgs, exp_avg_sqs, steps, group)
+            adamw_group_step(self.state, group)
         return loss
+
+
+def local_tensor(t: Tensor) -> Tensor:
+    """The rank-local storage of a DTensor (e.g. an FSDP2 shard), or ``t`` itself.
+
+    Elementwise optimizer math is the same on each shard as on the whole tensor, so it runs on the
+    plain local tensors: no DTensor dispatch per op, and the multi-tensor kernels see plain tensors.
+    In-place ops on the result update the DTensor (it is the same storage).
+    """
+    if _DTensor is not None and isinstance(t, _DTensor):
+        return t._local_tensor
+    return t
+
+
+def adamw_group_step(state: dict, group: dict[str, Any]) -> None:
+    """One AdamW update of every parameter in ``group`` that has a gradient (state in ``state[p]``).
+
+    Shared by :class:`AdamW` and the AdamW groups of :class:`cs336_basics.muon.Muon`, so both run
+    exactly the same math. Works on DTensor parameters by updating their local shards.
+    """
+    params: list[Tensor] = []
+    grads: list[Tensor] = []
+    exp_avgs: list[Tensor] = []
+    exp_avg_sqs: list[Tensor] = []
+    steps: list[int] = []
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            raise RuntimeError("AdamW does not support sparse gradients")
+        st = state[p]
+        if len(st) == 0:
+            st["step"] = 0
+            # zeros_like keeps a DTensor parameter's sharding, so the state is sharded too.
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        st["step"] = int(st["step"]) + 1
+        params.append(local_tensor(p))
+        grads.append(local_tensor(p.grad))
+        exp_avgs.append(local_tensor(st["exp_avg"]))
+        exp_avg_sqs.append(local_tensor(st["exp_avg_sq"]))
+        steps.append(st["step"])
+    if not params:
+        return
+    use_foreach = group.get("foreach")
+    if use_foreach is None:
+        use_foreach = hasattr(torch, "_foreach_addcdiv_")
+    update = _update_foreach if use_foreach else _update_single
+    update(params, grads, exp_avgs, exp_avg_sqs, steps, group)
 
 
 def _step_sizes(steps: list[int], lr: float, beta1: float, beta2: float) -> list[float]:
@@ -177,3 +207,95 @@ def lr_cosine_schedule(
         return max_lr
     progress = (it - warmup_iters) / span
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+OPTIMIZERS = ("adamw", "muon")
+
+
+def _param_role(name: str, p: Tensor) -> str:
+    """``embed``, ``head``, ``scalar`` or ``hidden`` from a TransformerLM parameter's name and shape.
+
+    Names are matched on their last components, so the prefixes that wrappers add
+    (``_orig_mod.`` from torch.compile, ``module.`` from DDP) do not matter; FSDP2 keeps names.
+    """
+    if p.dim() < 2:
+        return "scalar"
+    parts = name.split(".")
+    if "token_embeddings" in parts:
+        return "embed"
+    if "lm_head" in parts:
+        return "head"
+    if "layers" in parts:
+        return "hidden"
+    raise ValueError(f"param_groups: cannot tell what the {p.dim()}-D parameter {name!r} is "
+                     "(expected token_embeddings, lm_head, layers.* or a 1-D gain)")
+
+
+def param_groups(
+    model: torch.nn.Module,
+    optimizer: str,
+    *,
+    weight_decay: float,
+    lr: float,
+    lr_hidden: float | None = None,
+    lr_embed: float | None = None,
+    lr_head: float | None = None,
+    lr_scalar: float | None = None,
+) -> list[dict[str, Any]]:
+    """Named parameter groups for ``AdamW`` (``optimizer="adamw"``) or ``Muon`` (``"muon"``).
+
+    Every group has ``"name"`` and ``"lr_scale"`` (its peak LR divided by ``lr``), so a training loop
+    sets ``group["lr"] = schedule(it) * group["lr_scale"]`` and every group follows the same cosine
+    shape; ``"lr"`` starts at ``lr * lr_scale``.
+
+    * ``adamw``: ``decay`` (every >= 2-D weight: matrices, embeddings, head) and ``no_decay`` (1-D
+      norm gains: decaying a gain toward 0 only hurts). The per-group LRs are Muon's; passing a
+      different one here is an error rather than silently ignored.
+    * ``muon``: ``hidden`` (2-D weights inside the blocks, orthogonalised updates), ``embed``
+      (token_embeddings), ``head`` (lm_head), ``scalar`` (1-D gains, no decay); the last three are
+      stepped with AdamW inside the Muon optimizer (``use_muon: False``). The embedding and head
+      are not "hidden" linear maps (one is a lookup table, the other feeds a softmax over the
+      vocabulary), which is where Muon's spectral-norm argument does not apply.
+    ``lr_hidden`` etc. default to ``lr`` (``lr_scale`` 1.0). Empty groups are left out.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"param_groups: unknown optimizer {optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
+    per_group = {"hidden": lr_hidden, "embed": lr_embed, "head": lr_head, "scalar": lr_scalar}
+    for key, value in (("lr", lr), *((f"lr_{k}", v) for k, v in per_group.items())):
+        if value is None and key != "lr":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"param_groups: {key} must be a finite number >= 0, got {value!r}")
+    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise ValueError(f"param_groups: weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def scale(value: float | None) -> float:
+        if value is None or value == lr:
+            return 1.0
+        if lr == 0:
+            raise ValueError(f"param_groups: a per-group learning rate ({value}) needs lr > 0")
+        return value / lr
+
+    if optimizer == "adamw":
+        for k, v in per_group.items():
+            if v is not None and v != lr:
+                raise ValueError(f"param_groups: lr_{k}={v} only applies to the muon optimizer")
+        spec = [("decay", [p for _, p in named if p.dim() >= 2], weight_decay, {}),
+                ("no_decay", [p for _, p in named if p.dim() < 2], 0.0, {})]
+        lr_scales = {"decay": 1.0, "no_decay": 1.0}
+    else:
+        roles: dict[str, list[Tensor]] = {"hidden": [], "embed": [], "head": [], "scalar": []}
+        for n, p in named:
+            roles[_param_role(n, p)].append(p)
+        spec = [("hidden", roles["hidden"], weight_decay, {"use_muon": True}),
+                ("embed", roles["embed"], weight_decay, {"use_muon": False}),
+                ("head", roles["head"], weight_decay, {"use_muon": False}),
+                ("scalar", roles["scalar"], 0.0, {"use_muon": False})]
+        lr_scales = {k: scale(v) for k, v in per_group.items()}
+    return [
+        {"params": ps, "name": name, "lr_scale": lr_scales[name], "lr": lr * lr_scales[name],
+         "weight_decay": wd, **extra}
+        for name, ps, wd, extra in spec
+        if ps
+    ]
