@@ -5,9 +5,15 @@
         --max_new_tokens 200 --temperature 0.8 --top_p 0.9 --num_samples 3 --seed 1
 
 ``--checkpoint`` may be a ``.pt`` file or a run directory (then ``best.pt``, else the newest
-``checkpoint_iter_N.pt``). ``--tokenizer`` defaults to a ``tokenizer/`` folder beside the checkpoint
-or its run directory (the quickstart's layout). Checkpoints are read with ``weights_only=True``: a
-file that would need arbitrary code to unpickle is refused, never executed.
+``checkpoint_iter_N.pt``; the choice is printed to stderr, so stdout is only the samples).
+``--tokenizer`` defaults to a ``tokenizer/`` folder beside the checkpoint or its run directory (the
+quickstart's layout). Checkpoints are read with ``weights_only=True``: a file that would need
+arbitrary code to unpickle is refused, never executed.
+
+The tokenizer may have fewer ids than the model's vocabulary (training accepts a ``--vocab_size``
+rounded up, e.g. to a multiple of 64): ids it cannot decode are then never sampled. More ids than the
+model has is an error. When the checkpoint records which tokenizer made its training data (its
+``"tokenizer"`` entry, the token file's sidecar), a different tokenizer gets a one-line warning.
 """
 
 from __future__ import annotations
@@ -107,6 +113,37 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu"):
     return model, payload, path
 
 
+def check_tokenizer(tokenizer, model, tok_dir: str | Path = "the tokenizer", ckpt: str | Path = "the checkpoint") -> int | None:
+    """The ``vocab_limit`` for sampling: None when the sizes match, the tokenizer's size when it is
+    smaller than the model's vocabulary (the extra rows were never trained on real ids). A tokenizer
+    larger than the model cannot be right: it could emit ids the model has no embedding for."""
+    n_tok, n_model = tokenizer.vocab_size, model.config.vocab_size
+    if n_tok > n_model:
+        raise GenerateError(
+            f"tokenizer {tok_dir} has {n_tok} tokens but the model in {ckpt} has vocab_size {n_model}; "
+            "use the tokenizer the model was trained with"
+        )
+    return n_tok if n_tok < n_model else None
+
+
+def tokenizer_mismatch(payload: dict, tok_dir: str | Path) -> str | None:
+    """A one-line warning when the checkpoint names the tokenizer of its training data and ``tok_dir``
+    is a different one (by content fingerprint), else None (also when the checkpoint does not say)."""
+    from cs336_basics.data import tokenizer_fingerprint
+
+    meta = payload.get("tokenizer") if isinstance(payload, dict) else None
+    want = meta.get("tokenizer_sha256") if isinstance(meta, dict) else None
+    if not isinstance(want, str) or not want:
+        return None
+    have = tokenizer_fingerprint(tok_dir)
+    if have == want:
+        return None
+    trained = meta.get("tokenizer_dir")
+    made_by = f" (made with {trained})" if isinstance(trained, str) and trained else ""
+    return (f"warning: tokenizer {tok_dir} differs from the one that made this model's training data{made_by}; "
+            "samples may be garbled")
+
+
 def sample(
     model,
     tokenizer,
@@ -120,9 +157,12 @@ def sample(
     """Generate ``num_samples`` continuations of ``prompt`` (the continuation only, decoded).
 
     An empty prompt starts from ``<|endoftext|>`` (the document boundary the model saw in training).
-    Generation stops early at ``<|endoftext|>``.
+    Generation stops early at ``<|endoftext|>``. A tokenizer smaller than the model's vocabulary is
+    fine (ids beyond it are never sampled); a larger one raises :class:`GenerateError`.
     """
     from cs336_basics.model import generate
+
+    vocab_limit = check_tokenizer(tokenizer, model)
 
     ids = tokenizer.encode(prompt) if prompt else []
     eot = getattr(tokenizer, "eot_id", None)
@@ -142,7 +182,7 @@ def sample(
     with torch.no_grad():
         for _ in range(num_samples):
             new = generate(model, ids, max_new_tokens, temperature=temperature, top_p=top_p, eos_id=eot,
-                           generator=gen)
+                           generator=gen, vocab_limit=vocab_limit)
             outs.append(tokenizer.decode(list(new)))
     return outs
 
@@ -191,12 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cs336_basics.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_dir(tok_dir)
-    model, _payload, path = load_model(ckpt, device)
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise GenerateError(
-            f"tokenizer {tok_dir} has {tokenizer.vocab_size} tokens but the model in {path} has "
-            f"vocab_size {model.config.vocab_size}; use the tokenizer the model was trained with"
-        )
+    model, payload, path = load_model(ckpt, device)
+    if Path(args.checkpoint).is_dir():  # say which file a directory resolved to (stderr: stdout is the samples)
+        print(f"Using checkpoint {path} (iteration {payload.get('iteration', '?')})", file=sys.stderr)
+    if check_tokenizer(tokenizer, model, tok_dir, path) is not None:
+        print(f"note: tokenizer {tok_dir} has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}; "
+              f"ids >= {tokenizer.vocab_size} are never sampled", file=sys.stderr)
+    warning = tokenizer_mismatch(payload, tok_dir)
+    if warning:
+        print(warning, file=sys.stderr)
     outs = sample(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_p,
                   args.seed, args.num_samples)
     for i, text in enumerate(outs):

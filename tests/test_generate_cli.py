@@ -1,6 +1,7 @@
 """The generate CLI on a tiny saved model: deterministic with --seed, clear one-line errors."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,9 +73,14 @@ def test_greedy_matches_model_argmax(run_dir, capsys):
             if nxt == tok.eot_id:
                 break
             new.append(nxt)
-    rc, out, _ = _gen(capsys, "--checkpoint", str(run_dir / "model"), "--prompt", "the", "--max_new_tokens", "5",
-                      "--temperature", "0")
+    rc, out, err = _gen(capsys, "--checkpoint", str(run_dir / "model"), "--prompt", "the", "--max_new_tokens", "5",
+                        "--temperature", "0")
     assert rc == 0 and out == ("the" + tok.decode(new)).rstrip() + "\n"  # tokenizer found beside the run dir
+    # A directory was given: which file it chose goes to stderr, so stdout stays just the sample.
+    assert err == f"Using checkpoint {run_dir / 'model' / 'checkpoint_iter_7.pt'} (iteration 7)\n"
+    rc, _, err = _gen(capsys, "--checkpoint", str(run_dir / "model" / "checkpoint_iter_7.pt"), "--prompt", "the",
+                      "--max_new_tokens", "2")
+    assert rc == 0 and err == ""  # a file was named: nothing to announce
 
 
 def test_directory_prefers_best(run_dir, tmp_path):
@@ -134,11 +140,90 @@ def test_corrupt_file(run_dir, tmp_path, capsys):
     _one_line_error(rc, err, "garbage.pt")
 
 
-def test_vocab_mismatch_names_both_sizes(run_dir, tmp_path, capsys):
-    small = _tokenizer(extra_merges=False)
-    small.save(tmp_path / "tok")
-    rc, _, err = _gen(capsys, "--checkpoint", str(run_dir / "model"), "--tokenizer", str(tmp_path / "tok"))
-    _one_line_error(rc, err, "257", "260")
+def test_tokenizer_larger_than_model_names_both_sizes(tmp_path, capsys):
+    tok = _tokenizer()  # 260 tokens
+    cfg = ModelConfig(vocab_size=258, context_length=16, d_model=16, num_layers=1, num_heads=2, d_ff=32)
+    save_checkpoint(TransformerLM(cfg), None, 1, tmp_path / "small.pt")
+    tok.save(tmp_path / "tok")
+    rc, _, err = _gen(capsys, "--checkpoint", str(tmp_path / "small.pt"), "--tokenizer", str(tmp_path / "tok"))
+    _one_line_error(rc, err, "258", "260")
+
+
+@pytest.fixture(scope="module")
+def padded_vocab_ckpt(tmp_path_factory):
+    """A 260-id model with a 257-token tokenizer whose logits always favour the ids the tokenizer lacks.
+
+    Only dimension 0 survives the final norm, and lm_head rows 258/259 carry +-100 there (other rows are
+    small), so whatever the sign of that dimension, an unmasked argmax picks 258 or 259.
+    """
+    d = tmp_path_factory.mktemp("padded")
+    tok = _tokenizer(extra_merges=False)  # 257 tokens: ids 0..256
+    tok.save(d / "tok")
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=260, context_length=32, d_model=16, num_layers=1, num_heads=2, d_ff=32)
+    model = TransformerLM(cfg)
+    with torch.no_grad():
+        model.ln_final.weight.zero_()
+        model.ln_final.weight[0] = 1.0
+        model.lm_head.weight.uniform_(-1, 1)
+        model.lm_head.weight[258, 0] = 100.0
+        model.lm_head.weight[259, 0] = -100.0
+    save_checkpoint(model, None, 3, d / "padded.pt")
+    return d
+
+
+def test_tokenizer_smaller_than_model_never_samples_missing_ids(padded_vocab_ckpt, capsys):
+    d = padded_vocab_ckpt
+    model, _, _ = generate.load_model(d / "padded.pt")
+    tok = Tokenizer.from_dir(d / "tok")
+    ids = tok.encode("the")
+    with torch.no_grad():
+        assert int(model(torch.tensor([ids]))[0, -1].argmax()) in (258, 259)  # the trap is armed
+        new = []
+        for _ in range(6):  # by hand: greedy over the ids the tokenizer has
+            nxt = int(model(torch.tensor([ids + new]))[0, -1, :257].argmax())
+            if nxt == tok.eot_id:
+                break
+            new.append(nxt)
+    base = ["--checkpoint", str(d / "padded.pt"), "--tokenizer", str(d / "tok"), "--prompt", "the"]
+    rc, out, err = _gen(capsys, *base, "--max_new_tokens", "6", "--temperature", "0")
+    assert rc == 0, err
+    assert out == ("the" + tok.decode(new)).rstrip() + "\n"
+    assert "257" in err and "260" in err and "never sampled" in err and err.count("\n") == 1
+    # Sampling at temperature 1 without top-p truncation: every id decodes (an id >= 257 would not).
+    rc, out, err = _gen(capsys, *base, "--max_new_tokens", "20", "--temperature", "1", "--top_p", "1",
+                        "--num_samples", "4", "--seed", "0")
+    assert rc == 0 and out.count("--- sample") == 4, err
+
+
+def test_tokenizer_fingerprint_mismatch_warns(run_dir, tmp_path, capsys):
+    from cs336_basics.data import tokenizer_fingerprint
+
+    tok_dir = run_dir / "tokenizer"
+    model, _, _ = generate.load_model(run_dir / "model")
+    meta = {"vocab_size": 260, "tokenizer_sha256": tokenizer_fingerprint(tok_dir), "tokenizer_dir": "tokenizers/ts"}
+    save_checkpoint(model, None, 5, tmp_path / "with_meta.pt", tokenizer=meta)
+    same = tmp_path / "same_tok"
+    shutil.copytree(tok_dir, same)  # same files elsewhere: the same tokenizer
+    rc, _, err = _gen(capsys, "--checkpoint", str(tmp_path / "with_meta.pt"), "--tokenizer", str(same),
+                      "--max_new_tokens", "2")
+    assert rc == 0 and err == ""
+
+    vocab = {0: EOT.encode(), **{i + 1: bytes([i]) for i in range(256)}}
+    merges = [(b"a", b"b"), (b"c", b"d"), (b"ab", b"cd")]  # same size (260), different merges
+    for a, b in merges:
+        vocab[len(vocab)] = a + b
+    Tokenizer(vocab, merges, [EOT]).save(tmp_path / "other_tok")
+    rc, out, err = _gen(capsys, "--checkpoint", str(tmp_path / "with_meta.pt"), "--tokenizer",
+                        str(tmp_path / "other_tok"), "--max_new_tokens", "2")
+    assert rc == 0 and out.startswith("Once upon a time")
+    assert err.startswith("warning: ") and err.count("\n") == 1
+    assert "other_tok" in err and "tokenizers/ts" in err
+
+    save_checkpoint(model, None, 5, tmp_path / "no_meta.pt", tokenizer=None)  # trainer had no sidecar
+    rc, _, err = _gen(capsys, "--checkpoint", str(tmp_path / "no_meta.pt"), "--tokenizer",
+                      str(tmp_path / "other_tok"), "--max_new_tokens", "2")
+    assert rc == 0 and err == ""
 
 
 def test_bad_flags(run_dir, capsys):
