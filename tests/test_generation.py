@@ -97,6 +97,37 @@ def test_nucleus_keeps_only_the_top_mass():
     assert {_sample_next(logits, 1e-4, 1.0, g) for _ in range(50)} == {1}
 
 
+def test_vocab_limit_never_produces_ids_at_or_above_it():
+    """Bias lm_head so id 39 wins every greedy step; with vocab_limit=30 ids >= 30 never appear."""
+    torch.manual_seed(5)
+    m = TransformerLM(ModelConfig(**CFG))
+    with torch.no_grad():
+        m.lm_head.weight[39] = 0.0
+        m.ln_final.weight.fill_(1.0)
+        # a constant-ish direction every normalised hidden state has: make logit 39 huge
+        m.lm_head.weight[39] += 50.0 * torch.sign(m.lm_head.weight.sum(0))
+    free = generate(m, [1, 2, 3], 12, temperature=0)
+    assert 39 in free  # the bias works: without a limit the high id is produced
+    limited = generate(m, [1, 2, 3], 12, temperature=0, vocab_limit=30)
+    assert len(limited) == 12 and max(limited) < 30
+    g = torch.Generator().manual_seed(0)
+    sampled = generate(m, [1, 2, 3], 40, temperature=1.5, top_p=0.95, generator=g, vocab_limit=30)
+    assert len(sampled) == 40 and max(sampled) < 30
+    # a limit at or above the vocabulary changes nothing
+    assert generate(m, [1, 2, 3], 12, temperature=0, vocab_limit=40) == free
+    assert generate(m, [1, 2, 3], 12, temperature=0, vocab_limit=1000) == free
+
+
+def test_plain_attention_generates_the_same(model):
+    plain = TransformerLM(ModelConfig(**CFG, attention="plain"))
+    plain.load_state_dict(model.state_dict())
+    for prompt_len, n in [(3, 10), (30, 8)]:
+        prompt = [(5 * i + 1) % 40 for i in range(prompt_len)]
+        expect = greedy_by_hand(model, prompt, n)
+        assert generate(plain, prompt, n, temperature=0) == expect
+        assert generate(plain, prompt, n, temperature=0, use_cache=False) == expect
+
+
 def test_bad_arguments(model):
     with pytest.raises(ValueError, match="empty"):
         generate(model, [], 3)
@@ -104,3 +135,6 @@ def test_bad_arguments(model):
         generate(model, [1], 3, top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):
         generate(model, [1], 3, temperature=-1.0)
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="vocab_limit must be a positive integer"):
+            generate(model, [1], 3, vocab_limit=bad)

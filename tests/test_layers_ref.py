@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cs336_basics import fast_attention, layers
+from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
 from cs336_basics.layers import (
     CausalMultiHeadSelfAttention,
     Embedding,
@@ -114,7 +115,7 @@ def test_softmax_huge_values_and_grad():
     assert torch.isfinite(y).all()
     close(y, torch.softmax(x.detach(), -1))
     close(adapters.run_softmax(x.detach() + 100.0, -1), torch.softmax(x.detach(), -1))
-    # gradient through our autograd.Function vs torch's softmax
+    # autograd through our softmax vs torch's
     xs = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: layers.softmax(t, -1), (xs,))
     g = torch.randn(3, 7, dtype=torch.float64)
@@ -179,6 +180,17 @@ def test_rope_matches_complex_reference_offset_positions_and_leading_dims():
     close(adapters.run_rope(d_k, theta, 32, x, pos1), ref_rope(x, theta, pos1))
 
 
+def test_rope_broadcasts_batch_positions_over_a_head_axis():
+    """x ``[batch, heads, seq, d]`` with positions ``[batch, seq]``: each head gets its row's positions."""
+    d_k, theta = 8, 10000.0
+    rope = RotaryPositionalEmbedding(theta, d_k, 64)
+    x = torch.randn(2, 3, 5, d_k)
+    pos = torch.tensor([[7, 8, 9, 10, 11], [0, 3, 1, 4, 30]])
+    close(rope(x, pos), ref_rope(x, theta, pos[:, None, :]))
+    close(rope(x, pos[0]), ref_rope(x, theta, pos[0]))  # [seq] broadcasts over everything
+    close(rope(x), ref_rope(x, theta, torch.arange(5)))  # default positions 0..seq-1
+
+
 def test_rope_buffers_not_in_state_dict_and_norm_preserved():
     rope = RotaryPositionalEmbedding(10000.0, 8, 16)
     assert rope.state_dict() == {}
@@ -220,33 +232,54 @@ def _weights(d):
     return [torch.randn(d, d) / math.sqrt(d) for _ in range(4)]
 
 
-def test_mha_matches_reference():
+MHA_PATHS = ["plain", "fast"]
+
+
+def run_mha(path, d, h, wq, wk, wv, wo, x, theta=None, positions=None, max_seq_len=64):
+    """The plain path through the course adapters; the fast one built directly with the same weights."""
+    if path == "plain":
+        if theta is None:
+            return adapters.run_multihead_self_attention(d, h, wq, wk, wv, wo, x)
+        return adapters.run_multihead_self_attention_with_rope(d, h, max_seq_len, theta, wq, wk, wv, wo, x, positions)
+    rope = None if theta is None else RotaryPositionalEmbedding(theta, d // h, max_seq_len)
+    attn = FastCausalMultiHeadSelfAttention(d, h, rope=rope)
+    attn.load_state_dict(dict(zip(["q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"],
+                                  [wq, wk, wv, wo])))
+    return attn(x, token_positions=positions)
+
+
+@pytest.mark.parametrize("path", MHA_PATHS)
+def test_mha_matches_reference(path):
     d, h = 32, 4
     wq, wk, wv, wo = _weights(d)
     x = torch.randn(2, 9, d)
-    out = adapters.run_multihead_self_attention(d, h, wq, wk, wv, wo, x)
-    close(out, ref_mha(x, wq, wk, wv, wo, h))
+    close(run_mha(path, d, h, wq, wk, wv, wo, x), ref_mha(x, wq, wk, wv, wo, h))
     # extra leading dims
     x4 = torch.randn(2, 2, 9, d)
-    close(adapters.run_multihead_self_attention(d, h, wq, wk, wv, wo, x4), ref_mha(x4, wq, wk, wv, wo, h))
+    close(run_mha(path, d, h, wq, wk, wv, wo, x4), ref_mha(x4, wq, wk, wv, wo, h))
+    # a single unbatched sequence
+    close(run_mha(path, d, h, wq, wk, wv, wo, x[0]), ref_mha(x[0], wq, wk, wv, wo, h))
 
 
-def test_mha_with_rope_matches_reference():
+@pytest.mark.parametrize("path", MHA_PATHS)
+def test_mha_with_rope_matches_reference(path):
     d, h, theta = 32, 4, 10000.0
     wq, wk, wv, wo = _weights(d)
     x = torch.randn(2, 9, d)
-    out = adapters.run_multihead_self_attention_with_rope(d, h, 64, theta, wq, wk, wv, wo, x)
-    close(out, ref_mha(x, wq, wk, wv, wo, h, theta))
+    close(run_mha(path, d, h, wq, wk, wv, wo, x, theta), ref_mha(x, wq, wk, wv, wo, h, theta))
     pos = torch.arange(9) + 20
-    out = adapters.run_multihead_self_attention_with_rope(d, h, 64, theta, wq, wk, wv, wo, x, pos)
-    close(out, ref_mha(x, wq, wk, wv, wo, h, theta, pos))
+    close(run_mha(path, d, h, wq, wk, wv, wo, x, theta, pos), ref_mha(x, wq, wk, wv, wo, h, theta, pos))
     pos2 = torch.stack([torch.arange(9) + 5, torch.arange(9) * 2])
-    out = adapters.run_multihead_self_attention_with_rope(d, h, 64, theta, wq, wk, wv, wo, x, pos2)
-    close(out, ref_mha(x, wq, wk, wv, wo, h, theta, pos2))
+    close(run_mha(path, d, h, wq, wk, wv, wo, x, theta, pos2), ref_mha(x, wq, wk, wv, wo, h, theta, pos2))
+    # leading dims [2, 2] with positions [2, 2, seq]
+    x4 = torch.randn(2, 2, 9, d)
+    pos4 = torch.randint(0, 60, (2, 2, 9))
+    close(run_mha(path, d, h, wq, wk, wv, wo, x4, theta, pos4), ref_mha(x4, wq, wk, wv, wo, h, theta, pos4))
 
 
-def test_mha_is_causal():
-    attn = CausalMultiHeadSelfAttention(16, 2)
+@pytest.mark.parametrize("cls", [CausalMultiHeadSelfAttention, FastCausalMultiHeadSelfAttention])
+def test_mha_is_causal(cls):
+    attn = cls(16, 2)
     x = torch.randn(1, 6, 16)
     y1 = attn(x)
     x2 = x.clone()
@@ -255,22 +288,24 @@ def test_mha_is_causal():
     close(y1[:, :4], y2[:, :4])
 
 
-def test_mha_state_dict_keys_and_bad_heads():
-    attn = CausalMultiHeadSelfAttention(16, 4, rope=RotaryPositionalEmbedding(1e4, 4, 8))
+@pytest.mark.parametrize("cls", [CausalMultiHeadSelfAttention, FastCausalMultiHeadSelfAttention])
+def test_mha_state_dict_keys_and_bad_heads(cls):
+    attn = cls(16, 4, rope=RotaryPositionalEmbedding(1e4, 4, 8))
     assert set(attn.state_dict()) == {
         "q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"
     }
     with pytest.raises(ValueError, match=r"d_model \(10\).*num_heads \(3\)"):
-        CausalMultiHeadSelfAttention(10, 3)
+        cls(10, 3)
 
 
-def test_bf16_autocast_attention_close_to_fp32():
+@pytest.mark.parametrize("path", MHA_PATHS)
+def test_bf16_autocast_attention_close_to_fp32(path):
     d, h = 32, 4
     wq, wk, wv, wo = _weights(d)
     x = torch.randn(2, 9, d)
     expect = ref_mha(x, wq, wk, wv, wo, h)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = adapters.run_multihead_self_attention(d, h, wq, wk, wv, wo, x)
+        out = run_mha(path, d, h, wq, wk, wv, wo, x)
     torch.testing.assert_close(out.float(), expect, atol=5e-2, rtol=5e-2)
 
 
@@ -287,14 +322,15 @@ def test_causal_attention_function_gradcheck(T, S, blocks):
     close(fast_attention._CausalAttention.apply(q, k, v, 0.5, blocks), expect)
 
 
-@pytest.mark.parametrize("T", [9, 130, 256])  # 130/256: the query-blocked path (2 / 4 blocks)
-def test_mha_gradients_match_reference(T):
+@pytest.mark.parametrize("cls", [CausalMultiHeadSelfAttention, FastCausalMultiHeadSelfAttention])
+@pytest.mark.parametrize("T", [9, 130, 256])  # 130/256: the fast path's query blocks (2 / 4 blocks)
+def test_mha_gradients_match_reference(T, cls):
     d, h, theta = 32, 4, 10000.0
     ws = [w.requires_grad_() for w in _weights(d)]
     x = torch.randn(2, T, d, requires_grad=True)
     g = torch.randn(2, T, d)
     rope = RotaryPositionalEmbedding(theta, d // h, 256)
-    attn = CausalMultiHeadSelfAttention(d, h, rope=rope)
+    attn = cls(d, h, rope=rope)
     attn.load_state_dict(dict(zip(["q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"], ws)))
     ours = torch.autograd.grad(attn(x), [x, *attn.parameters()], g)
     ref = torch.autograd.grad(ref_mha(x, *ws, h, theta), [x, *ws], g)

@@ -73,23 +73,31 @@ def ref_lm(idx, w, c: ModelConfig):
 
 
 # ---------------------------------------------------------------- forward equivalence
+@pytest.mark.parametrize("attention", ["fast", "plain"])
 @pytest.mark.parametrize("T", [16, 5, 1])
-def test_lm_matches_builtin_reference(T):
-    c = ModelConfig(**TINY)
+def test_lm_matches_builtin_reference(T, attention):
+    c = ModelConfig(**TINY, attention=attention)
     w = random_weights(c)
     idx = torch.randint(0, c.vocab_size, (3, T))
-    out = adapters.run_transformer_lm(
-        c.vocab_size, c.context_length, c.d_model, c.num_layers, c.num_heads, c.d_ff, c.rope_theta, w, idx
-    )
+    if attention == "fast":  # the default, through the course adapter
+        out = adapters.run_transformer_lm(
+            c.vocab_size, c.context_length, c.d_model, c.num_layers, c.num_heads, c.d_ff, c.rope_theta, w, idx
+        )
+    else:
+        model = TransformerLM(c)
+        model.load_state_dict(w)
+        out = model(idx)
     assert out.shape == (3, T, c.vocab_size)
     torch.testing.assert_close(out, ref_lm(idx, w, c), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("attention", ["fast", "plain"])
 @pytest.mark.parametrize("T", [256, 130])
-def test_lm_gradients_match_builtin_reference_at_long_context(T):
-    """At T >= 128 the attention splits queries into blocks and recomputes its weights in backward:
-    the loss gradient of every weight must still equal the built-in reference's (in float64)."""
-    c = ModelConfig(**{**TINY, "context_length": 256, "d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32})
+def test_lm_gradients_match_builtin_reference_at_long_context(T, attention):
+    """At T >= 128 the fast attention splits queries into blocks and recomputes its weights in
+    backward: the loss gradient of every weight must still equal the built-in reference's (float64)."""
+    c = ModelConfig(**{**TINY, "context_length": 256, "d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32,
+                       "attention": attention})
     w = {k: v.double() for k, v in random_weights(c).items()}
     model = TransformerLM(c, dtype=torch.float64)
     model.load_state_dict(w)
@@ -153,10 +161,18 @@ def test_num_parameters_and_flops():
 
 # ---------------------------------------------------------------- config
 def test_config_json_round_trip():
-    c = ModelConfig(**TINY, use_post_norm=True, ffn_type="silu")
+    c = ModelConfig(**TINY, use_post_norm=True, ffn_type="silu", attention="plain")
+    assert c.to_dict()["attention"] == "plain"  # saved with every checkpoint
     again = ModelConfig.from_dict(json.loads(json.dumps(c.to_dict())))
     assert again == c
     assert ModelConfig.from_dict(ModelConfig().to_dict()) == ModelConfig()
+
+
+def test_config_without_attention_key_loads_with_fast_default():
+    old = ModelConfig(**TINY).to_dict()
+    del old["attention"]  # a config saved before the field existed
+    assert ModelConfig.from_dict(old).attention == "fast"
+    assert ModelConfig().attention == "fast"
 
 
 @pytest.mark.parametrize(
@@ -170,6 +186,7 @@ def test_config_json_round_trip():
         (dict(d_ff=0), r"d_ff must be positive"),
         (dict(rope_theta=0.0), r"rope_theta"),
         (dict(context_length=2.5), r"context_length must be an integer"),
+        (dict(attention="flash"), r"model config attention must be one of fast, plain, got 'flash'"),
     ],
 )
 def test_config_validation_errors(change, pattern):
