@@ -1,15 +1,17 @@
 """Byte-level BPE training (GPT-2 style), fast enough for multi-GB corpora.
 
-Two phases:
+The algorithm is the one in ``bpe_reference`` (read that first: same results, a few lines, slow);
+this module computes it fast, in two phases that ``train_bpe`` composes:
 
-1. **Count pre-tokens.** The file is cut into chunks at special tokens / safe whitespace
-   (``find_chunk_boundaries``); worker processes each stream their own byte range in ~1 MiB blocks,
-   split out the special tokens, pre-tokenize with the GPT-2 regex (an equivalent stdlib ``re``
-   pattern for ASCII text, plus a split-on-space shortcut) and count pre-tokens as
+1. **Count pre-tokens** (``count_pretokens``). The file is cut into chunks at safe cuts
+   (``pretokenize.find_chunk_boundaries``); worker processes each stream their own byte range in
+   ~1 MiB blocks, split out the special tokens, pre-tokenize with the GPT-2 regex (an equivalent
+   stdlib ``re`` pattern for ASCII text, plus a split-on-space shortcut) and count pre-tokens as
    ``bytes -> count``. Memory grows with the number of *distinct* pre-tokens, not the file size.
-2. **Merge.** Each distinct pre-token is a string of token ids with a count. A pair -> words
-   index means a merge only touches the words that contain the pair, and a max-heap with lazy
-   invalidation finds the next pair without rescanning all pair counts.
+2. **Merge incrementally** (``merge_pretokens``). Each distinct pre-token is a string of token
+   ids with a count. A pair -> words index means a merge only touches the words that contain the
+   pair, and a max-heap with lazy invalidation finds the next pair without rescanning all pair
+   counts (the reference recounts every pair of every word for every merge).
 
 Worked example (the handout's, with whitespace pre-tokenization)::
 
@@ -34,12 +36,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from cs336_basics.errors import UserError
 from cs336_basics.pretokenize import (
-    ASCII_PRETOKEN_RE,
     PRETOKEN_RE,
-    WS_CUT_RE,
+    ascii_pretoken_re,
+    available_cpus,
     find_chunk_boundaries,
+    first_safe_cut,
     last_safe_cut,
+    special_pattern,
+    split_on_specials,
 )
+
+ASCII_PRETOKEN_RE = ascii_pretoken_re(bytes)
 
 # Below this many bytes per worker, forking a pool costs more than it saves: a pool takes
 # ~35-90 ms to start and one core counts ~15-20 MB/s of English, so two workers only pay off
@@ -58,17 +65,6 @@ class BPEError(UserError, ValueError):
 # ----------------------------------------------------------------------------------------------
 # Phase 1: pre-token counting
 # ----------------------------------------------------------------------------------------------
-def _specials_re(special_tokens: list[str]) -> re.Pattern[bytes] | None:
-    """Bytes pattern splitting on special tokens, longest first (as ``special_pattern`` does).
-
-    Matching UTF-8 bytes is equivalent to matching the decoded text: UTF-8 is self-synchronizing,
-    so an encoded token can only match at a character boundary of valid text."""
-    if not special_tokens:
-        return None
-    ordered = sorted({s.encode("utf-8") for s in special_tokens}, key=len, reverse=True)
-    return re.compile(b"|".join(re.escape(s) for s in ordered))
-
-
 # Pieces are processed in sub-pieces of about this size, cut at safe points, so that the rare
 # irregular or non-ASCII stretch only sends its own few KiB down a slower path.
 _SUBPIECE_BYTES = 1 << 12
@@ -91,7 +87,7 @@ class _PretokenCounter:
     with ``piece = I0 + " " + I1 + " " + ...``. When no whitespace byte is followed by a space,
     every item before a separator ends with a non-space byte, so each separator starts a safe
     cut (see ``pretokenize.WS_CUT_RE``) and the pre-tokens are exactly those of I0 plus those of
-    ``b" " + Ik`` for each later item. So only *distinct* items need the regex: they are counted
+    ``b" " + Ik`` for each later item (see the safe cut rule in ``pretokenize``). So only *distinct* items need the regex: they are counted
     in ``spaced`` and expanded once, in ``result()``. Anything else goes through the regex (the
     ASCII ``re`` pattern, or the Unicode ``regex`` one for non-ASCII text)."""
 
@@ -111,14 +107,16 @@ class _PretokenCounter:
         counts, spaced = self.counts, self.spaced
         fast: list[bytes] = []
         slow: list[str] = []
-        for piece in self.specials.split(buf) if self.specials is not None else (buf,):
+        for piece, is_special in split_on_specials(buf, self.specials):
+            if is_special:
+                continue
             pos, n = 0, len(piece)
             while pos < n:
-                if n - pos <= 2 * _SUBPIECE_BYTES:
+                end = None
+                if n - pos > 2 * _SUBPIECE_BYTES:
+                    end = first_safe_cut(piece, pos + _SUBPIECE_BYTES)
+                if end is None:
                     end = n
-                else:
-                    m = WS_CUT_RE.search(piece, pos + _SUBPIECE_BYTES)
-                    end = m.start() + 1 if m else n
                 sub = piece[pos:end] if pos or end < n else piece
                 pos = end
                 if not sub.isascii():
@@ -161,8 +159,8 @@ def _count_range(
     Returns ``(counts, bad_offset)``: the absolute offset of the first invalid UTF-8 byte (counting
     stops there), or None. Runs in worker processes, so it takes one picklable tuple."""
     path, start, end, special_tokens, block = args
-    counter = _PretokenCounter(_specials_re(special_tokens))
     split_tokens = [s.encode("utf-8") for s in special_tokens]
+    counter = _PretokenCounter(special_pattern(split_tokens))
     with open(path, "rb") as f:
         f.seek(start)
         pos = start  # absolute offset of carry[0]
@@ -192,13 +190,6 @@ def _count_range(
     return counter.result(), None
 
 
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # respects taskset / container CPU sets
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def count_pretokens(
     input_path: str | os.PathLike,
     special_tokens: list[str] | None = None,
@@ -216,7 +207,7 @@ def count_pretokens(
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if num_workers is None:
-                num_workers = min(_available_cpus(), size // PARALLEL_MIN_BYTES_PER_WORKER)
+                num_workers = min(available_cpus(), size // PARALLEL_MIN_BYTES_PER_WORKER)
             num_workers = max(1, int(num_workers))
             if num_workers == 1:
                 bounds = [0, size]
@@ -380,13 +371,35 @@ def _merge_loop(
     return merges
 
 
+def merge_pretokens(
+    counts: dict[bytes, int],
+    num_merges: int,
+    progress: Progress | None = None,
+    *,
+    free_counts: bool = False,
+) -> list[tuple[bytes, bytes]]:
+    """Phase 2: the first ``num_merges`` merges over pre-token counts (initial symbols: bytes).
+
+    Fewer when the pre-tokens run out of pairs (every pre-token became a single token).
+    ``free_counts`` clears ``counts`` once converted: it is the largest object of a training run,
+    and the merge loop no longer needs it."""
+    # latin-1 maps byte x to chr(x): each word becomes a str of token ids, at C speed.
+    words = [tok.decode("latin-1") for tok in counts if len(tok) > 1]
+    freqs = [counts[tok] for tok in counts if len(tok) > 1]
+    if free_counts:
+        counts.clear()
+    id_bytes = [bytes([i]) for i in range(256)]
+    with _gc_paused():
+        return _merge_loop(words, freqs, id_bytes, num_merges, progress)
+
+
 def bpe_merges(
     word_counts: Mapping[tuple[bytes, ...], int], num_merges: int
 ) -> list[tuple[bytes, bytes]]:
-    """The first ``num_merges`` BPE merges for pre-tokens given as tuples of initial symbols.
+    """The first ``num_merges`` BPE merges for words given as tuples of any initial symbols.
 
     Lets the merge rule be driven directly (e.g. with whitespace pre-tokenization, as in the
-    handout's worked example); ``train_bpe`` uses the same loop."""
+    handout's worked example); ``merge_pretokens`` uses the same loop."""
     id_bytes: list[bytes] = []
     sym_id: dict[bytes, int] = {}
     words: list[str] = []
@@ -459,16 +472,16 @@ def train_bpe(
     counts = count_pretokens(input_path, specials, num_workers, progress)
     if progress is not None:
         progress(f"{len(counts):,} distinct pre-tokens; merging")
-    # latin-1 maps byte x to chr(x): each word becomes a str of token ids, at C speed.
-    words = [tok.decode("latin-1") for tok in counts if len(tok) > 1]
-    freqs = [counts[tok] for tok in counts if len(tok) > 1]
-    del counts
-    id_bytes = [bytes([i]) for i in range(256)]
-    with _gc_paused():
-        merges = _merge_loop(words, freqs, id_bytes, vocab_size - base, progress)
-    vocab: dict[int, bytes] = {i: s.encode("utf-8") for i, s in enumerate(specials)}
+    merges = merge_pretokens(counts, vocab_size - base, progress, free_counts=True)
+    return build_vocab(specials, merges), merges
+
+
+def build_vocab(special_tokens: list[str], merges: list[tuple[bytes, bytes]]) -> dict[int, bytes]:
+    """The layout ``train_bpe`` promises: specials (in order), the 256 bytes, then one token per
+    merge in creation order."""
+    vocab: dict[int, bytes] = {i: s.encode("utf-8") for i, s in enumerate(special_tokens)}
     for i in range(256):
-        vocab[len(specials) + i] = bytes([i])
+        vocab[len(vocab)] = bytes([i])
     for a, b in merges:
         vocab[len(vocab)] = a + b
-    return vocab, merges
+    return vocab

@@ -1,22 +1,26 @@
-"""Tokenize a large UTF-8 text file into a ``.npy`` of token ids, using all cores.
+"""Tokenize a large UTF-8 text file into token ids (``.npy``, or raw ids), using all cores.
 
     python -m cs336_basics.tokenize_data --tokenizer out/tok --input train.txt --output train.npy
 
 The file is cut into many byte ranges (far more than workers, so progress is smooth and memory
-stays bounded) at places where cutting cannot change the tokenization: the start of a special
-token, or just before an ASCII whitespace character that follows a non-whitespace character (no
-GPT-2 pre-token spans such a place). Worker processes encode the ranges; the parent writes their
-ids in file order. The result equals ``Tokenizer.encode`` of the whole file.
+stays bounded) at safe cuts (``pretokenize.find_chunk_boundaries``: places where cutting cannot
+change the tokenization). Worker processes encode the ranges; the parent writes their ids in file
+order. The result equals ``Tokenizer.encode`` of the whole file.
 
-The output is written under a temporary name and renamed into place only when complete, so a
-crash or an error never leaves a truncated ``.npy`` behind. ids are ``uint16`` when the vocabulary
-fits (<= 65536), else ``uint32``; ``np.load(path, mmap_mode="r")`` opens the result.
+Output format by suffix: ``.npy`` (``np.load(path, mmap_mode="r")`` opens it), or raw
+little-endian ids without a header for ``.bin .ids .dat .u16 .u32`` (``data.RAW_SUFFIXES``; the
+trainer reads them with ``--data_dtype``). ids are ``uint16`` when the vocabulary fits (<= 65536),
+else ``uint32``; ``.u16`` insists on uint16, ``.u32`` is always uint32. The output is written under
+a temporary name and renamed into place only when complete, so a crash or an error never leaves a
+truncated file behind. A JSON sidecar next to it (``data.tokens_meta_path``) records which
+tokenizer made it, so the trainer can warn about a ``--vocab_size`` that does not match.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -29,102 +33,51 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
-import regex
 
 from cs336_basics.errors import run_cli
-from cs336_basics.fsutil import atomic_write
+from cs336_basics.fsutil import atomic_write, atomic_write_text
+from cs336_basics.pretokenize import available_cpus, find_chunk_boundaries
 from cs336_basics.tokenizer import Tokenizer, TokenizerError
 
 ProgressFn = Callable[[int, int, int], None]  # (bytes done, total bytes, tokens so far)
 
-_WS_BYTES = b"\t\n\x0b\x0c\r "
-_WS_AFTER_NONWS = regex.compile(rb"(?<=[^\t\n\x0b\x0c\r ])[\t\n\x0b\x0c\r ]")
-_REGEX_WS = regex.compile(r"\s")  # the same whitespace notion as the GPT-2 pattern
-_WINDOW = 1 << 16
+# Token files from ``data`` (imported where needed: ``data`` imports torch, which takes seconds
+# and is not needed to tokenize).
+_NPY = ".npy"
 
 
-def _available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
+def output_dtype(output_path: str | os.PathLike, vocab_size: int) -> np.dtype:
+    """Little-endian dtype for the ids of a ``vocab_size`` tokenizer in ``output_path``; raises
+    TokenizerError for a suffix the trainer cannot read or a vocabulary ``.u16`` cannot hold."""
+    from cs336_basics.data import RAW_SUFFIXES
 
-
-def _dtype_for(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
-
-
-def _prev_char_is_nonspace(buf: bytes, p: int) -> bool:
-    """Is the character ending just before byte ``p`` a non-whitespace character (GPT-2 sense)?"""
-    b = buf[p - 1]
-    if b < 0x80:
-        return b not in _WS_BYTES
-    start = p - 1
-    while start > max(0, p - 4) and 0x80 <= buf[start] < 0xC0:
-        start -= 1
-    try:
-        ch = buf[start:p].decode("utf-8")
-    except UnicodeDecodeError:
-        return False  # invalid bytes (the worker reports them) or window edge: not a cut
-    return len(ch) == 1 and not _REGEX_WS.match(ch)
-
-
-def _spanned(buf: bytes, p: int, specials: list[bytes]) -> bool:
-    """Does any occurrence of a special token strictly contain position ``p`` (start < p < end)?"""
-    return any(buf.find(s, max(0, p - len(s) + 1), p + len(s) - 1) != -1 for s in specials)
-
-
-def chunk_offsets(f, size: int, target: int, specials: list[bytes]) -> list[int]:
-    """Byte offsets ``[0, ..., size]``, each inner one the first safe cut at or after a multiple of
-    ``target``. Safe = a special token's start, or an ASCII whitespace byte preceded by a
-    non-whitespace character, in both cases not strictly inside any occurrence of a special token.
-    Reads small windows only."""
-    specials = [s for s in specials if s]
-    back = max((len(s) for s in specials), default=0) + 4
-    bounds = [0]
-    guess = target
-    while guess < size:
-        found = None
-        pos = max(guess, bounds[-1] + 1)
-        while found is None and pos < size:
-            base = max(0, pos - back)
-            f.seek(base)
-            buf = f.read(pos - base + _WINDOW + back)
-            hi = min(len(buf), pos - base + _WINDOW)  # cuts considered: [pos, base + hi)
-            cands = []
-            for m in _WS_AFTER_NONWS.finditer(buf, pos - base, hi):
-                p = m.start()
-                if p > 0 and _prev_char_is_nonspace(buf, p) and not _spanned(buf, p, specials):
-                    cands.append(p)
-                    break
-            for s in specials:
-                i = buf.find(s, pos - base, hi)
-                while i != -1 and _spanned(buf, i, specials):
-                    i = buf.find(s, i + 1, hi)
-                if i != -1:
-                    cands.append(i)
-            if cands:
-                found = base + min(cands)
-            else:
-                pos = base + hi
-        if found is None or found >= size:
-            break
-        bounds.append(found)
-        guess = max(found + 1, guess + target)
-    bounds.append(size)
-    return bounds
+    out = Path(output_path)
+    suffix = out.suffix.lower()
+    if suffix not in (_NPY, *RAW_SUFFIXES):
+        raise TokenizerError(
+            f"{out}: unknown output extension {out.suffix!r} (use .npy, or raw little-endian ids: "
+            f"{', '.join(RAW_SUFFIXES)})"
+        )
+    fits16 = vocab_size <= 1 << 16
+    if suffix == ".u16" and not fits16:
+        raise TokenizerError(
+            f"{out}: a vocabulary of {vocab_size:,} ids does not fit .u16 (uint16 holds 65,536); "
+            "use .u32 or .npy"
+        )
+    return np.dtype("<u2") if fits16 and suffix != ".u32" else np.dtype("<u4")
 
 
 # ---------------------------------------------------------------------- worker side
 _worker_tok: Tokenizer | None = None
 
 
-def _init_worker(tokenizer_dir: str) -> None:
+def _init_worker(tokenizer_dir: str, special_tokens: list[str] | None) -> None:
     """Forked workers inherit the parent's tokenizer; spawned ones load it. Ctrl-C is left to the
     parent (which terminates the pool), so workers don't each print a traceback."""
     global _worker_tok
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if _worker_tok is None:
-        _worker_tok = Tokenizer.from_dir(tokenizer_dir)
+        _worker_tok = Tokenizer.from_dir(tokenizer_dir, special_tokens)
 
 
 def _encode_range(tok: Tokenizer, path: str, start: int, end: int, dtype: np.dtype) -> bytes:
@@ -162,7 +115,8 @@ def _run_pool(tok: Tokenizer, tokenizer_dir: str, tasks: list, workers: int, emi
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     _worker_tok = tok if method == "fork" else None  # forked workers inherit it (no reload)
     pool = ProcessPoolExecutor(
-        workers, mp_context=mp.get_context(method), initializer=_init_worker, initargs=(tokenizer_dir,)
+        workers, mp_context=mp.get_context(method), initializer=_init_worker,
+        initargs=(tokenizer_dir, tok.special_tokens),
     )
     ok = False
     try:
@@ -222,10 +176,13 @@ def tokenize_file(
     output_path: str | os.PathLike,
     num_workers: int | None = None,
     progress: ProgressFn | None = None,
+    special_tokens: list[str] | None = None,
 ) -> int:
     """Encode ``input_path`` with the tokenizer saved in ``tokenizer_dir``; write ``output_path``
-    (.npy, 1-D uint16/uint32) atomically. Returns the number of tokens."""
-    tok = Tokenizer.from_dir(tokenizer_dir)
+    (.npy, or raw ids for the raw suffixes; uint16/uint32) and its sidecar, each atomically.
+    ``special_tokens`` replaces the directory's special_tokens.json (needed when it has none).
+    Returns the number of tokens."""
+    tok = Tokenizer.from_dir(tokenizer_dir, special_tokens)
     inp, out = Path(input_path), Path(output_path)
     if not inp.exists():
         raise TokenizerError(f"{inp}: input file not found")
@@ -237,31 +194,61 @@ def tokenize_file(
         raise TokenizerError(f"{out}: output path is a directory")
     if out.exists() and out.resolve() == inp.resolve():
         raise TokenizerError(f"{out}: output would overwrite the input")
+    dtype = output_dtype(out, tok.vocab_size)
     if num_workers is not None and num_workers < 1:
         raise TokenizerError(f"--workers must be >= 1, got {num_workers}")
-    workers = num_workers or _available_cpus()
-    dtype = _dtype_for(tok.vocab_size)
+    workers = num_workers or available_cpus()
     size = inp.stat().st_size
     target = min(4 << 20, max(256 << 10, size // (workers * 16) + 1))
     specials = [s.encode("utf-8") for s in tok.special_tokens]
     with open(inp, "rb") as f:
-        bounds = chunk_offsets(f, size, target, specials)
+        bounds = find_chunk_boundaries(f, -(-size // target), specials)
     tasks = [(str(inp), a, b, dtype.str) for a, b in zip(bounds[:-1], bounds[1:])]
     workers = max(1, min(workers, len(tasks)))
 
     try:
-        return _write_npy(tok, str(tokenizer_dir), tasks, workers, out, dtype, size, progress)
+        n_tokens = _write_ids(tok, str(tokenizer_dir), tasks, workers, out, dtype, size, progress)
     except OSError as err:  # disk full, permission denied, ... (the temp file is already removed)
         raise TokenizerError(f"{out}: cannot write output ({err.strerror or err})") from None
+    _write_meta(tok, tokenizer_dir, inp, out, dtype, n_tokens)
+    return n_tokens
 
 
-def _write_npy(
+def _write_meta(
+    tok: Tokenizer, tokenizer_dir: str | os.PathLike, inp: Path, out: Path, dtype: np.dtype, n: int
+) -> None:
+    """The sidecar ``data.read_tokens_meta`` reads. If it cannot be written, a stale one (from an
+    earlier run, maybe another tokenizer) must not stay next to the new file."""
+    from cs336_basics.data import tokenizer_fingerprint, tokens_meta_path
+
+    meta = {
+        "vocab_size": tok.vocab_size,
+        "tokenizer_sha256": tokenizer_fingerprint(tokenizer_dir),
+        "tokenizer_dir": str(tokenizer_dir),
+        "special_tokens": list(tok.special_tokens),
+        "dtype": dtype.name,
+        "num_tokens": n,
+        "source": str(inp),
+    }
+    path = tokens_meta_path(out)
+    try:
+        atomic_write_text(path, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+    except OSError as err:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise TokenizerError(f"{path}: cannot write the token file's sidecar ({err.strerror or err})") from None
+
+
+def _write_ids(
     tok: Tokenizer, tokenizer_dir: str, tasks: list, workers: int, out: Path, dtype: np.dtype,
     size: int, progress: ProgressFn | None,
 ) -> int:
-    """Header placeholder, chunks in order, then the real header (same length) over it; all in a
-    temp file that atomic_write renames into place only on success."""
-    placeholder = _npy_header(dtype, 0)
+    """For .npy: a header placeholder, chunks in order, then the real header (same length) over
+    it; raw files are just the chunks. All in a temp file that atomic_write renames into place
+    only on success."""
+    placeholder = _npy_header(dtype, 0) if out.suffix.lower() == _NPY else b""
     n_tokens = 0
     done = 0
     with atomic_write(out, "wb") as fout:
@@ -280,11 +267,12 @@ def _write_npy(
                 emit(task, _encode_range(tok, task[0], task[1], task[2], dtype))
         else:
             _run_pool(tok, tokenizer_dir, tasks, workers, emit)
-        header = _npy_header(dtype, n_tokens)
-        if len(header) != len(placeholder):  # cannot happen for < 10**40 tokens; stay safe anyway
-            raise TokenizerError(f"{out}: internal error: .npy header size changed")
-        fout.seek(0)
-        fout.write(header)
+        if placeholder:
+            header = _npy_header(dtype, n_tokens)
+            if len(header) != len(placeholder):  # cannot happen for < 10**40 tokens; stay safe
+                raise TokenizerError(f"{out}: internal error: .npy header size changed")
+            fout.seek(0)
+            fout.write(header)
     return n_tokens
 
 
@@ -322,11 +310,19 @@ class _ProgressLine:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cs336_basics.tokenize_data",
-        description="Tokenize a UTF-8 text file into a .npy of token ids (all cores).",
+        description="Tokenize a UTF-8 text file into token ids (.npy or raw; all cores).",
     )
     p.add_argument("--tokenizer", required=True, help="directory written by Tokenizer.save / train_bpe")
     p.add_argument("--input", required=True, help="UTF-8 text file")
-    p.add_argument("--output", required=True, help="output .npy (written atomically)")
+    p.add_argument(
+        "--output", required=True,
+        help="output file (written atomically): .npy, or raw little-endian ids .bin/.ids/.dat/.u16/.u32",
+    )
+    p.add_argument(
+        "--special_tokens", nargs="*", default=None, metavar="TOKEN",
+        help="special tokens, replacing the tokenizer's special_tokens.json (required if it has "
+        "none; pass the flag with no value for none)",
+    )
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
@@ -336,12 +332,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = None if args.quiet else _ProgressLine()
     t0 = time.perf_counter()
-    n = tokenize_file(args.tokenizer, args.input, args.output, args.workers, prog)
+    n = tokenize_file(
+        args.tokenizer, args.input, args.output, args.workers, prog, special_tokens=args.special_tokens
+    )
     if prog is not None:
         prog.finish()
     dt = time.perf_counter() - t0
     size = os.path.getsize(args.input)
     print(f"wrote {n:,} tokens to {args.output} ({size / 1e6:,.1f} MB in {dt:.1f}s, {size / 1e6 / max(dt, 1e-9):.1f} MB/s)")
+    from cs336_basics.data import read_tokens_meta
+
+    dtype = (read_tokens_meta(args.output) or {}).get("dtype", "?")
+    if Path(args.output).suffix.lower() == _NPY:
+        print(f"ids are {dtype} (.npy: the trainer reads the dtype from the header)")
+    else:
+        print(f"ids are raw little-endian {dtype}: train with --data_dtype {dtype}")
     return 0
 
 

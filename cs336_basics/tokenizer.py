@@ -19,84 +19,48 @@ updates only the neighbours of each merge (never rescanning the merge list). The
 (``cache_size`` entries, cleared when full); ``encode_iterable`` uses its own small cache so its
 memory stays constant.
 
-Files follow GPT-2's convention (``vocab.json``: byte-to-unicode string -> id; ``merges.txt``: an
-optional ``#version`` line, then ``a b`` per line), so GPT-2's published files load with
+The algorithm is ``bpe_reference.reference_encode`` (a few readable lines); this is the same,
+fast. Files follow GPT-2's convention (see ``gpt2_files``), so GPT-2's published files load with
 ``from_files`` and ours load in other tools (HF ``tokenizers``, tiktoken).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from array import array
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
 from itertools import chain, repeat
 from pathlib import Path
 
 import regex
 
-from cs336_basics.errors import UserError
-from cs336_basics.fsutil import atomic_write_text
-from cs336_basics.pretokenize import PRETOKEN_RE, special_pattern
+from cs336_basics.gpt2_files import (  # noqa: F401  (bytes_to_unicode, token_to_str: re-exported)
+    SPECIAL_TOKENS_FILE,
+    TokenizerError,
+    bytes_to_unicode,
+    read_merges_txt,
+    read_special_tokens,
+    read_vocab_json,
+    token_to_str,
+    write_tokenizer_files,
+)
+from cs336_basics.pretokenize import (
+    PRETOKEN_RE,
+    ascii_pretoken_re,
+    first_safe_cut,
+    last_safe_cut,
+    special_pattern,
+    split_on_specials,
+)
 
 EOT = "<|endoftext|>"
-
-# The GPT-2 pattern restricted to ASCII text, for the stdlib ``re`` engine (about 2x faster than
-# ``regex`` here). On ASCII input it is exactly GPT2_PAT: \p{L} = [A-Za-z], \p{N} = [0-9], and \s is
-# the six characters below (``regex``'s \s, i.e. Unicode White_Space; *not* \x1c-\x1f, which the
-# stdlib's \s would include). Letters come first (the most common case; ~6% faster): no other
-# alternative can match where that one does, so the order change does not change any match.
-_ASCII_PRETOKEN_RE = re.compile(
-    r""" ?[A-Za-z]+|'(?:[sdmt]|ll|ve|re)| ?[0-9]+| ?[^\t\n\x0b\x0c\r A-Za-z0-9]+"""
-    r"""|[\t\n\x0b\x0c\r ]+(?![^\t\n\x0b\x0c\r ])|[\t\n\x0b\x0c\r ]+"""
-)
-# A safe place to cut text without changing its pre-tokenization: just before an ASCII whitespace
-# character that follows a non-whitespace character (no GPT-2 pre-token contains such a pair, and
-# neither half's matches depend on the other). The stdlib's \s is a superset of ``regex``'s, so
-# ``[^\s]`` here only ever picks characters that GPT2_PAT treats as non-space (conservative).
-_CUT_RE = re.compile(r"[^\s][\t\n\x0b\x0c\r ]")
-_ASCII_WS = "\t\n\x0b\x0c\r "
 
 _BLOCK_CHARS = 1 << 18  # encode() works through long texts in blocks this size (bounded temporaries)
 _STREAM_CHARS = 1 << 13  # encode_iterable() buffers about this much text before emitting ids
 _STREAM_CACHE = 1024  # entries per generation of encode_iterable's private cache
 _NO_MERGE = 1 << 62  # rank of a pair that has no merge (larger than every real rank)
-
-
-class TokenizerError(UserError, ValueError):
-    """Bad tokenizer files or arguments; the message names the file/line or the offending value."""
-
-
-@lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 byte values to printable characters.
-
-    Printable Latin-1 bytes map to themselves; the rest (control bytes, space, ...) are shifted to
-    code points 256+, so every token is a visible string in ``vocab.json`` and never contains a
-    space (which is what separates the two halves of a ``merges.txt`` line).
-    """
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
-def _unicode_to_bytes() -> dict[str, int]:
-    return {c: b for b, c in bytes_to_unicode().items()}
-
-
-def token_to_str(token: bytes) -> str:
-    """A token's bytes in GPT-2's printable file notation (e.g. ``b" the"`` -> ``"Ġthe"``)."""
-    table = bytes_to_unicode()
-    return "".join(table[b] for b in token)
+_ASCII_PRETOKEN_RE = ascii_pretoken_re(str)
 
 
 class _BPECache(dict):
@@ -215,9 +179,6 @@ class Tokenizer:
             self._merged_id.append(ids[2])
 
         self._special_re = special_pattern(self.special_tokens)
-        self._max_special = max((len(s) for s in self.special_tokens), default=0)
-        # Specials containing ASCII whitespace could straddle a whitespace cut; checked explicitly.
-        self._ws_specials = [s for s in self.special_tokens if any(c in s for c in _ASCII_WS)]
         self._bpe_fn = self._make_bpe()
         self._cache_size = cache_size
         self._cache = _BPECache(self._bpe_fn, cache_size)
@@ -232,40 +193,37 @@ class Tokenizer:
         merges_filepath: str | os.PathLike,
         special_tokens: list[str] | None = None,
     ) -> Tokenizer:
-        """Load GPT-2-convention ``vocab.json`` + ``merges.txt`` (ours, or GPT-2's own)."""
+        """Load GPT-2-convention ``vocab.json`` + ``merges.txt`` (ours, or GPT-2's own; see
+        ``gpt2_files``)."""
         vocab = read_vocab_json(vocab_filepath)
         merges = read_merges_txt(merges_filepath, vocab, str(vocab_filepath))
         return cls(vocab, merges, special_tokens)
 
     @classmethod
-    def from_dir(cls, directory: str | os.PathLike) -> Tokenizer:
-        """Load what ``save`` wrote: vocab.json, merges.txt and (if present) special_tokens.json."""
+    def from_dir(
+        cls, directory: str | os.PathLike, special_tokens: list[str] | None = None
+    ) -> Tokenizer:
+        """Load what ``save`` wrote: vocab.json, merges.txt and special_tokens.json.
+
+        ``save`` always writes special_tokens.json, so a missing one is an error (loading without
+        it would silently encode ``<|endoftext|>`` as ordinary text) unless ``special_tokens`` is
+        given, which then replaces the file's list."""
         d = Path(directory)
         if not d.is_dir():
             raise TokenizerError(f"{d}: tokenizer directory not found")
-        specials = None
-        sp = d / "special_tokens.json"
-        if sp.exists():
-            data = _load_json(sp)
-            if not isinstance(data, list) or not all(isinstance(s, str) and s for s in data):
-                raise TokenizerError(f"{sp}: expected a JSON list of non-empty strings")
-            specials = data
-        return cls.from_files(d / "vocab.json", d / "merges.txt", specials)
+        if special_tokens is None:
+            sp = d / SPECIAL_TOKENS_FILE
+            if not sp.exists():
+                raise TokenizerError(
+                    f"{sp}: file not found (every saved tokenizer has one; name the special tokens "
+                    "explicitly, e.g. --special_tokens '<|endoftext|>', to load this directory)"
+                )
+            special_tokens = read_special_tokens(sp)
+        return cls.from_files(d / "vocab.json", d / "merges.txt", special_tokens)
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write vocab.json, merges.txt and special_tokens.json (each atomically) into ``directory``."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        vocab_json = {token_to_str(b): i for i, b in sorted(self.vocab.items())}
-        if len(vocab_json) != len(self.vocab):
-            raise TokenizerError("vocabulary has duplicate byte strings; cannot write vocab.json")
-        # One entry per line (indent=0) keeps the file diffable and error messages line-precise.
-        atomic_write_text(d / "vocab.json", json.dumps(vocab_json, ensure_ascii=False, indent=0) + "\n")
-        lines = ["#version: 0.2"] + [f"{token_to_str(a)} {token_to_str(b)}" for a, b in self.merges]
-        atomic_write_text(d / "merges.txt", "\n".join(lines) + "\n")
-        atomic_write_text(
-            d / "special_tokens.json", json.dumps(self.special_tokens, ensure_ascii=False) + "\n"
-        )
+        write_tokenizer_files(directory, self.vocab, self.merges, self.special_tokens)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -289,11 +247,6 @@ class Tokenizer:
         return self._bytes_to_id.get(token)
 
     # ------------------------------------------------------------------ BPE core
-    def _bpe(self, pretoken: str) -> tuple[int, ...]:
-        """Merge one pre-token like tiktoken: repeatedly merge the lowest-ranked adjacent pair
-        (leftmost on ties)."""
-        return self._bpe_fn(pretoken)
-
     def _make_bpe(self):
         """Build the BPE function as a closure over local lookups (no attribute access per call).
 
@@ -343,34 +296,19 @@ class Tokenizer:
         n = len(text)
         start = 0
         while start < n:
-            if n - start <= _BLOCK_CHARS:
+            end = None
+            if n - start > _BLOCK_CHARS:
+                end = first_safe_cut(text, start + _BLOCK_CHARS)
+            if end is None:
                 end = n
-            else:
-                m = _CUT_RE.search(text, start + _BLOCK_CHARS)
-                end = m.start() + 1 if m else n
             block = text[start:end] if (start or end < n) else text
             yield (_ASCII_PRETOKEN_RE if block.isascii() else PRETOKEN_RE), block
             start = end
 
-    def _pieces(self, text: str) -> Iterator[tuple[str, bool]]:
-        """``(piece, is_special)`` in order; empty ordinary pieces are skipped."""
-        if self._special_re is None:
-            if text:
-                yield text, False
-            return
-        pos = 0
-        for m in self._special_re.finditer(text):
-            if m.start() > pos:
-                yield text[pos : m.start()], False
-            yield m.group(), True
-            pos = m.end()
-        if pos < len(text):
-            yield text[pos:], False
-
     def _encode_into(self, text: str, out: list[int], cache_get) -> None:
         extend = out.extend
         specials = self._special_ids
-        for piece, is_special in self._pieces(text):
+        for piece, is_special in split_on_specials(text, self._special_re):
             if is_special:
                 out.append(specials[piece])
                 continue
@@ -393,7 +331,7 @@ class Tokenizer:
             )
         get = cache.__getitem__
         parts: list[bytes] = []
-        for piece, is_special in self._pieces(text):
+        for piece, is_special in split_on_specials(text, self._special_re):
             if is_special:
                 parts.append(array(typecode, [self._special_ids[piece]]).tobytes())
                 continue
@@ -414,9 +352,9 @@ class Tokenizer:
         """Lazily yield the ids of the concatenated strings (e.g. a text file's lines).
 
         Equal to ``encode("".join(iterable))`` at constant memory: text is buffered and only the
-        part before the last *safe* cut is encoded (a cut no pre-token and no special token spans,
-        at least the longest special's length before the buffer's end, so a special token arriving
-        in pieces is still seen whole).
+        part before a *safe* cut near its end is encoded (``pretokenize.last_safe_cut``: no
+        pre-token and no special token spans it, and a special token arriving in pieces is still
+        seen whole).
         """
         cache = _StreamCache(self._cache, self._bpe_fn, _STREAM_CACHE)
         cache_get = cache.__getitem__
@@ -433,7 +371,7 @@ class Tokenizer:
             if size < threshold:
                 continue
             buf = "".join(pending)
-            cut = self._last_safe_cut(buf)
+            cut = last_safe_cut(buf, self.special_tokens)
             if cut is None:
                 pending, threshold = [buf], 2 * size  # no cut yet (e.g. one huge word): read more
                 continue
@@ -446,39 +384,6 @@ class Tokenizer:
             out = []
             self._encode_into("".join(pending), out, cache_get)
             yield from out
-
-    def _last_safe_cut(self, buf: str) -> int | None:
-        """Largest p > 0 such that encode(buf[:p]) + encode(rest) == encode(buf + rest) for any rest."""
-        hi = len(buf) - max(self._max_special, 1)  # text[p] must exist; specials may still grow
-        if hi <= 0:
-            return None
-        window = 256
-        while True:
-            lo = max(0, hi - window)
-            cuts = [m.start() + 1 for m in _CUT_RE.finditer(buf, lo, hi + 1)]
-            for p in reversed(cuts):
-                if self._cut_clear_of_specials(buf, p):
-                    return p
-            if lo == 0:
-                break
-            window *= 8
-        if self._special_re is not None:
-            # No whitespace cut (e.g. a run of special tokens): cut right after the last special
-            # match that is certainly final (a longer special starting there would already fit).
-            # buf starts at a safe point, so scanning it from 0 finds the true matches.
-            last = None
-            for m in self._special_re.finditer(buf):
-                if m.start() + self._max_special <= len(buf):
-                    last = m
-            if last is not None:
-                return last.end()
-        return None
-
-    def _cut_clear_of_specials(self, buf: str, p: int) -> bool:
-        for s in self._ws_specials:
-            if buf.find(s, max(0, p - len(s) + 1), p + len(s) - 1) != -1:
-                return False
-        return True
 
     def decode(self, ids: Iterable[int]) -> str:
         """Concatenate the tokens' bytes and decode UTF-8 (invalid sequences become U+FFFD)."""
@@ -497,108 +402,3 @@ class Tokenizer:
             f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
             f"special_tokens={self.special_tokens!r})"
         )
-
-
-# ---------------------------------------------------------------------- file readers
-def _load_json(path: Path):
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TokenizerError(f"{path}: file not found") from None
-    except UnicodeDecodeError as err:
-        raise TokenizerError(f"{path}: not UTF-8 (byte offset {err.start})") from None
-    except OSError as err:
-        raise TokenizerError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise TokenizerError(f"{path}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
-
-
-def _line_of(raw: str, key: str) -> int | None:
-    for enc in (json.dumps(key, ensure_ascii=False), json.dumps(key)):
-        i = raw.find(enc)
-        if i != -1:
-            return raw.count("\n", 0, i) + 1
-    return None
-
-
-def read_vocab_json(path: str | os.PathLike) -> dict[int, bytes]:
-    """``{"Ġthe": 262, ...}`` -> ``{262: b" the", ...}``; errors name the file and line."""
-    path = Path(path)
-    data = _load_json(path)
-    if not isinstance(data, dict):
-        raise TokenizerError(f"{path}: expected a JSON object mapping token strings to ids")
-    decoder = _unicode_to_bytes()
-    vocab: dict[int, bytes] = {}
-    raw = None
-
-    def where(key: str) -> str:
-        nonlocal raw
-        if raw is None:
-            raw = path.read_text(encoding="utf-8")
-        line = _line_of(raw, key)
-        return f"{path}:{line}" if line else str(path)
-
-    for key, idx in data.items():
-        if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
-            raise TokenizerError(f"{where(key)}: id of {key!r} is {idx!r}, expected an integer >= 0")
-        try:
-            token = bytes(decoder[c] for c in key)
-        except KeyError as err:
-            raise TokenizerError(
-                f"{where(key)}: token {key!r} has character {err.args[0]!r}, which is not in "
-                "GPT-2's byte-to-unicode alphabet"
-            ) from None
-        if idx in vocab:
-            raise TokenizerError(f"{where(key)}: id {idx} is used twice")
-        vocab[idx] = token
-    return vocab
-
-
-def read_merges_txt(
-    path: str | os.PathLike, vocab: dict[int, bytes] | None = None, vocab_name: str = "vocab"
-) -> list[tuple[bytes, bytes]]:
-    """Read ``merges.txt`` (optional ``#version`` line, then ``a b`` per line; blank lines skipped).
-
-    With ``vocab`` given, each merge's parts and result must be vocabulary entries.
-    """
-    path = Path(path)
-    try:
-        f = open(path, encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise TokenizerError(f"{path}: file not found") from None
-    except OSError as err:
-        raise TokenizerError(f"{path}: cannot read ({err.strerror})") from None
-    decoder = _unicode_to_bytes()
-    known = set(vocab.values()) if vocab is not None else None
-    merges: list[tuple[bytes, bytes]] = []
-    with f:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\r\n")
-                if not line.strip() or (lineno == 1 and line.startswith("#version")):
-                    continue
-                parts = line.split(" ")
-                if len(parts) != 2 or not parts[0] or not parts[1]:
-                    raise TokenizerError(
-                        f"{path}:{lineno}: expected two tokens separated by one space, got {line!r}"
-                    )
-                try:
-                    a, b = (bytes(decoder[c] for c in p) for p in parts)
-                except KeyError as err:
-                    raise TokenizerError(
-                        f"{path}:{lineno}: character {err.args[0]!r} is not in GPT-2's "
-                        "byte-to-unicode alphabet"
-                    ) from None
-                if known is not None:
-                    for t, shown in ((a, parts[0]), (b, parts[1]), (a + b, parts[0] + parts[1])):
-                        if t not in known:
-                            raise TokenizerError(
-                                f"{path}:{lineno}: token {shown!r} is not in {vocab_name}"
-                            )
-                merges.append((a, b))
-        except UnicodeDecodeError as err:
-            raise TokenizerError(f"{path}:{lineno + 1}: not UTF-8 ({err.reason})") from None
-    return merges

@@ -1,5 +1,6 @@
-"""BPE training: the handout's worked example, tie-breaking, special tokens, parallel == serial,
-agreement with an obviously-correct naive trainer, bad input, and the CLI."""
+"""BPE training: the handout's worked example (the independent oracle), tie-breaking, special
+tokens, parallel == serial, the fast trainer equal to the readable reference
+(cs336_basics.bpe_reference) on varied text, bad input, and the CLI."""
 
 from __future__ import annotations
 
@@ -12,11 +13,17 @@ import pytest
 from cs336_basics import bpe
 from cs336_basics.bpe import BPEError, _rev_key, bpe_merges, count_pretokens, train_bpe
 from cs336_basics.errors import run_cli
-from cs336_basics.pretokenize import PRETOKEN_RE, split_on_specials
+from cs336_basics.pretokenize import PRETOKEN_RE, special_pattern
+from cs336_basics.pretokenize import split_on_specials as _split
 
-from ._naive_bpe import naive_merges, naive_train
+from cs336_basics.bpe_reference import reference_merges as naive_merges
+from cs336_basics.bpe_reference import reference_train_bpe as naive_train
 
 EOT = "<|endoftext|>"
+
+
+def split_on_specials(text, specials):
+    return _split(text, special_pattern(specials))
 
 
 
@@ -162,7 +169,7 @@ def test_pretoken_counter_matches_regex_on_awkward_whitespace(seed: int, monkeyp
             expected.update(t.encode() for t in PRETOKEN_RE.findall(piece))
     for sub in (64, 1 << 12):
         monkeypatch.setattr(bpe, "_SUBPIECE_BYTES", sub)
-        counter = bpe._PretokenCounter(bpe._specials_re([EOT]))
+        counter = bpe._PretokenCounter(special_pattern([EOT.encode()]))
         assert counter.feed(text.encode()) is None
         assert counter.result() == expected
     # Plain English with single spaces takes the shortcut; same answer.

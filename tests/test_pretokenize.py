@@ -11,13 +11,20 @@ from collections import Counter
 import regex
 
 from cs336_basics.pretokenize import (
-    ASCII_PRETOKEN_RE,
+    ASCII_WS,
     PRETOKEN_RE,
+    ascii_pretoken_re,
     find_chunk_boundaries,
     last_safe_cut,
     special_pattern,
-    split_on_specials,
 )
+from cs336_basics.pretokenize import split_on_specials as _split
+
+ASCII_PRETOKEN_RE = ascii_pretoken_re(bytes)
+
+
+def split_on_specials(text, specials):
+    return list(_split(text, special_pattern(specials)))
 
 EOT = "<|endoftext|>"
 # Characters that exercise every branch of the pattern, incl. Unicode letters/digits/whitespace
@@ -49,6 +56,7 @@ def test_ascii_classes_match_unicode_pattern_on_all_ascii() -> None:
         assert bool(regex.fullmatch(r"\p{L}", ch)) == (ch in string.ascii_letters), repr(ch)
         assert bool(regex.fullmatch(r"\p{N}", ch)) == (ch in string.digits), repr(ch)
         assert bool(regex.fullmatch(r"\s", ch)) == (ch in " \t\n\r\x0b\x0c"), repr(ch)
+        assert (ch in ASCII_WS) == (ch in " \t\n\r\x0b\x0c")
 
 
 def test_ascii_fast_path_equals_regex() -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cs336_basics.tokenize_data import chunk_offsets, main, tokenize_file
+from cs336_basics.pretokenize import find_chunk_boundaries
+from cs336_basics.tokenize_data import main, tokenize_file
 from cs336_basics.tokenizer import Tokenizer, TokenizerError
 from tests.test_tokenizer_encode import EOT, make_corpus, naive_train
 
@@ -40,7 +41,7 @@ def test_chunk_offsets_never_change_tokenization(tok_dir):
     for seed in range(4):
         text = tricky_text(20000, seed)
         data = text.encode()
-        bounds = chunk_offsets(io.BytesIO(data), len(data), 97, specials)
+        bounds = find_chunk_boundaries(io.BytesIO(data), len(data) // 97, specials)
         assert bounds[0] == 0 and bounds[-1] == len(data) and bounds == sorted(set(bounds))
         assert len(bounds) > 50
         ids = []
@@ -58,13 +59,12 @@ def test_output_equals_encode(tok_dir, tmp_path, workers, monkeypatch):
     src.write_bytes(text.encode())
     out = tmp_path / "out.npy"
     seen = []
-    monkeypatch.setattr(td, "_WINDOW", 1 << 10)
     n = tokenize_file(tok_dir, src, out, num_workers=workers, progress=lambda d, t, k: seen.append((d, t, k)))
     arr = np.load(out, mmap_mode="r")
     assert arr.dtype == np.uint16 and arr.shape == (n,)
     assert arr.tolist() == Tokenizer.from_dir(tok_dir).encode(text)
     assert seen and seen[-1][0] == seen[-1][1] == src.stat().st_size and seen[-1][2] == n
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy", "out.npy.meta.json"]  # no temp left
 
 
 def test_empty_input(tok_dir, tmp_path):
