@@ -3,8 +3,11 @@
 Reads ``RUN_DIR/metrics.jsonl`` (written by the trainer) and draws train/val loss against optimizer
 steps and against wall-clock time -- the two views the course's experiment log asks for.
 
-    uv run --extra plot python -m cs336_basics.plot_metrics runs/quickstart/model   # -> curves.png
+    uv run --extra plot python -m cs336_basics.plot_metrics runs/quickstart/model   # -> runs/quickstart/model/curves.png
     uv run python -m cs336_basics.plot_metrics runs/quickstart/model --csv curves.csv  # no matplotlib needed
+
+``--out`` picks the format from its suffix: ``.csv`` writes the table (no matplotlib needed), an
+image suffix matplotlib writes (``.png``, ``.pdf``, ``.svg``, ...) draws the figure.
 
 Several run directories may be given to overlay runs (e.g. a learning-rate sweep); each gets its
 directory name as the legend label. matplotlib is an optional extra, imported only when drawing.
@@ -29,6 +32,21 @@ class MetricsError(UserError, ValueError):
 
 
 MATPLOTLIB_MISSING = "matplotlib is not installed: run `uv sync --extra plot` (or `uv run --extra plot python -m cs336_basics.plot_metrics ...`), or use --csv"
+
+
+# Formats matplotlib's Agg backend writes (fixed list: matplotlib is optional, so it can't be asked).
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".svgz", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp", ".pgf")
+
+
+def output_kind(out: str | os.PathLike) -> str:
+    """``"csv"`` or ``"image"`` from the suffix of ``--out``; anything else is a one-line error."""
+    suffix = Path(out).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    raise MetricsError(f"--out {out}: unknown file type {suffix or '(no suffix)'!r}; use .csv for the table "
+                       "or an image suffix (.png, .pdf, .svg, ...)")
 
 
 @dataclass
@@ -175,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plot train/val loss vs steps and vs wall-clock time from RUN_DIR/metrics.jsonl.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory (the trainer's --checkpoint_dir) or a metrics.jsonl; several overlay")
-    p.add_argument("--out", default=None, help="image file (default: RUN_DIR/curves.png)")
+    p.add_argument("--out", default=None, help="output file: .png/.pdf/.svg draws the curves, .csv writes the table (default: RUN_DIR/curves.png)")
     p.add_argument("--csv", default=None, metavar="FILE", help="also (or, without matplotlib, instead) write the curves as CSV")
     p.add_argument("--title", default=None)
     return p
@@ -183,20 +201,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, value in (("--out", args.out), ("--csv", args.csv)):
+        if value is not None and Path(value).is_dir():
+            raise MetricsError(f"{flag} {value}: is a directory; give a file name")
+    out_kind = output_kind(args.out) if args.out is not None else "image"  # before any work: fail fast
     curves = [read_metrics(r) for r in args.runs]
     names = [c.name for c in curves]
     if len(set(names)) < len(names):  # e.g. a/model and b/model: label by the path instead
         for c, r in zip(curves, args.runs):
             c.name = str(metrics_path(r).parent)
-    if args.csv:
-        n = write_csv(curves, args.csv)
-        print(f"Wrote {n} rows to {args.csv}")
-        if args.out is None:
-            return 0  # CSV only was asked for
+    for flag, value in (("--csv", args.csv), ("--out", args.out if out_kind == "csv" else None)):
+        if value:
+            try:
+                n = write_csv(curves, value)
+            except OSError as err:
+                raise MetricsError(f"{flag} {value}: cannot write it ({err.strerror or err})") from None
+            print(f"Wrote {n} rows to {value}")
+    if out_kind == "csv" or (args.csv and args.out is None):
+        return 0  # only the table was asked for
     out = args.out or str(metrics_path(args.runs[0]).parent / "curves.png")
     if not any(c.train or c.val for c in curves):
         raise MetricsError(f"{args.runs[0]}: no train or eval losses recorded yet")
-    path = plot(curves, out, args.title)
+    try:
+        path = plot(curves, out, args.title)
+    except OSError as err:
+        raise MetricsError(f"--out {out}: cannot write it ({err.strerror or err})") from None
     print(f"Saved plot to {path}")
     return 0
 

@@ -308,7 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say("Next:")
     _say(f"  uv run python -m cs336_basics.generate --checkpoint {q(model_dir)} --tokenizer {q(tok_dir)} "
          '--prompt "Once upon a time" --num_samples 3')
-    _say(f"  uv run --extra plot python -m cs336_basics.plot_metrics {q(model_dir)}    # loss curves -> curves.png")
+    _say(f"  uv run --extra plot python -m cs336_basics.plot_metrics {q(model_dir)} --out {q(out / 'curves.png')}"
+         "    # loss vs steps and vs time")
     _say("  bash scripts/download_data.sh   # then train on the real TinyStories: see README.md, 'Training'")
     sys.stdout.flush()
     return 0

@@ -74,3 +74,42 @@ def test_png(tmp_path):
     out = tmp_path / "img" / "curves.png"
     assert run_cli(plot_metrics.main, [str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_out_csv_writes_the_table(tmp_path, capsys):
+    """--out x.csv writes the CSV (it used to hand 'csv' to matplotlib and crash with a traceback)."""
+    _write_run(tmp_path / "r")
+    out = tmp_path / "t" / "curves.csv"
+    assert run_cli(plot_metrics.main, [str(tmp_path / "r"), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["step"]) for r in rows] == list(range(10, 101, 10))
+    assert float({int(r["step"]): r for r in rows}[100]["val_loss"]) == pytest.approx(4.1)
+    assert f"Wrote 10 rows to {out}" in capsys.readouterr().out
+    assert not (tmp_path / "r" / "curves.png").exists()
+
+
+@pytest.mark.parametrize("suffix,magic", [(".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_out_other_image_formats(tmp_path, suffix, magic):
+    _write_run(tmp_path / "r")
+    out = tmp_path / f"curves{suffix}"
+    assert run_cli(plot_metrics.main, [str(tmp_path / "r"), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+@pytest.mark.parametrize("name", ["curves.txt", "curves"])
+def test_out_unknown_suffix_is_one_line_error(tmp_path, capsys, name):
+    _write_run(tmp_path / "r")
+    out = tmp_path / name
+    assert run_cli(plot_metrics.main, [str(tmp_path / "r"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and name in err and ".csv" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_unwritable_out_is_one_line_error(tmp_path, capsys):
+    _write_run(tmp_path / "r")
+    (tmp_path / "afile").write_text("x")  # a file where a directory is needed
+    for out in (tmp_path / "afile" / "c.csv", tmp_path / "afile" / "c.png"):
+        assert run_cli(plot_metrics.main, [str(tmp_path / "r"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out ") and "afile" in err and err.count("\n") == 1

@@ -2,11 +2,13 @@
 
 import json
 import math
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cs336_basics import quickstart
+from cs336_basics import generate, plot_metrics, quickstart
 from cs336_basics.errors import run_cli
 
 
@@ -30,6 +32,22 @@ def test_quick_end_to_end(tmp_path, capsys):
     assert train[0] > final["val_loss"] + 0.3  # it learned something
     assert final["val_loss"] < math.log(len(vocab))
     assert printed.count("Once upon a time") >= 1 and "Next:" in printed and "cs336_basics.generate" in printed
+
+    # The printed next steps work when followed literally (the `uv run ... python -m X` part is run in-process).
+    hints = {}
+    for line in printed.split("Next:")[1].splitlines():
+        argv = shlex.split(line, comments=True)
+        if argv[:2] == ["uv", "run"] and "-m" in argv:
+            module = argv[argv.index("-m") + 1]
+            hints[module] = argv[argv.index("-m") + 2:]
+    assert set(hints) >= {"cs336_basics.generate", "cs336_basics.plot_metrics"}, printed
+    assert run_cli(generate.main, hints["cs336_basics.generate"] + ["--max_new_tokens", "5"]) == 0
+    plot_args = hints["cs336_basics.plot_metrics"]
+    assert "--out" in plot_args, plot_args  # says where the picture goes ...
+    assert run_cli(plot_metrics.main, plot_args) == 0
+    png = Path(plot_args[plot_args.index("--out") + 1])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # ... and it is there
+    assert f"Saved plot to {png}" in capsys.readouterr().out
 
     # A second run into the same directory is allowed (it cleans its own previous run).
     assert run_cli(quickstart.main, ["--quick", "--out", str(out), "--device", "cpu", "--num_samples", "0",
