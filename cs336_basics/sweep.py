@@ -251,12 +251,12 @@ def load_sweep(
         raise SweepError(f"{path}: invalid TOML: {err}") from None
     except UnicodeDecodeError:
         raise SweepError(f"{path}: invalid TOML: not UTF-8 text") from None
-    flags = training_flag_names() if flags is None else flags
-
-    for key, value in data.items():
+    for key in data:
         if key not in SWEEP_KEYS:
-            hint = " (training flags go in [base], [grid] or [[variants]])" if key in flags else ""
-            raise SweepError(f"{path}: unknown top-level key {key!r}{hint}; expected {', '.join(SWEEP_KEYS)}")
+            raise SweepError(
+                f"{path}: unknown top-level key {key!r}; expected {', '.join(SWEEP_KEYS)} "
+                "(training flags go in [base], [grid] or [[variants]])"
+            )
     for key in ("name", "description", "out_dir"):
         if key in data and not isinstance(data[key], str):
             raise SweepError(f"{path}: {key} must be a string, got {data[key]!r}")
@@ -264,6 +264,7 @@ def load_sweep(
         if key in data and not isinstance(data[key], dict):
             raise SweepError(f"{path}: {key} must be a table ([{key}]), got {data[key]!r}")
 
+    flags = training_flag_names() if flags is None else flags  # (a subprocess: only once the file parses)
     name = data.get("name") or Path(path).stem
     base: dict[str, Any] = {}
     for key, (value, where) in _flatten(path, "base", data.get("base", {})).items():
