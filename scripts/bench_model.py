@@ -2,8 +2,9 @@
 
 Cells: shape (``tinystories`` = the course's d_model 512 / 4 layers / 16 heads / d_ff 1344 / vocab 10k /
 context 256, and ``small``) x precision (fp32, bf16 autocast) x mode (eager, torch.compile). Each cell
-times full training steps (forward + backward + grad clip + AdamW) of both models with identical
-weights, alternating ours / built-in repeatedly and taking medians (other processes share the CPU,
+times full training steps (forward + backward + grad clip + AdamW) of our model with the default
+("fast") attention, our model with the plain handout attention (``--attention`` picks which), and
+the built-in model, all with identical weights, rotating through them repeatedly and taking medians (other processes share the CPU,
 so single timings are noisy; torch runs 1 CPU thread by default because oversubscribed OpenMP
 threads on a shared CPU made timings 10x worse and erratic -- ``--threads 0`` for torch's default).
 Ours uses cs336_basics' cross_entropy / clip_grad_norm / AdamW when
@@ -17,12 +18,14 @@ Also: generation tokens/s with and without the KV cache; on CUDA, bf16 + compile
 
     uv run python scripts/bench_model.py                       # all CPU cells, a few minutes
     uv run python scripts/bench_model.py --shapes small --modes eager --precisions fp32
+    uv run python scripts/bench_model.py --attention fast        # skip the plain-attention column
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import statistics
 import sys
 import time
@@ -198,9 +201,16 @@ def saved_activation_bytes(model: nn.Module, x: Tensor, autocast) -> int:
 def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) -> dict:
     cfg = ModelConfig(**SHAPES[shape])
     torch.manual_seed(0)
-    ours = TransformerLM(cfg).to(device)
+    ours = TransformerLM(cfg).to(device)  # default attention ("fast")
     ref = RefLM(cfg).to(device)
     ref.load_state_dict(ours.state_dict())
+    models = {"ours": ours}
+    if "plain" in args.attention:
+        plain = TransformerLM(dataclasses.replace(cfg, attention="plain")).to(device)
+        plain.load_state_dict(ours.state_dict())
+        models["plain"] = plain
+    if "fast" not in args.attention:
+        del models["ours"]
     B = args.batch_size or (args.gpu_batch_size if device.type == "cuda" else (4 if shape == "tinystories" else 16))
     T = cfg.context_length
     gen = torch.Generator().manual_seed(0)
@@ -214,20 +224,21 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
 
     mem = {}
     if device.type == "cpu" and mode == "eager":
-        mem["ours"] = saved_activation_bytes(ours, x, autocast)
+        for name, m in models.items():
+            mem[name] = saved_activation_bytes(m, x, autocast)
         mem["ref"] = saved_activation_bytes(ref, x, autocast)
 
     loss_fn, clip_fn, opt_ctor, _ = our_training_pieces(args.optim)
-    m_ours = torch.compile(ours) if mode == "compile" else ours
+    steps = {}
+    for name, m in models.items():
+        steps[name] = make_step(torch.compile(m) if mode == "compile" else m, loss_fn, clip_fn,
+                                opt_ctor(m.parameters()), autocast)
     m_ref = torch.compile(ref) if mode == "compile" else ref
-    steps = {
-        "ours": make_step(m_ours, loss_fn, clip_fn, opt_ctor(ours.parameters()), autocast),
-        "ref": make_step(
-            m_ref, F.cross_entropy, torch.nn.utils.clip_grad_norm_,
-            torch.optim.AdamW(ref.parameters(), lr=1e-4, weight_decay=0.1), autocast,
-        ),
-    }
-    times: dict[str, list[float]] = {"ours": [], "ref": []}
+    steps["ref"] = make_step(
+        m_ref, F.cross_entropy, torch.nn.utils.clip_grad_norm_,
+        torch.optim.AdamW(ref.parameters(), lr=1e-4, weight_decay=0.1), autocast,
+    )
+    times: dict[str, list[float]] = {name: [] for name in steps}
     compile_s = {}
     for name, step in steps.items():  # warmup (includes compilation)
         t0 = time.perf_counter()
@@ -240,8 +251,9 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
             step(x, y)
             sync(device)
             mem[name] = torch.cuda.max_memory_allocated()
+    names = list(steps)
     for r in range(args.reps):
-        order = ("ours", "ref") if r % 2 == 0 else ("ref", "ours")
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
         for name in order:
             sync(device)
             t0 = time.perf_counter()
@@ -253,8 +265,10 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
     tok = {k: B * T / v for k, v in med.items()}
     res = dict(
         shape=shape, precision=precision, mode=mode, batch=B, seq=T,
-        ours_tps=tok["ours"], ref_tps=tok["ref"], ratio=tok["ours"] / tok["ref"],
-        ours_mem=mem.get("ours"), ref_mem=mem.get("ref"), warmup_s=compile_s,
+        ours_tps=tok.get("ours"), plain_tps=tok.get("plain"), ref_tps=tok["ref"],
+        ratio=tok["ours"] / tok["ref"] if "ours" in tok else None,
+        plain_ratio=tok["plain"] / tok["ref"] if "plain" in tok else None,
+        ours_mem=mem.get("ours"), plain_mem=mem.get("plain"), ref_mem=mem.get("ref"), warmup_s=compile_s,
         flops_per_token=ours.flops_per_token(T),
     )
     return res
@@ -279,6 +293,16 @@ def bench_generation(args, device: torch.device) -> list[dict]:
 
 def mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.0f}"
+
+
+def tps(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def ratio(v: float | None, flag: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f}" + (" (<0.9)" if flag and v < 0.9 else "")
 
 
 def peak_tflops(device: torch.device, override: float | None) -> float | None:
@@ -306,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen_tokens", type=int, default=100, help="tokens to generate (0 = skip)")
     p.add_argument("--device", default=None, help="default: cuda if available else cpu")
     p.add_argument("--peak_tflops", type=float, default=None, help="GPU bf16 peak for MFU")
+    p.add_argument("--attention", nargs="+", default=["fast", "plain"], choices=["fast", "plain"],
+                   help="which of our attention paths to time (fast = the default one)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: stable timings on a shared CPU; 0 = torch default)")
     return p
@@ -325,21 +351,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mode in args.modes:
                 r = run_cell(args, shape, precision, mode, device)
                 results.append(r)
-                print(f"  done {shape}/{precision}/{mode}: ratio {r['ratio']:.2f} "
-                      f"(warmup ours {r['warmup_s']['ours']:.1f}s, ref {r['warmup_s']['ref']:.1f}s)", flush=True)
+                warm = ", ".join(f"{k} {v:.1f}s" for k, v in r["warmup_s"].items())
+                print(f"  done {shape}/{precision}/{mode}: ratio fast {ratio(r['ratio'])}, "
+                      f"plain {ratio(r['plain_ratio'])} (warmup {warm})", flush=True)
     mem_label = "peak MB" if device.type == "cuda" else "saved-act MB"
     print()
-    print(f"| shape | batch x seq | precision | mode | ours tok/s | built-in tok/s | ratio | ours {mem_label} | built-in {mem_label} |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    print(f"| shape | batch x seq | precision | mode | ours tok/s | built-in tok/s | ratio | plain tok/s | plain ratio "
+          f"| ours {mem_label} | plain {mem_label} | built-in {mem_label} |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        flag = "" if r["ratio"] >= 0.9 else " (<0.9)"
-        print(f"| {r['shape']} | {r['batch']}x{r['seq']} | {r['precision']} | {r['mode']} | {r['ours_tps']:,.0f} | "
-              f"{r['ref_tps']:,.0f} | {r['ratio']:.2f}{flag} | {mb(r['ours_mem'])} | {mb(r['ref_mem'])} |")
+        print(f"| {r['shape']} | {r['batch']}x{r['seq']} | {r['precision']} | {r['mode']} | {tps(r['ours_tps'])} | "
+              f"{tps(r['ref_tps'])} | {ratio(r['ratio'], flag=True)} | {tps(r['plain_tps'])} | {ratio(r['plain_ratio'])} | "
+              f"{mb(r['ours_mem'])} | {mb(r['plain_mem'])} | {mb(r['ref_mem'])} |")
+    print("(ours = default 'fast' attention; plain = the handout's attention; ratio = tok/s over built-in's)")
     if device.type == "cuda":
         peak = peak_tflops(device, args.peak_tflops)
         for r in results:
             if r["precision"] == "bf16" and r["mode"] == "compile" and peak:
-                for who in ("ours", "ref"):
+                for who in ("ours", "plain", "ref"):
+                    if r.get(f"{who}_tps") is None:
+                        continue
                     mfu = r["flops_per_token"] * 3 * r[f"{who}_tps"] / (peak * 1e12)
                     print(f"MFU {r['shape']} bf16+compile {who}: {100 * mfu:.1f}% (peak {peak:g} TFLOP/s)")
     if args.gen_tokens > 0:
