@@ -49,10 +49,10 @@ from cs336_basics.pretokenize import (
 ASCII_PRETOKEN_RE = ascii_pretoken_re(bytes)
 
 # Below this many bytes per worker, forking a pool costs more than it saves: a pool takes
-# ~35-90 ms to start and one core counts ~15-20 MB/s of English, so two workers only pay off
-# from a few MB (the course's 130 KB check always runs in-process).
+# tens of milliseconds to start and one core counts megabytes of English per second, so two
+# workers only pay off from a few MB (the course's 130 KB check always runs in-process).
 PARALLEL_MIN_BYTES_PER_WORKER = 2 << 20
-# Bytes each worker reads at a time; bounds the transient list of pre-tokens (~10x this).
+# Bytes each worker reads at a time; bounds the transient list of pre-tokens (a small multiple).
 BLOCK_BYTES = 1 << 20
 
 Progress = Callable[[str], None]
@@ -267,7 +267,7 @@ def _rev_key(b: bytes) -> str:
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector: the merge loop allocates millions of small lists and
-    tuples (never in cycles), and collections that rescan them cost ~10% of the run."""
+    tuples (never in cycles), and collections that rescan them are pure overhead."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -3,6 +3,10 @@
 Write to a temp file in the same directory, flush + fsync, ``os.replace`` over the target (atomic on
 POSIX), then fsync the directory so the rename itself survives a power cut. On any failure the temp
 file is removed and the target is untouched.
+
+The result gets the mode a plain ``open(path, "w")`` of a new file would give (``0o666`` less the
+umask), not the temp file's private ``0o600``: in a shared course folder other users must be able
+to read it. (Replacing a file does not keep its old mode: same rule every time, predictable.)
 """
 
 from __future__ import annotations
@@ -13,6 +17,21 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+
+def _umask() -> int:
+    """The process umask. Read from /proc where possible: setting it to read it back (the only
+    portable way) briefly changes it for every thread of the process."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -35,8 +54,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    _IN_PROGRESS.add(tmp)
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
+            os.chmod(tmp, 0o666 & ~_umask())
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -45,12 +66,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        _IN_PROGRESS.discard(tmp)
     fsync_dir(directory)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_write(path, "wb") as f:
-        f.write(data)
+# Temp files of writes still in progress, so an abort that cannot unwind the writer (os._exit on a
+# second Ctrl-C) can still remove them: see discard_partial_writes.
+_IN_PROGRESS: set[str] = set()
+
+
+def discard_partial_writes() -> None:
+    """Delete the temp files of unfinished atomic writes (their targets stay untouched)."""
+    for tmp in list(_IN_PROGRESS):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -320,7 +320,7 @@ class Tokenizer:
         """``array(typecode, encode(text)).tobytes()``, computed without Python int lists.
 
         ``typecode`` is an ``array`` code ("H" = uint16, "I" = uint32, native byte order); every id
-        must fit. This is what tokenize_data uses: about 10-20% faster than encode + conversion.
+        must fit. This is what tokenize_data uses: it skips building and converting int lists.
         """
         cache = self._packed_caches.get(typecode)
         if cache is None:

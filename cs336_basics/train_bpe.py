@@ -5,15 +5,25 @@
 
 Prints wall time, peak memory, the number of merges and the longest tokens; progress goes to stderr.
 Load the result with ``Tokenizer.from_dir(OUTPUT)``.
+
+Nothing is lost silently: the output is checked to be creatable before training starts (exit 2);
+if saving still fails afterwards (e.g. disk full), the tokenizer is saved to a fallback directory
+(``./train_bpe-output-<timestamp>``, else a fresh temp directory), which is named, with exit 1. An
+empty input file is refused (exit 2); a vocabulary size the corpus cannot reach (it runs out of
+pairs to merge) prints a warning with the size reached.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from cs336_basics.bpe import BPEError, train_bpe
 from cs336_basics.errors import run_cli
@@ -43,10 +53,55 @@ def _peak_rss_mb() -> tuple[float, float]:
     return self_, kids
 
 
+def check_output_dir(output: str | os.PathLike) -> None:
+    """Raise BPEError unless ``output`` is (or can be created as) a directory we can write into.
+
+    Probes by creating and removing a file, in the directory or its nearest existing ancestor:
+    permission bits alone mislead (root ignores them; read-only mounts don't show in them)."""
+    out = Path(output)
+    probe_dir = out
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        what = "is a file" if probe_dir == out else f"cannot be created: {probe_dir} is a file"
+        raise BPEError(f"--output {out} {what}; expected a directory for the tokenizer files")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".train_bpe-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise BPEError(f"--output {out}: cannot write into {probe_dir} ({err.strerror or err})") from None
+
+
+def _save_with_fallback(tok, output: str) -> tuple[str, OSError | None]:
+    """Save into ``output``; if that fails, into a fallback directory. Returns (where, error)."""
+    try:
+        tok.save(output)
+        return output, None
+    except OSError as err:
+        first = err
+    fallback = Path(f"train_bpe-output-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    for make in (lambda: fallback, lambda: Path(tempfile.mkdtemp(prefix="train_bpe-output-"))):
+        with contextlib.suppress(OSError):
+            d = make()
+            tok.save(d)
+            return str(d), first
+    raise BPEError(
+        f"--output {output}: cannot save the tokenizer ({first.strerror or first}), and no fallback "
+        "directory (current directory, temp directory) was writable either"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.workers is not None and args.workers < 1:
         raise BPEError(f"--workers must be at least 1, got {args.workers}")
+    with contextlib.suppress(OSError):  # a missing/unreadable input is train_bpe's to report
+        if os.path.isfile(args.input) and os.path.getsize(args.input) == 0:
+            raise BPEError(f"--input {args.input} is empty: nothing to train on")
+    check_output_dir(args.output)
     from cs336_basics.tokenizer import Tokenizer  # import here: only needed once training succeeds
 
     start = time.perf_counter()
@@ -62,13 +117,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.input, args.vocab_size, args.special_tokens, num_workers=args.workers, progress=progress
     )
     elapsed = time.perf_counter() - start
-    Tokenizer(vocab, merges, args.special_tokens).save(args.output)
+    saved_to, save_error = _save_with_fallback(Tokenizer(vocab, merges, args.special_tokens), args.output)
     rss_self, rss_kids = _peak_rss_mb()
     print(f"Trained on {args.input} in {elapsed:.2f}s")
     print(f"Peak memory: {rss_self:.0f} MiB (main process), {rss_kids:.0f} MiB (largest worker)")
     print(f"Vocabulary: {len(vocab):,} tokens ({len(merges):,} merges, {len(args.special_tokens)} special)")
     longest = sorted(vocab.values(), key=len, reverse=True)[:10]
     print("Longest tokens: " + ", ".join(f"{t.decode('utf-8', 'replace')!r} ({len(t)})" for t in longest))
+    if len(vocab) < args.vocab_size:
+        print(
+            f"warning: vocabulary reached only {len(vocab):,} of the requested --vocab_size "
+            f"{args.vocab_size:,}: {args.input} has no more pairs to merge (use more text or a "
+            "smaller --vocab_size)",
+            file=sys.stderr,
+        )
+    if save_error is not None:
+        print(
+            f"error: cannot save to {args.output} ({save_error.strerror or save_error}); saved the "
+            f"tokenizer to {saved_to} instead",
+            file=sys.stderr,
+        )
+        return 1
     print(f"Saved tokenizer to {args.output} (vocab.json, merges.txt, special_tokens.json)")
     return 0
 

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cs336_basics.pretokenize import GPT2_PAT  # noqa: E402
+from cs336_basics.pretokenize import GPT2_PAT, available_cpus  # noqa: E402
 
 # ---------------------------------------------------------------------- child processes
 _TRAIN_PROJECT = r"""
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tiktoken
 
+    import cs336_basics.data  # noqa: F401  (tokenize_data's sidecar needs it; it imports torch,
+    # a one-off startup cost of seconds that is not tokenization throughput)
     from cs336_basics.tokenize_data import tokenize_file
     from cs336_basics.tokenizer import Tokenizer
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     td_workers = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     ids_td = np.load(out, mmap_mode="r")
-    workers = args.workers or len(os.sched_getaffinity(0))
+    workers = args.workers or available_cpus()
     # What the wall time would be with the cores to ourselves: total CPU spread over the workers.
     td_est = max((td_workers + td_parent) / workers, td_parent)
     print(f"encode tokenize_data ({workers} workers): {size_mb / td_wall:.2f} MB/s wall; CPU {td_workers:.1f} s "

@@ -108,6 +108,35 @@ def test_train_matches_naive_trainer(tmp_path: Path, specials: list[str]) -> Non
     assert train_bpe(path, vocab_size, specials) == naive_train(text, vocab_size, specials)
 
 
+def _random_string(rng: random.Random, n: int) -> str:
+    """Any code points a pre-token can contain: ASCII (controls too), Latin-1, CJK, emoji, spaces."""
+    pools = [" \t\n\r\x0b\x0c", "abcXYZ019'.,!-_", "\x00\x1c\x7f\x85\u00a0\u3000", "éßñ中文🙂👍🏽"]
+    return "".join(rng.choice(rng.choice(pools)) for _ in range(n))
+
+
+@pytest.mark.parametrize(
+    "kind", ["english", "whitespace_runs", "digits_punct", "unicode_emoji", "tie_heavy", "random"]
+)
+def test_fast_trainer_equals_reference(tmp_path: Path, kind: str) -> None:
+    rng = random.Random(kind)
+    specials = [EOT, "<pad>"]
+    if kind == "english":
+        text = varied_text(rng, 150, specials)
+    elif kind == "whitespace_runs":
+        text = "".join(rng.choice(["a", "bc", " ", "  ", "\n\n", " \t ", "\r\n", "   x"]) for _ in range(4000))
+    elif kind == "digits_punct":
+        text = "".join(rng.choice(["1999", "42", " 3.14", "!!", "...", "--", "$5", " (x)", EOT]) for _ in range(3000))
+    elif kind == "unicode_emoji":
+        text = "".join(rng.choice(["中文", " 🙂", "naïve", " café", "👍🏽👨‍👩‍👧", "\u00a0\u00a0", "日本語 ", EOT]) for _ in range(3000))
+    elif kind == "tie_heavy":  # every pair equally frequent: only the tie-break decides
+        text = " ".join("".join(rng.sample("abcdefghij", 10)) for _ in range(200))
+        text = " ".join(w for w in {w: 1 for w in text.split()}) + EOT + " zyx"
+    else:
+        text = _random_string(rng, 6000)
+    vocab_size = 256 + len(specials) + 150
+    assert train_bpe(write(tmp_path, text), vocab_size, specials) == naive_train(text, vocab_size, specials)
+
+
 def test_vocab_layout_and_specials_never_merged(tmp_path: Path) -> None:
     specials = [EOT, "<pad>"]
     text = ("hello<|endoftext|>world<pad>hello<|endoftext|><|endoftext|>\n" * 200) + "x<pad>y"

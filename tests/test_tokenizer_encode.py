@@ -16,6 +16,7 @@ import tiktoken
 
 from cs336_basics.tokenizer import Tokenizer, TokenizerError, bytes_to_unicode
 
+from cs336_basics.bpe_reference import encode_pretoken, reference_encode
 from cs336_basics.bpe_reference import reference_train_bpe as naive_train
 
 GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -95,6 +96,31 @@ TEXTS = [
 def test_encode_matches_tiktoken(tok, oracle, text):
     assert tok.encode(text) == oracle.encode(text, allowed_special="all")
     assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_reference_encode_matches_tiktoken(trained, oracle, text):
+    # The readable reference is right (tiktoken agrees) ...
+    assert reference_encode(text, *trained, [EOT]) == oracle.encode(text, allowed_special="all")
+
+
+def test_fast_encode_equals_reference_on_random_text(trained, tok):
+    # ... and the fast encoder equals it, on varied and random text.
+    rng = random.Random(5)
+    alphabet = list("abcxyz ABC  \t\n\r'sdmtlvre0123456789.,!?-_é日本🙂\u00a0\u3000\x1c\x85") + [EOT, "<|"]
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        assert tok.encode(text) == reference_encode(text, *trained, [EOT]), repr(text)
+
+
+def test_encode_pretoken_lowest_rank_first():
+    # Hand-worked: "there" -> t h e r e; (t,h) rank 0 -> th e r e; (th,e) rank 1 -> the r e;
+    # (e,r) has rank 2 but that "e" is already inside "the", so nothing is left to merge.
+    ranks = {(b"t", b"h"): 0, (b"th", b"e"): 1, (b"e", b"r"): 2}
+    assert encode_pretoken(b"there", ranks) == [b"the", b"r", b"e"]
+    # Leftmost first on equal ranks: "aaa" with (a,a) -> [aa, a], not [a, aa].
+    assert encode_pretoken(b"aaa", {(b"a", b"a"): 0}) == [b"aa", b"a"]
+    assert encode_pretoken(b"", {}) == [] and encode_pretoken(b"x", {}) == [b"x"]
 
 
 def test_encode_packed_equals_encode(tok):
