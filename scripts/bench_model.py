@@ -6,7 +6,7 @@ times full training steps (forward + backward + grad clip + AdamW) of our model 
 ("fast") attention, our model with the plain handout attention (``--attention`` picks which), and
 the built-in model, all with identical weights, rotating through them repeatedly and taking medians (other processes share the CPU,
 so single timings are noisy; torch runs 1 CPU thread by default because oversubscribed OpenMP
-threads on a shared CPU made timings 10x worse and erratic -- ``--threads 0`` for torch's default).
+threads on a shared CPU made timings much worse and erratic -- ``--threads 0`` for torch's default).
 Ours uses cs336_basics' cross_entropy / clip_grad_norm / AdamW when
 they exist (``--optim torch`` swaps in the built-ins to isolate the model itself).
 
