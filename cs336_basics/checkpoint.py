@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -601,19 +601,25 @@ class CheckpointManager:
                 found.append((int(m.group(1)), entry))
         return [p for _, p in sorted(found)]
 
-    def latest_intact(self) -> tuple[Path, dict[str, Any], list[str]] | None:
-        """Newest checkpoint that verifies against its sidecar and loads, plus why newer ones didn't.
+    def latest_intact(
+        self, accept: Callable[[Path, dict[str, Any]], None] | None = None
+    ) -> tuple[Path, dict[str, Any], list[str]] | None:
+        """Newest checkpoint that verifies against its sidecar, loads, and passes ``accept`` (a
+        check that raises CheckpointError), plus why newer ones didn't.
 
         Returns ``(path, payload, skipped_reasons)`` or ``None`` when nothing usable exists (the
-        reasons are then in ``self.skipped``).
+        reasons, each ``"<path>: <why>"``, are also in ``self.skipped``).
         """
         reasons: list[str] = []
         for path in reversed(self.list()):
             try:
                 verify_checkpoint(path)
                 payload = read_checkpoint(path, verify=False)
+                if accept is not None:
+                    accept(path, payload)
             except CheckpointError as err:
-                reasons.append(str(err))
+                reason = str(err)
+                reasons.append(reason if reason.startswith(str(path)) else f"{path}: {reason}")
                 continue
             self.skipped = reasons
             return path, payload, reasons

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -15,16 +14,15 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from cs336_basics.devices import resolve_device
 from cs336_basics.errors import UserError
 
 __all__ = [
     "DataError",
-    "DeviceError",
     "RAW_SUFFIXES",
     "get_batch",
     "load_tokens",
     "read_tokens_meta",
-    "resolve_device",
     "tokenizer_fingerprint",
     "tokens_meta_path",
 ]
@@ -39,31 +37,6 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens.json")
 
 class DataError(UserError, ValueError):
     """A token file or batch request that cannot be used; the message names file/value."""
-
-
-class DeviceError(DataError, RuntimeError):
-    """An unusable device string. Also a RuntimeError: that is what torch raises for a bad device
-    (and what the course's test for ``get_batch(..., device="cuda:99")`` expects)."""
-
-
-@functools.lru_cache(maxsize=32)
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse and check a device string once, so ``cuda:99`` fails here instead of deep in a copy."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise DeviceError(f"invalid device {str(device)!r} (expected e.g. cpu, cuda, cuda:0, mps)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"invalid device {str(device)!r}: CUDA is not available")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise DeviceError(f"invalid device {str(device)!r}: only {count} CUDA device(s) visible")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise DeviceError(f"invalid device {str(device)!r}: MPS is not available")
-    return dev
 
 
 def get_batch(
@@ -81,7 +54,7 @@ def get_batch(
     pinned and copied with ``non_blocking=True`` so the copy overlaps the previous step's compute.
     ``rng`` defaults to NumPy's global generator (seeded by ``np.random.seed``).
     """
-    dev = resolve_device(device if isinstance(device, str) else str(device))
+    dev = resolve_device(str(device))
     if getattr(dataset, "ndim", 1) != 1:
         raise DataError(f"get_batch: dataset must be 1-D, got shape {getattr(dataset, 'shape', None)}")
     if batch_size <= 0 or context_length <= 0:
@@ -127,7 +100,8 @@ def load_tokens(
     """Memory-map a token file and check it is usable before training starts.
 
     ``.npy``: ``np.load(mmap_mode="r")`` (dtype from the header; ``dtype`` is ignored); must be a
-    1-D integer array. ``.bin``/``.dat``: raw ids of ``dtype`` (default ``uint16``). With
+    1-D integer array. Raw files (``RAW_SUFFIXES``: ``.bin``, ``.ids``, ...): ids of ``dtype`` (default
+    ``uint16``), refused when they start with a .npy header. With
     ``vocab_size`` every id is checked (chunk by chunk, so a 10 GB file never sits in RAM) and the
     first bad one is reported with its position. With ``context_length`` the file must hold more
     than that many tokens. Every problem raises ``DataError`` naming the file.
@@ -136,7 +110,7 @@ def load_tokens(
     if not p.exists():
         raise DataError(f"{p}: no such file")
     if p.is_dir():
-        raise DataError(f"{p}: is a directory, expected a token file (.npy or .bin)")
+        raise DataError(f"{p}: is a directory, expected a token file (.npy, or raw ids: {', '.join(RAW_SUFFIXES)})")
     suffix = p.suffix.lower()
     try:
         size = p.stat().st_size
@@ -166,6 +140,9 @@ def load_tokens(
             raise DataError(f"{p}: dtype {dt_name!r} is not an integer type (use uint16 or uint32)")
         if size == 0:
             raise DataError(f"{p}: file is empty")
+        with open(p, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":  # a .npy saved under a raw name: its header would be read as ids
+                raise DataError(f"{p}: is a NumPy .npy file (it starts with a .npy header), not raw ids; rename it to {p.with_suffix('.npy').name}")
         if size % dt.itemsize:
             raise DataError(
                 f"{p}: size {size:,} bytes is not a multiple of {dt.itemsize} ({dt.name}); wrong --data_dtype?"

@@ -7,12 +7,18 @@ memory (see the design notes) and are kept exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 from cs336_basics.errors import UserError
 from cs336_basics.fsutil import atomic_write_text
@@ -33,11 +39,149 @@ def _finite_or_none(v: Any) -> Any:
     return v
 
 
-def format_train_line(step: int, loss: float, lr: float, iter_time_ms: float, tokens_per_sec: float) -> str:
-    return (
-        f"Iter {step:6d} | Loss: {loss:.4f} | LR: {lr:.2e} | Time: {iter_time_ms:.1f}ms | "
-        f"Tokens/sec: {tokens_per_sec:.0f}"
+def format_train_line(record: dict[str, Any]) -> str:
+    """``Iter    100 | Loss: 6.2341 | LR: 3.00e-05 | Time: 145.3ms | Tokens/sec: 113024 | MFU: 41.2%``."""
+    mfu = record.get("mfu")
+    line = (
+        f"Iter {record['step']:6d} | Loss: {record['loss']:.4f} | LR: {record['lr']:.2e} | "
+        f"Time: {record['iter_time_ms']:.1f}ms | Tokens/sec: {record['tokens_per_sec']:.0f} | "
+        f"MFU: {'n/a' if mfu is None else f'{100 * mfu:.1f}%'}"
     )
+    if record.get("eta_s") is not None:
+        line += f" | ETA {hms(record['eta_s'])}"
+    return line
+
+
+def hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# Dense peak FLOP/s of the tensor cores per device family, by autocast dtype (fp32 assumes TF32 is
+# off: CUDA-core FP32). MFU is only reported where the peak is known: never on a CPU.
+PEAK_TFLOPS = {
+    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "fp32": 30.3},
+    "A10": {"bf16": 125.0, "fp16": 125.0, "fp32": 31.2},
+    "4090": {"bf16": 165.0, "fp16": 165.0, "fp32": 82.6},
+}
+
+
+def peak_flops(device: torch.device, dtype_name: str) -> float | None:
+    """The device's peak FLOP/s for ``dtype_name`` (bf16/fp16/fp32), or None when unknown."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in name:
+            return peaks[dtype_name] * 1e12
+    return None
+
+
+class NormRecorder:
+    """Per-layer weight RMS and activation RMS (forward hooks, registered only with --log_norms).
+
+    Set ``active`` before a forward pass to record that pass's activations (the last one wins).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modules: dict[str, nn.Module] = {"token_embeddings": model.token_embeddings}
+        for i, layer in enumerate(model.layers):
+            self.modules[f"layers.{i}"] = layer
+        self.modules["ln_final"] = model.ln_final
+        self.modules["lm_head"] = model.lm_head
+        self.active = False
+        self._acts: dict[str, torch.Tensor] = {}
+        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.modules.items()]
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if self.active:
+                out = output[0] if isinstance(output, tuple) else output
+                self._acts[name] = out.detach().float().pow(2).mean().sqrt()
+
+        return hook
+
+    @torch.no_grad()
+    def weight_rms(self) -> dict[str, float]:
+        out = {}
+        for name, m in self.modules.items():
+            params = list(m.parameters())
+            if params:
+                sq = sum(p.detach().float().pow(2).sum() for p in params)
+                out[name] = float((sq / sum(p.numel() for p in params)).sqrt())
+        return out
+
+    def act_rms(self) -> dict[str, float]:
+        acts = {k: float(v) for k, v in self._acts.items()}
+        self._acts.clear()
+        return acts
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+class ThroughputMeter:
+    """When to print a train line, and the speed numbers on it.
+
+    A line is due every ``log_interval`` steps, after the first step of the run (so a slow model
+    shows signs of life at once), and whenever ``heartbeat_s`` seconds passed without one. Time spent
+    evaluating and checkpointing is kept out of the speed (``with meter.paused(): ...``).
+    """
+
+    def __init__(
+        self,
+        *,
+        start_step: int,
+        max_steps: int,
+        log_interval: int,
+        heartbeat_s: float,
+        tokens_per_step: int,
+        flops_per_token: float,
+        peak_flops: float | None,
+    ) -> None:
+        self.start_step, self.max_steps = start_step, max_steps
+        self.log_interval, self.heartbeat_s = log_interval, heartbeat_s
+        self.tokens_per_step, self.flops_per_token, self.peak_flops = tokens_per_step, flops_per_token, peak_flops
+        self._t_start = self._t_last = time.perf_counter()
+        self._paused_total = 0.0  # pause time since the run started (kept out of the ETA too)
+        self._steps_since = 0
+
+    def step_done(self) -> None:
+        self._steps_since += 1
+
+    def due(self, step: int) -> bool:
+        heartbeat = self.heartbeat_s > 0 and time.perf_counter() - self._t_last >= self.heartbeat_s
+        return step % self.log_interval == 0 or step == self.start_step + 1 or heartbeat
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t
+            self._t_last += dt
+            self._paused_total += dt
+
+    def take(self, step: int) -> dict[str, Any]:
+        """Speed since the previous line (then start a new interval)."""
+        now = time.perf_counter()
+        dt = max(now - self._t_last, 1e-9)
+        n = max(self._steps_since, 1)
+        tokens_per_sec = self._steps_since * self.tokens_per_step / dt
+        done = step - self.start_step
+        per_step = (now - self._t_start - self._paused_total) / max(done, 1)
+        self._t_last, self._steps_since = now, 0
+        return {
+            "tokens_per_sec": tokens_per_sec,
+            "iter_time_ms": 1000.0 * dt / n,
+            "mfu": tokens_per_sec * self.flops_per_token / self.peak_flops if self.peak_flops else None,
+            "eta_s": per_step * (self.max_steps - step),
+        }
 
 
 class Logger:
@@ -159,11 +303,7 @@ class RunLogger(Logger):
 
     # -- records -----------------------------------------------------------------------------------
     def train(self, record: dict[str, Any]) -> None:
-        self.console(
-            format_train_line(
-                record["step"], record["loss"], record["lr"], record["iter_time_ms"], record["tokens_per_sec"]
-            )
-        )
+        self.console(format_train_line(record))
         self._write({"type": "train", **record})
         scalars = {
             "train/loss": record["loss"],
@@ -173,6 +313,10 @@ class RunLogger(Logger):
         }
         if record.get("grad_norm") is not None:
             scalars["train/grad_norm"] = record["grad_norm"]
+        if record.get("mfu") is not None:
+            scalars["train/mfu"] = record["mfu"]
+        for name, lr in (record.get("group_lrs") or {}).items():
+            scalars[f"lr/{name}"] = lr
         for kind in ("weight_rms", "act_rms"):
             for name, v in (record.get(kind) or {}).items():
                 scalars[f"norms/{kind}/{name}"] = v

@@ -10,16 +10,20 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import sys
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from cs336_basics.devices import resolve_device
 from cs336_basics.errors import UserError
+from cs336_basics.fsutil import discard_partial_writes
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -73,44 +77,6 @@ def eprint0(*args: Any) -> None:
     """Like print0, to stderr."""
     if _INFO.is_main:
         print(*args, file=sys.stderr, flush=True)
-
-
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; under DDP each rank takes cuda:LOCAL_RANK.
-
-    An explicit device that doesn't exist here is a user error, raised before any heavy work.
-    """
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise RuntimeConfigError(f"--device {name!r} is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-        index = device.index
-        if index is None:
-            index = info.local_rank if info.is_distributed else 0
-        if index >= torch.cuda.device_count():
-            raise RuntimeConfigError(
-                f"--device {name}: needs CUDA device {index} but only {torch.cuda.device_count()} are visible"
-            )
-        device = torch.device("cuda", index)
-    elif device.type == "mps":
-        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
-            raise RuntimeConfigError("--device mps: MPS is not available on this machine")
-        if info.is_distributed:
-            raise RuntimeConfigError("DDP on MPS is not supported; use --device cpu or a CUDA machine")
-    elif device.type != "cpu":
-        raise RuntimeConfigError(f"--device {name}: unsupported device type {device.type!r}")
-    return device
 
 
 def check_dtype(device: torch.device, dtype_name: str) -> torch.dtype:
@@ -208,8 +174,6 @@ class Runtime:
     dtype_name: str
     autocast: Callable[[], contextlib.AbstractContextManager]
     scaler: torch.amp.GradScaler
-    backend: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_main(self) -> bool:
@@ -223,20 +187,21 @@ class Runtime:
     def rank(self) -> int:
         return self.info.rank
 
-    def describe(self) -> str:
-        return f"{self.device} ({self.dtype_name})"
 
-
-def setup_runtime(device: str = "auto", dtype: str = "fp32", tf32: bool = False) -> Runtime:
+def setup_runtime(device: str = "auto", dtype: str = "fp32", tf32: bool = False, deterministic: bool = False) -> Runtime:
     """Resolve device + dtype and validate them; no process group yet (see :func:`init_process_group`)."""
     global _INFO
     info = dist_info_from_env()
     _INFO = info
-    dev = resolve_device(device, info)
+    dev = resolve_device(device, info.local_rank if info.is_distributed else 0, what="--device")
+    if dev.type == "mps" and info.is_distributed:
+        raise RuntimeConfigError("DDP on MPS is not supported; use --device cpu or a CUDA machine")
     check_dtype(dev, dtype)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     set_tf32(tf32)
+    if deterministic:
+        set_deterministic()
     return Runtime(
         info=info,
         device=dev,
@@ -244,6 +209,20 @@ def setup_runtime(device: str = "auto", dtype: str = "fp32", tf32: bool = False)
         autocast=autocast_factory(dev, dtype),
         scaler=make_grad_scaler(dev, dtype),
     )
+
+
+def set_deterministic() -> None:
+    """Bit-for-bit repeatable kernels where torch has them, errors where it doesn't.
+
+    CPU runs are repeatable without this (at a fixed thread count); on CUDA, atomics-based kernels
+    (index_add, scatter, some backward passes) and cuBLAS's split-K workspaces vary from run to run.
+    cuBLAS reads CUBLAS_WORKSPACE_CONFIG when its handle is created, so this must run before the
+    first matmul on the GPU.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def init_process_group(rt: Runtime) -> None:
@@ -255,7 +234,6 @@ def init_process_group(rt: Runtime) -> None:
     if backend == "nccl":
         kwargs["device_id"] = rt.device
     dist.init_process_group(backend=backend, rank=rt.info.rank, world_size=rt.info.world_size, **kwargs)
-    rt.backend = backend
 
 
 def destroy_process_group() -> None:
@@ -276,6 +254,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Average a tensor over ranks in place (identity for a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= dist.get_world_size()
+    return t
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Gather one picklable object per rank, in rank order (``[obj]`` for a single process)."""
     if dist.is_available() and dist.is_initialized():
@@ -285,6 +271,130 @@ def all_gather_object(obj: Any) -> list[Any]:
     return [obj]
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+# ==============================================================================================
+# data parallel
+# ==============================================================================================
+def wrap_model(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+    """The module the training step calls: DDP around our own (maybe compiled) model, when distributed.
+
+    DDP (torch's DistributedDataParallel) is not a layer: it all-reduces gradients during backward
+    so every rank applies the same update. The only buffers are RoPE tables, identical on every
+    rank, so they are not re-broadcast each forward (torch >= 2.15 calls that flag
+    forward_sync_buffers; older releases broadcast_buffers).
+    """
+    if not rt.info.is_distributed:
+        return model
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    params = inspect.signature(DDP.__init__).parameters
+    no_sync_kw = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+    return DDP(model, device_ids=device_ids, **{no_sync_kw: False})
+
+
+def no_sync(model: torch.nn.Module) -> Callable[[], contextlib.AbstractContextManager]:
+    """Context factory for micro-batches that should *not* all-reduce (all but the last one when
+    accumulating gradients); a no-op without DDP."""
+    return getattr(model, "no_sync", contextlib.nullcontext)
+
+
+# ==============================================================================================
+# graceful stop on SIGTERM / Ctrl-C
+# ==============================================================================================
+class StopRequest:
+    """SIGTERM/SIGINT ask the run to finish its step, checkpoint and exit 0; a second Ctrl-C aborts.
+
+    A signal's Python handler runs only when the main thread is back in Python, which can be many
+    seconds later while it sits inside one long torch call. So the handlers are backed by a watcher
+    thread: CPython writes each signal's number to a "wakeup" pipe the moment it arrives, and the
+    watcher, blocked on that pipe, acknowledges the first signal at once and on a second SIGINT ends
+    the process at once (exit 130; checkpoints are written atomically, so the previous one is intact).
+    The handlers themselves only set attributes: printing from a signal handler can deadlock on the
+    stdout lock.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signame: str | None = None
+        self._previous: dict[int, Any] = {}
+        self._pipe: tuple[int, int] | None = None
+        self._old_wakeup_fd = -1
+        self._sigints = 0
+
+    @property
+    def requested(self) -> bool:
+        return self.signame is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signame is not None:
+            raise KeyboardInterrupt  # (only reached without the watcher)
+        if self.signame is None:
+            self.signame = signal.Signals(signum).name
+
+    def _watch(self, read_fd: int) -> None:
+        acknowledged = False
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                data = b""
+            if not data:  # uninstall() closed the write end
+                os.close(read_fd)
+                return
+            for signum in data:
+                if signum not in self.SIGNALS:
+                    continue
+                if signum == signal.SIGINT:
+                    self._sigints += 1
+                    if self._sigints >= 2:
+                        discard_partial_writes()  # a checkpoint being written stays the previous one
+                        os.write(2, b"interrupted: second Ctrl-C, exiting now without a checkpoint\n")
+                        os._exit(130)
+                if not acknowledged:
+                    acknowledged = True
+                    again = " (Ctrl-C again to abort now)" if signum == signal.SIGINT else ""
+                    name = signal.Signals(signum).name
+                    print0(f"Received {name}: stopping after the current step and saving a checkpoint{again}")
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (e.g. not in some test runners)
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self._pipe = (r, w)
+        self._old_wakeup_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(r,), name="stop-request-watcher", daemon=True).start()
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+        if self._pipe is not None:
+            with contextlib.suppress(ValueError):
+                signal.set_wakeup_fd(self._old_wakeup_fd)
+            r, w = self._pipe
+            os.close(w)  # the watcher reads EOF and ends; it closes nothing itself
+            self._pipe = None
+
+    def agree(self, device: torch.device) -> str | None:
+        """Collective: the signal any rank received (SIGTERM first), so all ranks stop at the same step.
+
+        The answer comes only from the reduced flags: a signal landing on one rank *during* this call
+        is seen by every rank at the next one, never by that rank alone.
+        """
+        local = self.signame
+        if not (dist.is_available() and dist.is_initialized()):
+            return local
+        flags = torch.tensor([local == "SIGTERM", local == "SIGINT"], dtype=torch.float32, device=device)
+        all_reduce_sum(flags)
+        agreed = "SIGTERM" if flags[0] > 0 else "SIGINT" if flags[1] > 0 else None
+        if agreed is not None and self.signame is None:
+            self.signame = agreed  # another rank got it
+        return agreed

@@ -79,10 +79,10 @@ def test_large_ids_survive_uint32():
 @pytest.mark.parametrize("device", ["cuda:99", "nonsense", "cpu:abc"])
 def test_invalid_device_raises(device):
     # RuntimeError is what torch raises and what the course's own test accepts; ours is also a
-    # DataError (UserError, ValueError) so the CLIs print one line.
+    # UserError (and a ValueError) so the CLIs print one line.
     with pytest.raises(RuntimeError) as e:
         get_batch(np.arange(100), 2, 4, device)
-    assert isinstance(e.value, DataError) and isinstance(e.value, ValueError)
+    assert isinstance(e.value, UserError) and isinstance(e.value, ValueError)
     assert device in str(e.value)
 
 
@@ -248,3 +248,19 @@ def test_zero_byte_file(tmp_path, name):
     path.write_bytes(b"")
     with pytest.raises(DataError, match=rf"{name.replace('.', '[.]')}: file is empty"):
         load_tokens(path)
+
+
+def test_ids_files_are_raw_token_files(tmp_path):
+    """``.ids`` (the naming older docs of the training program use) is raw ids like ``.bin``."""
+    ids = (np.arange(1000) % 50).astype(np.uint32)
+    ids.tofile(tmp_path / "train.ids")
+    got = load_tokens(tmp_path / "train.ids", vocab_size=50, dtype="uint32")
+    assert np.array_equal(np.asarray(got), ids)
+
+
+def test_a_npy_file_under_a_raw_name_is_refused(tmp_path):
+    """Its header would otherwise be read as token ids, silently."""
+    np.save(tmp_path / "x.npy", np.arange(1000, dtype=np.uint16))
+    (tmp_path / "x.bin").write_bytes((tmp_path / "x.npy").read_bytes())
+    with pytest.raises(DataError, match=r"x\.bin.*\.npy header.*rename it to x\.npy"):
+        load_tokens(tmp_path / "x.bin", vocab_size=50257)

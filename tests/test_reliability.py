@@ -402,6 +402,7 @@ def foreign_ckpt(launcher, data, tmp_path_factory) -> Path:
     flags[flags.index("--d_model") + 1] = "48"
     argv = trainer_argv(data, run_dir, model_flags=flags)
     argv[argv.index("--max_iters") + 1] = "2"
+    argv[argv.index("--warmup_iters") + 1] = "1"
     r = launcher.run(argv, name="foreign")
     assert r.poll() == 0, r.describe()
     return run_dir / "checkpoint_iter_2.pt"

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from cs336_basics import training_together as tt
+from cs336_basics.train_config import parse_settings
 from tests._train_utils import (
     REPO,
     assert_weights_equal,
@@ -42,10 +43,10 @@ WRAPPER = textwrap.dedent(
     """
     import os, signal, sys
     import torch
-    from cs336_basics import training_together as tt
+    from cs336_basics import train_step, training_together as tt
 
     if os.environ.get("RANK") == "1":
-        real, calls = tt.cross_entropy, [0]
+        real, calls = train_step.cross_entropy, [0]
 
         def cross_entropy(logits, targets):
             if torch.is_grad_enabled():
@@ -54,7 +55,7 @@ WRAPPER = textwrap.dedent(
                     signal.raise_signal(signal.SIGTERM)
             return real(logits, targets)
 
-        tt.cross_entropy = cross_entropy
+        train_step.cross_entropy = cross_entropy
     raise SystemExit(tt.main(sys.argv[1:]))
     """
 ).replace("{at}", str(SIGTERM_AT_CALL))
@@ -123,12 +124,12 @@ def test_ddp_step_averages_the_ranks_gradients(data, single_run, ddp_run):
     from cs336_basics.optim import AdamW
 
     run_dir, _ = ddp_run
-    args = tt.parse_args(base_argv(data, run_dir, **FLAGS))
-    cfg = tt.validate_args(args)
+    args = parse_settings(base_argv(data, run_dir, **FLAGS))
+    cfg = args.model_config()
     start = load_pt(single_run / f"checkpoint_iter_{START}.pt")
     model = TransformerLM(cfg)
     model.load_state_dict(start["model"])
-    opt = AdamW(tt._param_groups(model, args.weight_decay), lr=args.lr, betas=(args.beta1, args.beta2),
+    opt = AdamW(tt.param_groups(model, args.weight_decay), lr=args.lr, betas=(args.beta1, args.beta2),
                 eps=args.eps, weight_decay=args.weight_decay)  # fmt: skip
     opt.load_state_dict(start["optimizer"])
     tokens = load_tokens(data["train"])

@@ -1,0 +1,369 @@
+"""The training program's settings: one typed dataclass, its command-line flags and TOML file.
+
+Each setting is written once, as a field of :class:`TrainSettings` (type, default, help); the
+argparse parser and the TOML reader are built from those fields, so a flag, a config key and the
+attribute the code reads can never disagree. Precedence: defaults < ``--config FILE.toml`` <
+command line. :func:`parse_settings` also validates every value cheaply (before any file is read)
+and raises :class:`ConfigError` with one line naming the flag.
+
+Two defaults follow ``--max_iters`` and ``--lr`` unless given: ``--warmup_iters`` is 10% of the run
+(at most 2000, the course's value) and ``--min_lr`` is ``--lr / 10`` (6e-5 at the default LR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import re
+import sys
+import tomllib
+import typing
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cs336_basics.errors import UserError
+from cs336_basics.model import FFN_TYPES, ModelConfig
+
+# The settings that define the architecture: they build the ModelConfig, and a resumed checkpoint
+# must agree with them.
+MODEL_FIELDS = (
+    "vocab_size",
+    "context_length",
+    "d_model",
+    "num_layers",
+    "num_heads",
+    "d_ff",
+    "rope_theta",
+    "remove_rmsnorm",
+    "use_post_norm",
+    "remove_rope",
+    "ffn_type",
+)
+# Settings that may differ on resume without comment (where the data lives, how it is logged).
+RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_data_path", "val_data_path",
+                  "use_wandb", "wandb_project", "wandb_run_name", "tensorboard_dir")  # fmt: skip
+
+# The course's warmup, used when the run is long enough for it (see _derived_defaults).
+COURSE_WARMUP_ITERS = 2000
+
+
+class ConfigError(UserError, ValueError):
+    """A bad flag value or config file; the message names the flag/key."""
+
+
+def _opt(group: str, help: str, *, choices: Sequence[str] | None = None, required: bool = False) -> dict[str, Any]:
+    return {"group": group, "help": help, "choices": choices, "required": required}
+
+
+@dataclass
+class TrainSettings:
+    """Every setting of a training run (the flags, with the course's names and defaults)."""
+
+    # -- data ------------------------------------------------------------------------------------
+    train_data_path: str = field(default="", metadata=_opt("data", "training tokens (.npy, or raw ids: .bin/.ids)", required=True))
+    val_data_path: str | None = field(default=None, metadata=_opt("data", "validation tokens (.npy or raw ids); without it no evaluation runs"))
+    data_dtype: str = field(default="uint16", metadata=_opt("data", "element type of raw token files (.bin/.ids)", choices=("uint16", "uint32", "int32", "int64")))
+    # -- model -----------------------------------------------------------------------------------
+    vocab_size: int = field(default=10000, metadata=_opt("model", "tokenizer vocabulary size (every id must be below it)"))
+    context_length: int = field(default=256, metadata=_opt("model", "tokens per training sequence"))
+    d_model: int = field(default=512, metadata=_opt("model", "residual stream width"))
+    num_heads: int = field(default=8, metadata=_opt("model", "attention heads (must divide d_model)"))
+    d_ff: int = field(default=2048, metadata=_opt("model", "feed-forward inner width"))
+    num_layers: int = field(default=6, metadata=_opt("model", "Transformer blocks"))
+    rope_theta: float = field(default=10000.0, metadata=_opt("model", "RoPE base"))
+    remove_rmsnorm: bool = field(default=False, metadata=_opt("model", "ablation: no RMSNorm anywhere"))
+    use_post_norm: bool = field(default=False, metadata=_opt("model", "ablation: post-norm blocks"))
+    remove_rope: bool = field(default=False, metadata=_opt("model", "ablation: no positional encoding (NoPE)"))
+    ffn_type: str = field(default="swiglu", metadata=_opt("model", "feed-forward type", choices=FFN_TYPES))
+    # -- optimization ----------------------------------------------------------------------------
+    lr: float = field(default=6e-4, metadata=_opt("optimization", "maximum learning rate"))
+    min_lr: float | None = field(default=None, metadata=_opt("optimization", "learning rate at the end of the cosine decay (default: lr/10)"))
+    weight_decay: float = field(default=0.1, metadata=_opt("optimization", "AdamW decoupled weight decay (matrices and embeddings; not norm gains)"))
+    beta1: float = field(default=0.9, metadata=_opt("optimization", "AdamW beta1"))
+    beta2: float = field(default=0.95, metadata=_opt("optimization", "AdamW beta2"))
+    eps: float = field(default=1e-8, metadata=_opt("optimization", "AdamW epsilon"))
+    batch_size: int = field(default=64, metadata=_opt("optimization", "sequences per micro-batch per process"))
+    grad_accum_steps: int = field(default=1, metadata=_opt("optimization", "micro-batches per optimizer step"))
+    max_iters: int = field(default=100000, metadata=_opt("optimization", "optimizer steps; the cosine decay ends here"))
+    warmup_iters: int | None = field(default=None, metadata=_opt("optimization", f"linear warmup steps (default: 10%% of --max_iters, at most {COURSE_WARMUP_ITERS})"))
+    grad_clip: float = field(default=1.0, metadata=_opt("optimization", "global gradient-norm clip (<= 0 disables clipping)"))
+    max_bad_steps: int = field(default=3, metadata=_opt("optimization", "stop after this many consecutive non-finite steps"))
+    # -- evaluation, logging, checkpoints ----------------------------------------------------------
+    eval_interval: int = field(default=500, metadata=_opt("evaluation, logging, checkpoints", "evaluate every N steps (and at the end)"))
+    eval_iters: int = field(default=100, metadata=_opt("evaluation, logging, checkpoints", "batches per split per evaluation"))
+    skip_validation: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "never evaluate (no best.pt; early stopping is refused)"))
+    log_interval: int = field(default=100, metadata=_opt("evaluation, logging, checkpoints", "print/log a train line every N steps"))
+    heartbeat_s: float = field(default=30.0, metadata=_opt("evaluation, logging, checkpoints", "also print a train line when this many seconds passed without one (0: off)"))
+    log_norms: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "log per-layer weight and activation RMS"))
+    checkpoint_dir: str = field(default="checkpoints", metadata=_opt("evaluation, logging, checkpoints", "run directory: checkpoints, metrics.jsonl, run_config.json"))
+    checkpoint_interval: int = field(default=5000, metadata=_opt("evaluation, logging, checkpoints", "checkpoint every N steps (and at the end)"))
+    keep_last: int | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "keep only the newest N numbered checkpoints (default: keep all)"))
+    early_stopping_patience: int | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "stop after N evaluations without a new best val loss (default: off)"))
+    allow_checkpoint_failure: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "keep training (with a warning) if a checkpoint cannot be written"))
+    resume: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "continue from the newest intact checkpoint in --checkpoint_dir (a fresh run if there is none)"))
+    resume_from: str | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "continue from exactly this checkpoint file"))
+    use_wandb: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "log to Weights & Biases (uv sync --extra wandb)"))
+    wandb_project: str = field(default="transformer-lm", metadata=_opt("evaluation, logging, checkpoints", "wandb project"))
+    wandb_run_name: str | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "wandb run name"))
+    tensorboard_dir: str | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "also write TensorBoard scalars here (uv sync --extra tensorboard)"))
+    # -- runtime ---------------------------------------------------------------------------------
+    device: str = field(default="auto", metadata=_opt("runtime", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"))
+    dtype: str = field(default="fp32", metadata=_opt("runtime", "autocast precision (fp16 uses a grad scaler)", choices=("fp32", "bf16", "fp16")))
+    compile: bool = field(default=False, metadata=_opt("runtime", "torch.compile the model"))
+    tf32: bool = field(default=False, metadata=_opt("runtime", "allow TF32 matmuls on CUDA"))
+    deterministic: bool = field(default=False, metadata=_opt("runtime", "deterministic algorithms everywhere (slower; on CUDA also fixes cuBLAS's workspace)"))
+    seed: int = field(default=42, metadata=_opt("runtime", "seeds init and the data order (rank r draws from seed + r * 1000003)"))
+    config: str | None = field(default=None, metadata=_opt("config", "TOML file with the same keys as the flags (flat or in [tables]); flags given on the command line win"))
+
+    # -- derived -----------------------------------------------------------------------------------
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**{f: getattr(self, f) for f in MODEL_FIELDS})
+
+    @property
+    def validation(self) -> bool:
+        """Whether this run evaluates (needs a validation file and no --skip_validation)."""
+        return self.val_data_path is not None and not self.skip_validation
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values, stored in checkpoints and run_config.json."""
+        return dict(sorted(asdict(self).items()))
+
+
+# ==============================================================================================
+# the parser, built from the fields
+# ==============================================================================================
+def _field_type(f: Any) -> type:
+    """``int | None`` -> int, ``bool`` -> bool, ..."""
+    hint = typing.get_type_hints(TrainSettings)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+# Names people reach for that the course spells differently (checked before fuzzy matching).
+_SYNONYMS = {"learning_rate": "lr", "max_lr": "lr", "wd": "weight_decay", "steps": "max_iters", "iters": "max_iters",
+             "max_steps": "max_iters", "warmup_steps": "warmup_iters", "bs": "batch_size", "out_dir": "checkpoint_dir",
+             "n_layer": "num_layers", "n_head": "num_heads", "n_embd": "d_model", "block_size": "context_length"}  # fmt: skip
+
+
+def _did_you_mean(flag: str, known: Sequence[str]) -> str | None:
+    name = flag.lstrip("-").split("=")[0]
+    if name in _SYNONYMS:
+        return f"--{_SYNONYMS[name]}"
+    close = difflib.get_close_matches(f"--{name}", known, n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error for unknown flags (plus "did you mean"), and numbers like
+    ``-1e-3`` accepted as values (stock argparse takes them for flags)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.?\d+(?:[eE][-+]?\d+)?$|^-inf$|^-nan$")
+
+    def error(self, message: str) -> typing.NoReturn:
+        m = re.match(r"unrecognized arguments: (.*)", message)
+        if m:
+            hints = []
+            for arg in m.group(1).split():
+                if arg.startswith("--"):
+                    close = _did_you_mean(arg, list(self._option_string_actions))
+                    hints.append(f"{arg} (did you mean {close}?)" if close else arg)
+            if hints:
+                message = f"unknown flag{'s' if len(hints) > 1 else ''}: {', '.join(hints)}"
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All flags; booleans also take ``--no-X``."""
+    p = _Parser(
+        prog="python -m cs336_basics.training_together",
+        description="Train a Transformer LM on memory-mapped token files (.npy, or raw ids in .bin/.ids).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(TrainSettings):
+        meta = f.metadata
+        g = p if meta["group"] == "config" else groups.setdefault(meta["group"], p.add_argument_group(meta["group"]))
+        typ = _field_type(f)
+        kw: dict[str, Any] = {"default": f.default, "help": meta["help"]}
+        if typ is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = typ
+            if meta["choices"]:
+                kw["choices"] = list(meta["choices"])
+        if meta["required"]:
+            kw["required"] = True
+            kw.pop("default")
+        g.add_argument(f"--{f.name}", **kw)
+    return p
+
+
+# ==============================================================================================
+# TOML config files
+# ==============================================================================================
+def _flatten_toml(path: str, data: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """``{key: (value, where)}`` from flat keys and keys grouped in (nested) tables."""
+    out: dict[str, tuple[Any, str]] = {}
+
+    def walk(d: dict[str, Any], table: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{table}.{k}" if table else k)
+                continue
+            key = k.replace("-", "_")
+            where = f"[{table}] {k}" if table else k
+            if key in out:
+                raise ConfigError(f"{path}: key {key!r} is set twice ({out[key][1]} and {where})")
+            out[key] = (v, where)
+
+    walk(data, "")
+    return out
+
+
+def _coerce(path: str, where: str, action: argparse.Action, value: Any) -> Any:
+    """Check/convert one TOML value the way argparse would treat the flag."""
+    flag = action.option_strings[0]
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {where} must be true or false (like {flag}), got {value!r}")
+        return value
+    typ = action.type or str
+    if isinstance(value, (bool, list, dict)) or value is None:
+        raise ConfigError(f"{path}: {where} has an invalid value {value!r} for {flag}")
+    if typ is float and isinstance(value, (int, float)):
+        value = float(value)
+    elif not isinstance(value, typ):
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {where} = {value!r} is not a valid {typ.__name__} for {flag}")
+        try:
+            value = typ(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: {where} = {value!r} is not a valid {typ.__name__} for {flag}") from None
+    if action.choices is not None and value not in action.choices:
+        raise ConfigError(f"{path}: {where} = {value!r}: choose one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a TOML config into ``{dest: value}``; unknown keys and bad values are ConfigErrors."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path}: is a directory, expected a .toml file") from None
+    except OSError as err:
+        raise ConfigError(f"--config {path}: cannot read: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    values: dict[str, Any] = {}
+    for key, (value, where) in _flatten_toml(path, data).items():
+        action = actions.get(key)
+        if action is None:
+            close = _did_you_mean(key, [f"--{a}" for a in actions])
+            hint = f"; did you mean {close[2:]!r}?" if close else " (not a training flag; see --help)"
+            raise ConfigError(f"{path}: unknown key {where!r}{hint}")
+        values[key] = _coerce(path, where, action, value)
+    return values
+
+
+# ==============================================================================================
+# parse + validate
+# ==============================================================================================
+def parse_settings(argv: Sequence[str] | None = None) -> TrainSettings:
+    """Defaults < ``--config`` file < command line; derived defaults filled in; everything checked.
+
+    argparse's own errors (unknown flag, missing value, ``--help``) raise SystemExit as usual.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    parser = build_parser()
+    if known.config is not None:
+        values = load_config_file(known.config, parser)
+        parser.set_defaults(**values)
+        for action in parser._actions:
+            if action.required and action.dest in values:
+                action.required = False
+    settings = TrainSettings(**vars(parser.parse_args(argv)))
+    _derived_defaults(settings)
+    validate(settings)
+    return settings
+
+
+def _derived_defaults(s: TrainSettings) -> None:
+    if s.warmup_iters is None:
+        s.warmup_iters = min(COURSE_WARMUP_ITERS, max(s.max_iters // 10, 0))
+    if s.min_lr is None:
+        s.min_lr = float(f"{s.lr / 10:.12g}")  # 6e-05, not 5.9999999999999995e-05
+
+
+def _check_positive(s: TrainSettings, *names: str, allow_zero: bool = False) -> None:
+    for name in names:
+        v = getattr(s, name)
+        if v is not None and ((v < 0) if allow_zero else (v <= 0)):
+            raise ConfigError(f"--{name} must be {'>= 0' if allow_zero else '> 0'}, got {v:g}")
+
+
+def validate(s: TrainSettings) -> ModelConfig:
+    """Every cheap check on the settings, before any file is read. Returns the model config."""
+    for name in ("lr", "min_lr", "weight_decay", "eps", "grad_clip", "beta1", "beta2", "rope_theta", "heartbeat_s"):
+        if not math.isfinite(getattr(s, name)):
+            raise ConfigError(f"--{name} must be a finite number, got {getattr(s, name)}")
+    _check_positive(s, "batch_size", "grad_accum_steps", "eval_interval", "eval_iters", "log_interval",
+                    "checkpoint_interval", "max_bad_steps", "keep_last", "early_stopping_patience")  # fmt: skip
+    _check_positive(s, "max_iters", "warmup_iters", "lr", "min_lr", "weight_decay", "eps", "seed", "heartbeat_s", allow_zero=True)
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(s, name) < 1.0:
+            raise ConfigError(f"--{name} must be in [0, 1), got {getattr(s, name)}")
+    if s.min_lr > s.lr:
+        raise ConfigError(f"--min_lr ({s.min_lr:g}) must not exceed --lr ({s.lr:g})")
+    if s.max_iters > 0 and s.warmup_iters >= s.max_iters:
+        raise ConfigError(
+            f"--warmup_iters {s.warmup_iters} >= --max_iters {s.max_iters}: the learning rate would never reach "
+            f"--lr; use a shorter warmup (e.g. --warmup_iters {max(s.max_iters // 10, 0)}) or leave it out "
+            "(the default is 10% of the run)"
+        )
+    if s.resume and s.resume_from:
+        raise ConfigError("use either --resume (newest checkpoint in --checkpoint_dir) or --resume_from PATH, not both")
+    if s.early_stopping_patience and not s.validation:
+        why = "--skip_validation" if s.skip_validation else "no --val_data_path"
+        raise ConfigError(f"--early_stopping_patience needs validation losses, but this run has {why}")
+    try:
+        return s.model_config().validate()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def schedule_notes(s: TrainSettings) -> list[str]:
+    """Intervals longer than the run: legal, but worth one line at start so nobody waits for them."""
+    notes = []
+    if s.validation and s.eval_interval > s.max_iters:
+        notes.append(f"--eval_interval {s.eval_interval} > --max_iters {s.max_iters}: evaluation runs only at the end")
+    if s.checkpoint_interval > s.max_iters:
+        notes.append(f"--checkpoint_interval {s.checkpoint_interval} > --max_iters {s.max_iters}: a checkpoint is written only at the end")
+    if s.log_interval > s.max_iters:
+        notes.append(f"--log_interval {s.log_interval} > --max_iters {s.max_iters}: train lines come only from the first iteration and the heartbeat")
+    return notes
+
+
+def changed_settings(saved: Any, now: dict[str, Any]) -> list[str]:
+    """Training settings that differ from the checkpoint's (allowed on resume; reported)."""
+    if not isinstance(saved, dict):
+        return []
+    ignore = {*RESUME_NEUTRAL, *MODEL_FIELDS}
+    return [f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now) if k not in ignore and k in saved and saved[k] != now[k]]
+
+
+def run_dir(s: TrainSettings) -> Path:
+    return Path(s.checkpoint_dir)

@@ -1,0 +1,237 @@
+"""What a training run must carry across a restart, and finding the checkpoint to restart from.
+
+:class:`TrainState` holds everything a resumed run needs (model, optimizer, grad scaler, each rank's
+data-sampler stream, the global RNGs, the step, best-so-far, tokens seen, time spent). Its
+``state_dict()`` *is* the checkpoint payload and ``load_state_dict()`` reads it back, so saving
+and restoring cannot drift apart: a field added to one is added to the other.
+
+Data order: every rank draws its batches from its own ``np.random.Generator`` (seeded from
+``--seed`` and the rank), whose state is saved; evaluation uses fresh generators, so evaluating
+never moves the training stream. With the LR a pure function of the step, a resumed run replays
+an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cs336_basics import runtime
+from cs336_basics.checkpoint import CheckpointError, CheckpointManager, read_checkpoint
+from cs336_basics.model import ModelConfig
+from cs336_basics.train_config import MODEL_FIELDS
+
+# Offsets that give every rank its own data stream from one --seed (a large odd constant, so
+# seed+rank streams never coincide for small seeds).
+RANK_SEED_STRIDE = 1_000_003
+# Eval batches: the same fixed windows at every eval (a less noisy curve), from their own streams.
+_EVAL_STREAM = {"train": 1, "val": 2}
+
+
+def make_data_rng(seed: int, rank: int) -> np.random.Generator:
+    """The training-batch stream of one rank; its state is saved in every checkpoint."""
+    return np.random.Generator(np.random.PCG64(seed + rank * RANK_SEED_STRIDE))
+
+
+def make_eval_rng(seed: int, rank: int, split: str) -> np.random.Generator:
+    """A fresh generator per eval and split, so evaluating never disturbs the training stream."""
+    return np.random.Generator(np.random.PCG64([seed, _EVAL_STREAM[split], rank]))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The few counters that move while the weights don't (a skipped step): enough to go back."""
+
+    iteration: int
+    tokens_seen: int
+    data_state: dict[str, Any]
+
+
+class TrainState:
+    """Model, optimizer, scaler, data stream and counters of one run; ``state_dict`` is the checkpoint."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        *,
+        seed: int,
+        rank: int,
+        world_size: int,
+        model_config: ModelConfig,
+        train_config: dict[str, Any],
+        tokenizer: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model  # the bare model (never a compile/DDP wrapper: its keys are the spec's)
+        self.optimizer = optimizer
+        self.scaler = scaler
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.model_config = model_config
+        self.train_config = train_config
+        self.tokenizer = tokenizer  # which tokenizer made the training data (its sidecar), if known
+        self.data_rng = make_data_rng(seed, rank)
+        self.iteration = 0
+        self.best_val_loss: float | None = None
+        self.evals_since_best = 0
+        self.tokens_seen = 0
+        self._elapsed_before = 0.0  # time spent by earlier runs of this training (before a resume)
+        self._t0 = time.perf_counter()
+
+    # -- counters ------------------------------------------------------------------------------------
+    @property
+    def elapsed_s(self) -> float:
+        """Wall time of the whole training so far, across resumes."""
+        return self._elapsed_before + (time.perf_counter() - self._t0)
+
+    def record_eval(self, val_loss: float) -> bool:
+        """Track the best validation loss; True when ``val_loss`` is a new best."""
+        improved = math.isfinite(val_loss) and (self.best_val_loss is None or val_loss < self.best_val_loss)
+        if improved:
+            self.best_val_loss, self.evals_since_best = val_loss, 0
+        else:
+            self.evals_since_best += 1
+        return improved
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.iteration, self.tokens_seen, self.data_rng.bit_generator.state)
+
+    def rewind(self, snap: Snapshot) -> None:
+        """Back to ``snap`` (valid only while the weights and optimizer have not changed since)."""
+        self.iteration, self.tokens_seen = snap.iteration, snap.tokens_seen
+        self.data_rng.bit_generator.state = snap.data_state
+
+    # -- checkpoint payload ------------------------------------------------------------------------
+    def state_dict(self, data_states: list[dict[str, Any]]) -> dict[str, Any]:
+        """The checkpoint: ``data_states`` are every rank's sampler states, in rank order."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": int(self.iteration),
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.train_config,
+            "rng": {**runtime.capture_rng_state(), "data": data_states},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "best_val_loss": self.best_val_loss,
+            "evals_since_best": self.evals_since_best,
+            "tokens_seen": int(self.tokens_seen),
+            "elapsed_s": self.elapsed_s,
+            "world_size": self.world_size,
+            "tokenizer": self.tokenizer,
+        }
+
+    def load_state_dict(self, payload: dict[str, Any], source: str | Path = "checkpoint") -> None:
+        """Restore from a payload written by :meth:`state_dict` (under any world size).
+
+        Hyperparameters stay those of this run's flags: ``Optimizer.load_state_dict`` would bring
+        back the saved ones, so each group's settings are put back after loading.
+        """
+        try:
+            self.model.load_state_dict(payload["model"])
+        except (RuntimeError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{source}: cannot load model weights: {str(err).splitlines()[0]}") from None
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError, RuntimeError, TypeError) as err:
+            raise CheckpointError(f"{source}: optimizer state does not fit: {str(err).splitlines()[0]}") from None
+        for group, settings in zip(self.optimizer.param_groups, hyper, strict=True):
+            group.update(settings)
+        if payload.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(payload["scaler"])
+        self.iteration = int(payload["iteration"])
+        best = payload.get("best_val_loss")
+        self.best_val_loss = float(best) if isinstance(best, (int, float)) else None
+        self.evals_since_best = int(payload.get("evals_since_best") or 0)
+        self.tokens_seen = int(payload.get("tokens_seen") or 0)
+        self._elapsed_before = float(payload.get("elapsed_s") or 0.0)
+        self._t0 = time.perf_counter()
+        rng = payload.get("rng") or {}
+        with contextlib.suppress(Exception):  # global RNGs are not used by training; best effort
+            runtime.restore_rng_state(rng)
+        data_states = rng.get("data") or []
+        if self.rank < len(data_states) and data_states[self.rank] is not None:
+            try:
+                self.data_rng.bit_generator.state = data_states[self.rank]
+            except (TypeError, ValueError, KeyError) as err:
+                raise CheckpointError(f"{source}: data sampler state is unusable ({err})") from None
+        else:
+            # No saved stream for this rank (more ranks than when saved): a fresh one that still
+            # depends on the step, so it does not replay this rank's first batches.
+            self.data_rng = np.random.Generator(np.random.PCG64([self.seed, self.rank, self.iteration]))
+
+
+# ==============================================================================================
+# which checkpoint to resume from
+# ==============================================================================================
+def _config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    diffs = []
+    for k in MODEL_FIELDS:
+        a, b = saved.get(k), wanted.get(k)
+        numbers = isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool)
+        if not (float(a) == float(b) if numbers else a == b):
+            diffs.append(f"{k} {a!r} in checkpoint vs {b!r} from flags")
+    unknown = sorted(set(saved) - set(wanted))
+    if unknown:
+        diffs.append(f"unknown fields in checkpoint: {', '.join(unknown)}")
+    return diffs
+
+
+def check_resumable(path: Path, payload: dict[str, Any], cfg: ModelConfig) -> None:
+    """The checkpoint must be for the same architecture as the flags and carry training state."""
+    saved_cfg = payload.get("model_config")
+    if not isinstance(saved_cfg, dict):
+        raise CheckpointError(f"{path}: checkpoint has no model_config; cannot check it matches the flags")
+    diffs = _config_diff(saved_cfg, cfg.to_dict())
+    if diffs:
+        raise CheckpointError(f"{path}: model config does not match the flags: " + "; ".join(diffs))
+    try:
+        int(payload["iteration"])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: iteration {payload['iteration']!r} is not an integer") from None
+    if not isinstance(payload.get("optimizer"), dict):
+        raise CheckpointError(f"{path}: checkpoint has no optimizer state; cannot resume training from it")
+
+
+def find_resume(
+    resume_from: str | None,
+    resume: bool,
+    manager: CheckpointManager,
+    cfg: ModelConfig,
+    say: Callable[[str], None],
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to continue from, read and checked, or None for a fresh run.
+
+    ``--resume_from PATH`` takes exactly that file (any problem is an error). ``--resume`` takes the
+    newest numbered checkpoint that verifies against its sidecar, loads safely and fits the flags,
+    saying ``Skipping <path>: <reason>`` for each one passed over; with no checkpoint at all it
+    starts fresh (so a job script can always pass it), with a notice.
+    """
+    if resume_from:
+        path = Path(resume_from)
+        payload = read_checkpoint(path)
+        check_resumable(path, payload, cfg)
+        return path, payload
+    if not resume:
+        return None
+    found = manager.latest_intact(accept=lambda path, payload: check_resumable(path, payload, cfg))
+    for reason in manager.skipped:
+        say(f"Skipping {reason}")
+    if found is not None:
+        return found[0], found[1]
+    if manager.skipped:
+        raise CheckpointError(
+            f"--resume: none of the {len(manager.skipped)} checkpoints in {manager.directory} can be resumed; "
+            f"newest: {manager.skipped[0]}"
+        )
+    say(f"--resume: no checkpoint in {manager.directory} yet; starting a new run")
+    return None

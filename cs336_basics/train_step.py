@@ -1,0 +1,141 @@
+"""One optimizer step, one evaluation, and the guard against non-finite steps.
+
+``train_step`` is the whole of "learning" in the training program: forward and backward over the
+micro-batches, unscale, clip, and update the weights only when the loss and gradient norm are
+finite. ``NonFiniteGuard`` decides what a run of skipped steps means, and ``evaluate`` measures.
+Nothing here knows about devices, DDP or precision beyond what it is handed (an autocast context
+factory, a grad scaler, a ``no_sync`` factory), all decided once in :mod:`cs336_basics.runtime`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from torch import Tensor, nn
+
+from cs336_basics import runtime
+from cs336_basics.data import get_batch
+from cs336_basics.nn_utils import clip_grad_norm, cross_entropy
+from cs336_basics.train_state import Snapshot, TrainState, make_eval_rng
+
+Batch = tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean over micro-batches and ranks (NaN/Inf when the step went bad)
+    grad_norm: float  # global gradient norm before clipping
+    applied: bool  # the optimizer updated the weights
+    scaler_skipped: bool = False  # fp16 only: the loss scaler found overflowed gradients and skipped
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batches: Iterable[Batch],
+    *,
+    accum_steps: int,
+    grad_clip: float,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    no_sync: Callable[[], contextlib.AbstractContextManager],
+) -> StepResult:
+    """Accumulate gradients over ``accum_steps`` micro-batches, clip, and step if all is finite."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    losses = []
+    for i, (x, y) in enumerate(batches):
+        last = i == accum_steps - 1
+        # Under DDP only the last micro-batch's backward all-reduces the (accumulated) gradients.
+        with contextlib.nullcontext() if last else no_sync():
+            with autocast():
+                logits = model(x)
+            loss = cross_entropy(logits, y)
+            # Dividing by accum_steps makes the accumulated gradient the mean over micro-batches;
+            # the scaler multiplies fp16 losses up so small gradients don't underflow.
+            scaler.scale(loss / accum_steps).backward()
+        losses.append(loss.detach().float())
+    scaler.unscale_(optimizer)  # true gradients again, so clipping sees their real norm
+    grad_norm = clip_grad_norm(params, grad_clip if grad_clip > 0 else math.inf)
+    mean_loss = runtime.all_reduce_mean(torch.stack(losses).mean()).item()  # the one host sync per step
+
+    applied = scaler_skipped = False
+    # fp16: an overflowed (inf) norm is the scaler's business (it skips and lowers its scale).
+    if math.isfinite(mean_loss) and (math.isfinite(grad_norm) or scaler.is_enabled()):
+        scale_before = scaler.get_scale() if scaler.is_enabled() else None
+        scaler.step(optimizer)
+        scaler.update()
+        scaler_skipped = scale_before is not None and scaler.get_scale() < scale_before
+        applied = not scaler_skipped
+    else:
+        scaler.update()  # keeps the scaler's bookkeeping consistent after unscale_
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(mean_loss, grad_norm, applied, scaler_skipped)
+
+
+class NonFiniteGuard:
+    """Counts consecutive non-finite steps and remembers the last good state before them.
+
+    A skipped step leaves weights and optimizer untouched, so "the last good state" is just the
+    step counter and the data stream as they were before the first bad step of the streak.
+    """
+
+    def __init__(self, max_bad_steps: int) -> None:
+        self.max_bad_steps = max_bad_steps
+        self.streak = 0
+        self.last_good: Snapshot | None = None
+        self.scaler_skips = 0  # fp16 overflow skips: expected now and then, counted, never a failure
+
+    def observe(self, result: StepResult, before: Snapshot) -> str | None:
+        """Record one step; a one-line description when it was non-finite, else None."""
+        self.scaler_skips += result.scaler_skipped
+        if result.applied or result.scaler_skipped:
+            self.streak, self.last_good = 0, None
+            return None
+        if self.streak == 0:
+            self.last_good = before
+        self.streak += 1
+        what = "loss" if not math.isfinite(result.loss) else "gradient norm"
+        return f"Non-finite {what} at iteration {before.iteration + 1} ({self.streak}/{self.max_bad_steps} in a row): update skipped"
+
+    @property
+    def gave_up(self) -> bool:
+        return self.streak >= self.max_bad_steps
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: np.ndarray,
+    state: TrainState,
+    *,
+    split: str,
+    batches: int,
+    batch_size: int,
+    context_length: int,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> tuple[float, float]:
+    """Mean loss and next-token accuracy over ``batches`` fixed batches (averaged over ranks)."""
+    rng = make_eval_rng(state.seed, state.rank, split)
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    try:
+        for _ in range(batches):
+            x, y = get_batch(data, batch_size, context_length, device, rng=rng)
+            with autocast():
+                logits = model(x)
+            totals[0] += cross_entropy(logits, y).double()
+            totals[1] += (logits.argmax(dim=-1) == y).sum().double()
+            totals[2] += y.numel()
+    finally:
+        model.train(was_training)
+    runtime.all_reduce_sum(totals)
+    loss_sum, correct, count = totals.tolist()
+    return loss_sum / (batches * state.world_size), correct / max(count, 1.0)
