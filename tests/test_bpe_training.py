@@ -12,12 +12,10 @@ import pytest
 
 from cs336_basics import bpe
 from cs336_basics.bpe import BPEError, _rev_key, bpe_merges, count_pretokens, train_bpe
+from cs336_basics.bpe_reference import reference_merges, reference_train_bpe
 from cs336_basics.errors import run_cli
 from cs336_basics.pretokenize import PRETOKEN_RE, special_pattern
 from cs336_basics.pretokenize import split_on_specials as _split
-
-from cs336_basics.bpe_reference import reference_merges as naive_merges
-from cs336_basics.bpe_reference import reference_train_bpe as naive_train
 
 EOT = "<|endoftext|>"
 
@@ -57,7 +55,7 @@ def test_handout_worked_example() -> None:
     assert bpe_merges(words, 6) == [
         (b"s", b"t"), (b"e", b"st"), (b"o", b"w"), (b"l", b"ow"), (b"w", b"est"), (b"n", b"e")
     ]
-    assert bpe_merges(words, 6) == naive_merges(words, 6)
+    assert bpe_merges(words, 6) == reference_merges(words, 6)
 
 
 def test_ties_go_to_the_lexicographically_greatest_pair() -> None:
@@ -82,30 +80,30 @@ def test_reverse_key_orders_like_reversed_byte_tuples() -> None:
     assert by_key == sorted(pairs, reverse=True)
 
 
-def test_overlapping_and_repeated_pairs_match_naive() -> None:
+def test_overlapping_and_repeated_pairs_match_reference() -> None:
     words = Counter({(b"a",) * 7: 3, (b"a", b"b") * 4: 2, (b"b", b"a", b"a", b"b"): 5, (b"a", b"a"): 1})
-    assert bpe_merges(words, 20) == naive_merges(words, 20)
+    assert bpe_merges(words, 20) == reference_merges(words, 20)
 
 
-def test_random_words_match_naive() -> None:
+def test_random_words_match_reference() -> None:
     rng = random.Random(1)
     for _ in range(20):
         words = Counter()
         for _ in range(rng.randint(1, 60)):
             w = tuple(rng.choice([b"a", b"b", b"c", b"ab"]) for _ in range(rng.randint(1, 9)))
             words[w] += rng.randint(1, 4)
-        assert bpe_merges(words, 40) == naive_merges(words, 40)
+        assert bpe_merges(words, 40) == reference_merges(words, 40)
 
 
 # ----------------------------------------------------------------------------------------------
 # train_bpe on files
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("specials", [[], [EOT], [EOT, "<pad>"]])
-def test_train_matches_naive_trainer(tmp_path: Path, specials: list[str]) -> None:
+def test_train_matches_reference_train_bpeer(tmp_path: Path, specials: list[str]) -> None:
     text = varied_text(random.Random(len(specials)), 120, specials)
     path = write(tmp_path, text)
     vocab_size = 256 + len(specials) + 120
-    assert train_bpe(path, vocab_size, specials) == naive_train(text, vocab_size, specials)
+    assert train_bpe(path, vocab_size, specials) == reference_train_bpe(text, vocab_size, specials)
 
 
 def _random_string(rng: random.Random, n: int) -> str:
@@ -134,7 +132,7 @@ def test_fast_trainer_equals_reference(tmp_path: Path, kind: str) -> None:
     else:
         text = _random_string(rng, 6000)
     vocab_size = 256 + len(specials) + 150
-    assert train_bpe(write(tmp_path, text), vocab_size, specials) == naive_train(text, vocab_size, specials)
+    assert train_bpe(write(tmp_path, text), vocab_size, specials) == reference_train_bpe(text, vocab_size, specials)
 
 
 def test_vocab_layout_and_specials_never_merged(tmp_path: Path) -> None:

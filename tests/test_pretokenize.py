@@ -15,6 +15,7 @@ from cs336_basics.pretokenize import (
     PRETOKEN_RE,
     ascii_pretoken_re,
     find_chunk_boundaries,
+    first_safe_cut,
     last_safe_cut,
     special_pattern,
 )
@@ -108,6 +109,40 @@ def test_last_safe_cut_never_changes_pretokens() -> None:
         check_cut(text, cut, specials)
         checked += 1
     assert checked > 300
+
+
+def test_first_safe_cut_never_changes_pretokens_and_str_equals_bytes() -> None:
+    rng = random.Random(3)
+    specials_sets = [[], [EOT], [EOT, EOT + EOT], ["<a b>", "x y", "\n\n<sep>"]]
+    found = 0
+    for trial in range(400):
+        specials = specials_sets[trial % len(specials_sets)]
+        text = random_text(rng, rng.randint(1, 200), ALPHABET + specials * 3)
+        data = text.encode()
+        lo = rng.randint(0, len(text))
+        p = first_safe_cut(text, lo, None, specials)
+        pb = first_safe_cut(data, len(text[:lo].encode()), None, [s.encode() for s in specials])
+        assert pb == (None if p is None else len(text[:p].encode())), (text, lo)
+        # (last_safe_cut keeps clear of the end by the longest special's length, counted in the
+        # buffer's units, so str and bytes may pick different, equally safe, cuts.)
+        q = last_safe_cut(text, specials)
+        qb = last_safe_cut(data, [s.encode() for s in specials])
+        for cut in (pb, qb, None if q is None else len(text[:q].encode())):
+            if cut is not None:
+                assert 0 < cut < len(data)
+                check_cut(text, cut, specials)
+                found += 1
+    assert found > 400
+
+
+def test_cuts_after_non_ascii_letters_and_at_special_starts() -> None:
+    assert first_safe_cut("café au", 0) == 4  # after "é", before the space
+    assert first_safe_cut("café au".encode(), 0) == 5
+    assert first_safe_cut("ab<|endoftext|>cd", 0, None, [EOT]) == 2
+    assert first_safe_cut("ab<|endoftext|>cd", 3, None, [EOT]) is None  # the end of a special is not a cut
+    # A whitespace cut inside a special that contains whitespace is not a cut.
+    assert first_safe_cut("a<x y>b c", 0, None, ["<x y>"]) == 1
+    assert first_safe_cut("a<x y>b c", 2, None, ["<x y>"]) == 7
 
 
 def test_unicode_whitespace_is_not_a_cut_point() -> None:

@@ -13,17 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cs336_basics.bpe_reference import reference_train_bpe
 from cs336_basics.pretokenize import find_chunk_boundaries
 from cs336_basics.tokenize_data import main, tokenize_file
 from cs336_basics.tokenizer import Tokenizer, TokenizerError
-from tests.test_tokenizer_encode import EOT, make_corpus, naive_train
+from tests.test_tokenizer_encode import EOT, make_corpus
 
 SPECIALS = [EOT, "<end of doc>"]
 
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
-    vocab, merges = naive_train(make_corpus(), 400, [EOT])
+    vocab, merges = reference_train_bpe(make_corpus(), 400, [EOT])
     d = tmp_path_factory.mktemp("tok")
     Tokenizer(vocab, merges, SPECIALS).save(d)
     return d

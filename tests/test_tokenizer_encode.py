@@ -14,10 +14,9 @@ import pytest
 import regex
 import tiktoken
 
-from cs336_basics.tokenizer import Tokenizer, TokenizerError, bytes_to_unicode
-
-from cs336_basics.bpe_reference import encode_pretoken, reference_encode
-from cs336_basics.bpe_reference import reference_train_bpe as naive_train
+from cs336_basics.bpe_reference import encode_pretoken, reference_encode, reference_train_bpe
+from cs336_basics.gpt2_files import bytes_to_unicode
+from cs336_basics.tokenizer import Tokenizer, TokenizerError
 
 GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOT = "<|endoftext|>"
@@ -53,7 +52,7 @@ def tiktoken_for(vocab: dict[int, bytes], specials: list[str]) -> tiktoken.Encod
 
 @pytest.fixture(scope="module")
 def trained():
-    vocab, merges = naive_train(make_corpus(), 420, [EOT])
+    vocab, merges = reference_train_bpe(make_corpus(), 420, [EOT])
     return vocab, merges
 
 
