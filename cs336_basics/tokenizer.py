@@ -35,13 +35,14 @@ from pathlib import Path
 
 import regex
 
-from cs336_basics.gpt2_files import (  # noqa: F401  (bytes_to_unicode: re-exported)
+from cs336_basics.gpt2_files import (  # noqa: F401  (bytes_to_unicode, token_to_str: re-exported)
     SPECIAL_TOKENS_FILE,
     TokenizerError,
     bytes_to_unicode,
     read_merges_txt,
     read_special_tokens,
     read_vocab_json,
+    token_to_str,
     write_tokenizer_files,
 )
 from cs336_basics.pretokenize import (
