@@ -36,6 +36,7 @@ from typing import IO, Any, BinaryIO
 import torch
 
 from cs336_basics.errors import UserError
+from cs336_basics.model import unwrap_model
 from cs336_basics.fsutil import atomic_write, atomic_write_text, fsync_dir
 
 __all__ = [
@@ -163,35 +164,6 @@ def _write_torch_file(obj: Any, path: Path) -> tuple[str, int]:
 # ----------------------------------------------------------------------------------------------
 # model / payload
 # ----------------------------------------------------------------------------------------------
-def unwrap_model(model: Any) -> torch.nn.Module:
-    """Strip ``torch.compile`` (``_orig_mod``) and DDP/DataParallel-style (``.module``) wrappers.
-
-    We save the bare module so the checkpoint's keys don't depend on how training was launched.
-    A ``.module`` attribute is only treated as a wrapper when the object is DDP/DataParallel, is
-    not an ``nn.Module`` at all, or has ``module`` as its only child (a user model with a
-    submodule that happens to be called ``module`` is left alone).
-    """
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
-    seen = 0
-    while seen < 16:
-        seen += 1
-        orig = getattr(model, "_orig_mod", None)
-        if isinstance(orig, torch.nn.Module):
-            model = orig
-            continue
-        inner = getattr(model, "module", None)
-        if isinstance(inner, torch.nn.Module) and (
-            isinstance(model, (DistributedDataParallel, DataParallel))
-            or not isinstance(model, torch.nn.Module)
-            or [name for name, _ in model.named_children()] == ["module"]
-        ):
-            model = inner
-            continue
-        break
-    return model
-
-
 def _model_config_dict(model: torch.nn.Module) -> dict | None:
     config = getattr(model, "config", None)
     if config is None:

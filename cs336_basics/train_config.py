@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cs336_basics.errors import UserError
-from cs336_basics.model import FFN_TYPES, ModelConfig
+from cs336_basics.model import ATTENTION_TYPES, FFN_TYPES, ModelConfig
 
 # The settings that define the architecture: they build the ModelConfig, and a resumed checkpoint
 # must agree with them.
@@ -78,6 +78,7 @@ class TrainSettings:
     use_post_norm: bool = field(default=False, metadata=_opt("model", "ablation: post-norm blocks"))
     remove_rope: bool = field(default=False, metadata=_opt("model", "ablation: no positional encoding (NoPE)"))
     ffn_type: str = field(default="swiglu", metadata=_opt("model", "feed-forward type", choices=FFN_TYPES))
+    attention: str = field(default="fast", metadata=_opt("model", "attention implementation: fast (blocked, recomputing) or plain (the handout's); same weights, so either can resume the other", choices=ATTENTION_TYPES))
     # -- optimization ----------------------------------------------------------------------------
     lr: float = field(default=6e-4, metadata=_opt("optimization", "maximum learning rate"))
     min_lr: float | None = field(default=None, metadata=_opt("optimization", "learning rate at the end of the cosine decay (default: lr/10)"))
@@ -120,7 +121,7 @@ class TrainSettings:
 
     # -- derived -----------------------------------------------------------------------------------
     def model_config(self) -> ModelConfig:
-        return ModelConfig(**{f: getattr(self, f) for f in MODEL_FIELDS})
+        return ModelConfig(**{f: getattr(self, f) for f in MODEL_FIELDS}, attention=self.attention)
 
     @property
     def validation(self) -> bool:

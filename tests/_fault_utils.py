@@ -48,18 +48,12 @@ _TEMP_HINTS = (".tmp", ".temp", ".partial", ".part", "~")
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for every run: one CPU thread (identical numerics in every process), no GPU."""
+    """Environment for every run: torch's default thread count (the guarantees are for default
+    settings, so they are tested that way), no GPU, no wandb."""
     env = dict(os.environ)
-    env.update(
-        {
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1",
-            "CUDA_VISIBLE_DEVICES": "",
-            "WANDB_MODE": "disabled",
-        }
-    )
-    env.pop("PYTEST_CURRENT_TEST", None)
+    env.update({"PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"})
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTEST_CURRENT_TEST"):
+        env.pop(var, None)
     if extra:
         env.update(extra)
     return env
@@ -221,6 +215,38 @@ def _install_loss_faults(step_delay: float, loss_faults: dict[int, str]) -> None
     nn_utils.cross_entropy = cross_entropy
 
 
+def _install_slow_c_step(call_no: int, seconds: float) -> None:
+    """Make training micro-step ``call_no`` spend ~``seconds`` inside ONE torch call.
+
+    A signal's Python handler cannot run until that call returns (the situation of a real long step
+    on CPU); markers on stdout show when the call starts and ends. One call of
+    ``torch.linalg.matrix_power`` is a chain of matmuls in C++, sized from a quick calibration.
+    """
+    import torch
+
+    from cs336_basics import nn_utils
+
+    real_ce = nn_utils.cross_entropy
+    calls = {"n": 0}
+    a = torch.randn(384, 384) / 384**0.5
+    t = time.perf_counter()
+    torch.linalg.matrix_power(a, 8)
+    per_matmul = max((time.perf_counter() - t) / 8, 1e-5)
+    power = max(int(seconds / per_matmul), 8)
+
+    def cross_entropy(*args, **kwargs):
+        loss = real_ce(*args, **kwargs)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == call_no:
+                print("SLOW STEP START", flush=True)
+                torch.linalg.matrix_power(a, power)
+                print("SLOW STEP END", flush=True)
+        return loss
+
+    nn_utils.cross_entropy = cross_entropy
+
+
 def run_spec_in_this_process(spec: dict) -> int:
     """Apply the faults in ``spec`` and run ``spec['module']`` as ``__main__``; return the exit code."""
     import runpy
@@ -236,6 +262,8 @@ def run_spec_in_this_process(spec: dict) -> int:
     loss_faults = {int(k): v for k, v in (faults.get("loss_faults") or {}).items()}
     if faults.get("step_delay") or loss_faults:
         _install_loss_faults(float(faults.get("step_delay") or 0.0), loss_faults)
+    if faults.get("slow_c_step"):
+        _install_slow_c_step(int(faults["slow_c_step"]["call"]), float(faults["slow_c_step"]["seconds"]))
     if faults.get("exec"):
         # Test-only: Python run before the module (RELIABILITY_MUTATION, to check the tests can fail).
         exec(faults["exec"], {"__name__": "reliability_mutation"})

@@ -1,10 +1,14 @@
-"""Shared test fixture (conftest.py is the course's name, so ours lives here; import it by name).
+"""Shared test fixtures (conftest.py is the course's name, so ours lives here; import them by name).
 
     from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 """
 
 import pytest
 import torch
+
+# What torch chose when this process started (the number of cores unless OMP_NUM_THREADS says
+# otherwise): the thread count a user's run gets.
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -14,3 +18,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def default_torch_threads(one_torch_thread):
+    """For tests of guarantees that must hold at the default settings (bit-exact resume)."""
+    torch.set_num_threads(DEFAULT_THREADS)
+    yield DEFAULT_THREADS
+    torch.set_num_threads(1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import random
 import re
@@ -32,6 +33,7 @@ import pytest
 import torch
 
 from tests._fault_utils import Launcher, Run, leftover_temp_files
+from tests._torch_threads import DEFAULT_THREADS
 
 # The harness finds the file being fsynced through /proc/self/fd and forks runs from a warm server.
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fault injection needs Linux (/proc, fork)")
@@ -371,6 +373,25 @@ def test_second_sigint_aborts_immediately(launcher, data, tmp_path):
     for n in ckpt_iters(run_dir):
         assert sha_ok(run_dir / f"checkpoint_iter_{n}.pt"), f"checkpoint_iter_{n}.pt left behind unverifiable"
     assert leftover_temp_files(run_dir) == [], f"the aborted write left temp files: {leftover_temp_files(run_dir)}"
+
+
+def test_ctrl_c_during_a_long_step_is_acknowledged_at_once_and_a_second_aborts_at_once(launcher, data, tmp_path):
+    """One step spends seconds inside a single torch call, where Python signal handlers cannot run:
+    the first Ctrl-C is still acknowledged during that call, and a second one ends the process during
+    it (exit 130) instead of being merged into the first and ignored."""
+    run_dir = tmp_path / "run"
+    r = launcher.start(trainer_argv(data, run_dir, ckpt_every=1000), name="long_step_sigint",
+                       faults={"slow_c_step": {"call": 3, "seconds": 20}})  # fmt: skip
+    r.wait_for(lambda: "SLOW STEP START" in r.stdout, 60, "the long step to start")
+    r.send_signal(signal.SIGINT)
+    r.wait_for(lambda: "Received SIGINT" in r.stdout, 15, "the first Ctrl-C to be acknowledged")
+    assert "SLOW STEP END" not in r.stdout, f"acknowledged only after the long call returned\n{r.describe()}"
+    assert "Ctrl-C again to abort" in r.stdout
+    r.send_signal(signal.SIGINT)
+    rc = r.wait(15)
+    assert rc == 130, f"second SIGINT: expected exit 130\n{r.describe()}"
+    assert "SLOW STEP END" not in r.stdout, f"aborted only after the long call returned\n{r.describe()}"
+    assert "second Ctrl-C" in r.stderr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -903,6 +924,9 @@ def test_determinism_and_run_record(launcher, data, reference, fresh_process_run
     for key, want in (("d_model", 32), ("batch_size", 4), ("max_iters", MAX_ITERS), ("lr", 3e-3), ("vocab_size", VOCAB)):
         assert flat.get(key) == want, f"run_config.json {key}={flat.get(key)!r}, expected {want!r}"
     assert any("torch" in str(k).lower() for k in flat), "torch version not recorded"
+    # The guarantee is for default settings: these runs used torch's default thread count (2 on a
+    # 2-core machine), where the embedding backward used to make repeated runs differ.
+    assert cfg["torch_threads"] == DEFAULT_THREADS or "OMP_NUM_THREADS" in os.environ, cfg["torch_threads"]
 
     other = tmp_path / "other_seed"
     argv = trainer_argv(data, other)

@@ -33,7 +33,7 @@ from tests._train_utils import (
     train_losses,
     write_pattern_data,
 )
-from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
+from ._torch_threads import default_torch_threads, one_torch_thread  # noqa: F401  (fixtures)
 
 ITER_LINE = re.compile(
     r"^Iter +(\d+) \| Loss: \d+\.\d{4} \| LR: \d\.\d\de[-+]\d\d \| Time: \d+\.\dms \| Tokens/sec: \d+ \| MFU: n/a \| ETA \d+:\d\d:\d\d$", re.M
@@ -199,7 +199,7 @@ def test_keep_last_best_and_early_stopping(data, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # exact resume and determinism
 # ----------------------------------------------------------------------------------------------
-def test_exact_resume_n_plus_n_equals_2n(data, tmp_path, capsys):
+def test_exact_resume_n_plus_n_equals_2n(data, tmp_path, capsys, default_torch_threads):
     """N steps, then --resume for N more (max_iters raised) == 2N uninterrupted, bit for bit.
 
     A constant LR (warmup 0, min_lr == lr) makes the schedule independent of max_iters.
@@ -596,3 +596,57 @@ def test_cuda_run_learns_and_resumes_on_cpu(data, tmp_path, capsys, dtype):
                                  log_interval=10, eval_interval=40, checkpoint_interval=40), capsys)  # fmt: skip
     assert rc == 0, err
     assert metrics(run_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# progress on slow steps, and which tokenizer made the data
+# ----------------------------------------------------------------------------------------------
+def test_first_iteration_and_a_heartbeat_print_whatever_the_log_interval(data, tmp_path, capsys, monkeypatch):
+    """With slow steps and a --log_interval longer than the run, lines still come: the first
+    iteration at once, then one whenever --heartbeat_s passed without a line."""
+    import time
+
+    patch_loss(monkeypatch, lambda call, loss: time.sleep(0.25))
+    rc, out, err = run(base_argv(data, tmp_path / "run", max_iters=10, warmup_iters=1, log_interval=1000,
+                                 heartbeat_s=0.6), capsys)  # fmt: skip
+    assert rc == 0, err
+    steps = [int(m) for m in ITER_LINE.findall(out)]
+    assert steps[0] == 1, out
+    assert len(steps) >= 3 and all(0 < s <= 10 for s in steps), out  # 10 x 0.25 s at >= one line per 0.6 s
+    assert len(records(tmp_path / "run", "train")) == len(steps)
+
+
+def test_the_data_sidecar_is_checked_and_recorded(data, tmp_path, capsys):
+    """tokenize_data writes which tokenizer made a token file; a --vocab_size that differs is warned
+    about, and the tokenizer's identity goes into the checkpoint (generate checks it there)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    for split in ("train", "val"):
+        (d / f"{split}.npy").write_bytes(data[split].read_bytes())
+    meta = {"vocab_size": 60, "tokenizer_sha256": "ab" * 32, "tokenizer_dir": "tok", "special_tokens": [],
+            "dtype": "uint16", "num_tokens": 20_000, "source": "train.txt"}  # fmt: skip
+    (d / "train.npy.meta.json").write_text(json.dumps(meta))
+    (d / "val.npy.meta.json").write_text(json.dumps({**meta, "tokenizer_sha256": "cd" * 32, "tokenizer_dir": "other"}))
+    argv = base_argv({"train": d / "train.npy", "val": d / "val.npy"}, tmp_path / "run", max_iters=2, warmup_iters=1)
+    rc, out, err = run(argv, capsys)
+    assert rc == 0, err
+    assert "warning: --vocab_size 64 differs from the tokenizer that made" in err and "--vocab_size 60" in err
+    assert "made by different tokenizers" in err
+    assert load_pt(tmp_path / "run" / "checkpoint_iter_2.pt")["tokenizer"] == meta
+
+
+@pytest.mark.parametrize("how", ["no_val_path", "skip_validation"])
+def test_training_without_validation(data, tmp_path, capsys, how):
+    run_dir = tmp_path / "run"
+    argv = base_argv(data, run_dir, max_iters=6, warmup_iters=1, eval_interval=2, checkpoint_interval=3)
+    if how == "no_val_path":
+        i = argv.index("--val_data_path")
+        del argv[i : i + 2]
+    else:
+        argv.append("--skip_validation")
+    rc, out, err = run(argv, capsys)
+    assert rc == 0, err
+    assert "Validation: none (no evaluation, no best.pt)" in out and "Evaluating" not in out
+    assert records(run_dir, "eval") == [] and records(run_dir, "final") == []
+    assert not (run_dir / "best.pt").exists()
+    assert sorted(p.name for p in run_dir.glob("checkpoint_iter_*.pt")) == ["checkpoint_iter_3.pt", "checkpoint_iter_6.pt"]
