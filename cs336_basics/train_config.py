@@ -26,6 +26,7 @@ from typing import Any
 
 from cs336_basics.errors import UserError
 from cs336_basics.model import ATTENTION_TYPES, FFN_TYPES, ModelConfig
+from cs336_basics.optim import OPTIMIZERS
 
 # The settings that define the architecture: they build the ModelConfig, and a resumed checkpoint
 # must agree with them.
@@ -80,7 +81,12 @@ class TrainSettings:
     ffn_type: str = field(default="swiglu", metadata=_opt("model", "feed-forward type", choices=FFN_TYPES))
     attention: str = field(default="fast", metadata=_opt("model", "attention implementation: fast (blocked, recomputing) or plain (the handout's); same weights, so either can resume the other", choices=ATTENTION_TYPES))
     # -- optimization ----------------------------------------------------------------------------
+    optimizer: str = field(default="adamw", metadata=_opt("optimization", "adamw, or muon (orthogonalised updates for the blocks' matrices; AdamW for embeddings, head and gains)", choices=OPTIMIZERS))
     lr: float = field(default=6e-4, metadata=_opt("optimization", "maximum learning rate"))
+    lr_hidden: float | None = field(default=None, metadata=_opt("optimization", "muon: peak LR of the blocks' matrices (default: --lr)"))
+    lr_embed: float | None = field(default=None, metadata=_opt("optimization", "muon: peak LR of the token embeddings (default: --lr)"))
+    lr_head: float | None = field(default=None, metadata=_opt("optimization", "muon: peak LR of the LM head (default: --lr)"))
+    lr_scalar: float | None = field(default=None, metadata=_opt("optimization", "muon: peak LR of the 1-D gains (default: --lr)"))
     min_lr: float | None = field(default=None, metadata=_opt("optimization", "learning rate at the end of the cosine decay (default: lr/10)"))
     weight_decay: float = field(default=0.1, metadata=_opt("optimization", "AdamW decoupled weight decay (matrices and embeddings; not norm gains)"))
     beta1: float = field(default=0.9, metadata=_opt("optimization", "AdamW beta1"))
@@ -323,7 +329,13 @@ def validate(s: TrainSettings) -> ModelConfig:
             raise ConfigError(f"--{name} must be a finite number, got {getattr(s, name)}")
     _check_positive(s, "batch_size", "grad_accum_steps", "eval_interval", "eval_iters", "log_interval",
                     "checkpoint_interval", "max_bad_steps", "keep_last", "early_stopping_patience")  # fmt: skip
-    _check_positive(s, "max_iters", "warmup_iters", "lr", "min_lr", "weight_decay", "eps", "seed", "heartbeat_s", allow_zero=True)
+    _check_positive(s, "max_iters", "warmup_iters", "lr", "min_lr", "weight_decay", "eps", "seed", "heartbeat_s",
+                    "lr_hidden", "lr_embed", "lr_head", "lr_scalar", allow_zero=True)  # fmt: skip
+    group_lrs = [f"--lr_{k}" for k in ("hidden", "embed", "head", "scalar") if getattr(s, f"lr_{k}") is not None]
+    if group_lrs and s.optimizer != "muon":
+        raise ConfigError(f"{', '.join(group_lrs)}: per-group learning rates apply to --optimizer muon only")
+    if any(getattr(s, f"lr_{k}") for k in ("hidden", "embed", "head", "scalar")) and s.lr == 0:
+        raise ConfigError("per-group learning rates are scaled by the schedule of --lr: set --lr > 0")
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(s, name) < 1.0:
             raise ConfigError(f"--{name} must be in [0, 1), got {getattr(s, name)}")

@@ -42,7 +42,8 @@ from cs336_basics.fsutil import atomic_write_text
 from cs336_basics.metrics import RULE, Logger, NormRecorder, NullLogger, RunLogger, ThroughputMeter, check_extras, peak_flops
 from cs336_basics.model import TransformerLM
 from cs336_basics.nn_utils import perplexity
-from cs336_basics.optim import AdamW, lr_cosine_schedule
+from cs336_basics.muon import Muon
+from cs336_basics.optim import AdamW, lr_cosine_schedule, param_groups
 from cs336_basics.runtime import StopRequest, print0
 from cs336_basics.train_config import TrainSettings, changed_settings, parse_settings, schedule_notes
 from cs336_basics.train_state import TrainState, find_resume
@@ -75,14 +76,15 @@ class Run:
 # ==============================================================================================
 # setup: decided once
 # ==============================================================================================
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices and embeddings; not the 1-D norm gains (decaying a gain toward 0 only hurts)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+def build_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW over (decay, no_decay) groups, or Muon over (hidden, embed, head, scalar) groups.
+
+    Every group carries ``lr_scale`` (its peak LR over ``--lr``), so one schedule drives them all.
+    """
+    groups = param_groups(model, s.optimizer, weight_decay=s.weight_decay, lr=s.lr, lr_hidden=s.lr_hidden,
+                          lr_embed=s.lr_embed, lr_head=s.lr_head, lr_scalar=s.lr_scalar)  # fmt: skip
+    kind = Muon if s.optimizer == "muon" else AdamW
+    return kind(groups, lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps, weight_decay=s.weight_decay)
 
 
 def load_data(s: TrainSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any] | None]:
@@ -136,9 +138,7 @@ def setup(s: TrainSettings) -> Run:
     n_params = sum(p.numel() for p in model.parameters())
     print0(f"Total parameters: {n_params:,}")
     print0(f"Trainable parameters: {sum(p.numel() for p in model.parameters() if p.requires_grad):,}")
-    optimizer = AdamW(
-        param_groups(model, s.weight_decay), lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps, weight_decay=s.weight_decay
-    )
+    optimizer = build_optimizer(model, s)
     state = TrainState(
         model, optimizer, rt.scaler, seed=s.seed, rank=rt.rank, world_size=rt.world_size,
         model_config=cfg, train_config=s.to_dict(), tokenizer=tokenizer,
@@ -289,7 +289,7 @@ def train(run: Run, stop: StopRequest) -> int:
         # The learning rate is a pure function of the step (so a resumed run gets the same one).
         lr = lr_cosine_schedule(state.iteration, s.lr, s.min_lr, s.warmup_iters, s.max_iters)
         for group in run.state.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         # One optimizer step over fresh micro-batches from this rank's own stream.
         before = state.snapshot()
         if run.norms is not None:
@@ -376,6 +376,7 @@ def log_train(run: Run, meter: ThroughputMeter, lr: float, result: StepResult) -
     rec: dict[str, Any] = {
         "step": state.iteration, "tokens": state.tokens_seen, "time_s": round(state.elapsed_s, 3),
         "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm, **meter.take(state.iteration),
+        "group_lrs": {g["name"]: g["lr"] for g in state.optimizer.param_groups},
     }  # fmt: skip
     if run.norms is not None:
         rec["weight_rms"] = run.norms.weight_rms()

@@ -121,7 +121,7 @@ def test_ddp_step_averages_the_ranks_gradients(data, single_run, ddp_run):
     from cs336_basics.data import get_batch, load_tokens
     from cs336_basics.model import TransformerLM
     from cs336_basics.nn_utils import clip_grad_norm, cross_entropy
-    from cs336_basics.optim import AdamW
+    from cs336_basics.optim import AdamW, param_groups
 
     run_dir, _ = ddp_run
     args = parse_settings(base_argv(data, run_dir, **FLAGS))
@@ -129,7 +129,7 @@ def test_ddp_step_averages_the_ranks_gradients(data, single_run, ddp_run):
     start = load_pt(single_run / f"checkpoint_iter_{START}.pt")
     model = TransformerLM(cfg)
     model.load_state_dict(start["model"])
-    opt = AdamW(tt.param_groups(model, args.weight_decay), lr=args.lr, betas=(args.beta1, args.beta2),
+    opt = AdamW(param_groups(model, "adamw", weight_decay=args.weight_decay, lr=args.lr), lr=args.lr, betas=(args.beta1, args.beta2),
                 eps=args.eps, weight_decay=args.weight_decay)  # fmt: skip
     opt.load_state_dict(start["optimizer"])
     tokens = load_tokens(data["train"])
