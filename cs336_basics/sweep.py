@@ -511,8 +511,8 @@ def schedule(
 ) -> bool:
     """Run ``jobs`` with at most one per slot at a time; ``on_done(job, exit_code)`` as each ends.
 
-    Returns False if interrupted (Ctrl-C): no new job starts, running ones get SIGINT (the training
-    program checkpoints and exits) and are waited for.
+    Returns False if interrupted (Ctrl-C, or SIGTERM to the sweep): no new job starts, running ones
+    get SIGTERM (the training program finishes its step, checkpoints and exits) and are waited for.
     """
     pending = deque(jobs)
     free = list(slots)
@@ -537,7 +537,9 @@ def schedule(
         for job, _slot, proc in running.values():
             if proc.poll() is None:
                 try:
-                    proc.send_signal(signal.SIGINT)  # a terminal's Ctrl-C already did this; a kill -INT did not
+                    # SIGTERM, not SIGINT: after a terminal's Ctrl-C (which reached the children too)
+                    # a second SIGINT would make the training program abort without a checkpoint.
+                    proc.send_signal(signal.SIGTERM)
                 except OSError:
                     pass
         for job, _slot, proc in running.values():
@@ -807,7 +809,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = f" ({p.reason})" if p.reason else ""
             print(f"  {p.variant.name}: {p.action}{extra}" + ("" if p.action == "skip" else f": {cmd}"))
         return 0
-    results, completed = run_sweep(sweep, slots=slots, progress=lambda m: print(m, flush=True))
+    def on_term(signum, frame):
+        raise KeyboardInterrupt  # handled in schedule(): stop the running variants gracefully
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        results, completed = run_sweep(sweep, slots=slots, progress=lambda m: print(m, flush=True))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"Summary: {sweep.out_dir / 'summary.md'}")
     if not completed:
         print("Interrupted: run the same command again to continue.", file=sys.stderr)

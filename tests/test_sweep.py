@@ -196,6 +196,38 @@ def test_schedule_one_variant_per_gpu():
     assert all(events[2 * i] == ("start", jobs[i], None) for i in range(5))
 
 
+def test_schedule_interrupted_stops_running_variants_gracefully():
+    """Ctrl-C (or SIGTERM to the sweep) while variants run: no new start, SIGTERM to the running
+    ones (a second SIGINT would make the trainer abort without a checkpoint), their exits recorded."""
+    import signal
+
+    signals: list = []
+    done: dict = {}
+
+    class Proc(FakeProc):
+        def poll(self):
+            if self.name == "v1" and not signals:
+                raise KeyboardInterrupt  # the Ctrl-C lands while polling
+            return None
+
+        def send_signal(self, sig):
+            signals.append((self.name, sig))
+
+        def wait(self, timeout=None):
+            return 0
+
+    starts = []
+
+    def launch(job, slot):
+        starts.append(job)
+        return Proc([], job, slot, 99)
+
+    assert not sw.schedule(["v0", "v1", "v2"], ["0", "1"], launch, lambda j, c: done.__setitem__(j, c), poll_s=0)
+    assert starts == ["v0", "v1"]
+    assert sorted(signals) == [("v0", signal.SIGTERM), ("v1", signal.SIGTERM)]
+    assert done == {"v0": 0, "v1": 0}
+
+
 def test_gpu_slots(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert sw.gpu_slots("auto", all_cpu=False) == ["2", "3"]

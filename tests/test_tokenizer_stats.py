@@ -68,6 +68,12 @@ def test_bytes_per_token_against_independent_count(setup):
         assert s.bytes_per_token == pytest.approx(n_bytes / n_tokens)
         assert s.num_docs == 25 and s.vocab_size == size
         assert s.projected_s == pytest.approx(825e9 / s.bytes_per_s)
+    # throughput timed on other documents: compression numbers unchanged, bytes timed are theirs
+    lead = ts.leading_documents(setup["docs"], 3000)
+    assert lead == setup["docs"][: len(lead)] and sum(len(d.encode()) for d in lead[:-1]) < 3000
+    t = ts.measure(setup["toks"][300], docs, throughput_docs=lead)
+    assert t.bytes == n_bytes or t.bytes == sum(len(d.encode()) for d in docs)
+    assert t.throughput_bytes == sum(len(d.encode()) for d in lead)
     # more merges compress this text better
     a, b = (ts.measure(setup["toks"][v], docs) for v in (300, 600))
     assert b.bytes_per_token > a.bytes_per_token > 1.0
