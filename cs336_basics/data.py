@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +13,7 @@ from torch import Tensor
 
 from cs336_basics.devices import resolve_device
 from cs336_basics.errors import UserError
+from cs336_basics.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
 
 __all__ = [
     "DataError",
@@ -29,10 +27,6 @@ __all__ = [
 
 # Elements checked per chunk when validating ids (16M uint16 = 32 MB resident at a time).
 _CHECK_CHUNK = 1 << 24
-# Suffixes of raw token files: bare little-endian ids of --data_dtype, no header.
-RAW_SUFFIXES = (".bin", ".ids", ".dat", ".u16", ".u32")
-# Files that make up a saved tokenizer; their bytes are its identity.
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens.json")
 
 
 class DataError(UserError, ValueError):
@@ -173,40 +167,3 @@ def load_tokens(
                 i = int(np.argmax(bad))
                 raise _bad_id_error(p, start + i, int(chunk[i]), vocab_size, is_bin)
     return data
-
-
-# ----------------------------------------------------------------------------------------------
-# Which tokenizer made a token file: a small JSON sidecar next to it
-# ----------------------------------------------------------------------------------------------
-def tokens_meta_path(path: str | os.PathLike) -> Path:
-    """``data/train.npy`` -> ``data/train.npy.meta.json`` (written by ``tokenize_data``)."""
-    p = Path(path)
-    return p.with_name(p.name + ".meta.json")
-
-
-def tokenizer_fingerprint(directory: str | os.PathLike) -> str:
-    """sha256 over the tokenizer's files (name + bytes of each that exists): its identity."""
-    d = Path(directory)
-    h = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        f = d / name
-        if f.is_file():
-            h.update(name.encode() + b"\0")
-            h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def read_tokens_meta(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The sidecar of a token file as a dict, or None when there is none (or it is unreadable).
-
-    Keys written by ``tokenize_data``: ``vocab_size`` (int), ``tokenizer_sha256`` (str, see
-    :func:`tokenizer_fingerprint`), ``tokenizer_dir`` (str), ``special_tokens`` (list[str]),
-    ``dtype`` (str), ``num_tokens`` (int), ``source`` (str). A sidecar is advisory: a missing or
-    damaged one never stops training.
-    """
-    meta = tokens_meta_path(path)
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -37,20 +37,17 @@ import numpy as np
 from cs336_basics.errors import run_cli
 from cs336_basics.fsutil import atomic_write, atomic_write_text
 from cs336_basics.pretokenize import available_cpus, find_chunk_boundaries
+from cs336_basics.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
 from cs336_basics.tokenizer import Tokenizer, TokenizerError
 
 ProgressFn = Callable[[int, int, int], None]  # (bytes done, total bytes, tokens so far)
 
-# Token files from ``data`` (imported where needed: ``data`` imports torch, which takes seconds
-# and is not needed to tokenize).
 _NPY = ".npy"
 
 
 def output_dtype(output_path: str | os.PathLike, vocab_size: int) -> np.dtype:
     """Little-endian dtype for the ids of a ``vocab_size`` tokenizer in ``output_path``; raises
     TokenizerError for a suffix the trainer cannot read or a vocabulary ``.u16`` cannot hold."""
-    from cs336_basics.data import RAW_SUFFIXES
-
     out = Path(output_path)
     suffix = out.suffix.lower()
     if suffix not in (_NPY, *RAW_SUFFIXES):
@@ -219,7 +216,6 @@ def _write_meta(
 ) -> None:
     """The sidecar ``data.read_tokens_meta`` reads. If it cannot be written, a stale one (from an
     earlier run, maybe another tokenizer) must not stay next to the new file."""
-    from cs336_basics.data import tokenizer_fingerprint, tokens_meta_path
 
     meta = {
         "vocab_size": tok.vocab_size,
@@ -340,7 +336,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     dt = time.perf_counter() - t0
     size = os.path.getsize(args.input)
     print(f"wrote {n:,} tokens to {args.output} ({size / 1e6:,.1f} MB in {dt:.1f}s, {size / 1e6 / max(dt, 1e-9):.1f} MB/s)")
-    from cs336_basics.data import read_tokens_meta
 
     dtype = (read_tokens_meta(args.output) or {}).get("dtype", "?")
     if Path(args.output).suffix.lower() == _NPY:

@@ -110,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tiktoken
 
-    import cs336_basics.data  # noqa: F401  (tokenize_data's sidecar needs it; it imports torch,
-    # a one-off startup cost of seconds that is not tokenization throughput)
     from cs336_basics.tokenize_data import tokenize_file
     from cs336_basics.tokenizer import Tokenizer
 
