@@ -1,4 +1,4 @@
-"""Glue between the course's tests and cs336_basics (see ../shared/spec/adapters.md).
+"""Glue between the course's tests and cs336_basics: the course's test files import these functions.
 
 Names, parameter names, order and defaults are a hard interface: the course's test files call these
 by keyword. No logic lives here: each adapter builds the project's own piece, loads the given

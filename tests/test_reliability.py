@@ -1,4 +1,4 @@
-"""Fault-injection tests for issue 5: the trainer and tokenizer tools survive crashes, bad files
+"""Fault-injection tests: the trainer and tokenizer tools survive crashes, bad files
 and bad numbers, and lose nothing.
 
 Every run under test is a real process (forked from a warm server, see tests/_fault_utils.py), so
