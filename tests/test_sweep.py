@@ -143,6 +143,19 @@ def test_presets_are_valid_against_the_real_training_flags():
             assert any(v.name == "diverge" for v in s.variants)
 
 
+def test_preset_variant_configs_pass_the_training_programs_checks(tmp_path):
+    """Every preset variant's generated --config is accepted by the training program's own parser
+    and checks (the ones it runs before reading any data)."""
+    from cs336_basics.train_config import parse_settings, validate
+
+    for name in sw.list_presets():
+        s = sw.load_sweep(sw.resolve_config(name), sw.training_flag_names(), out_dir=tmp_path / name)
+        for v in s.variants:
+            settings = parse_settings(["--config", str(sw.write_variant_config(s, v))])
+            cfg = validate(settings)
+            assert cfg.d_model == v.flags["d_model"] and settings.lr == v.flags["lr"]
+
+
 # ------------------------------------------------------------------------------------------------
 # scheduling with fake GPUs
 # ------------------------------------------------------------------------------------------------
