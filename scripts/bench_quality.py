@@ -2,6 +2,7 @@
 """Quality bar: how good a model does this stack train in a fixed, small budget?
 
     uv run python scripts/bench_quality.py            # ~8 min on an idle 2-core CPU
+    uv run python scripts/bench_quality.py --optimizer muon   # Muon for the hidden matrices
 
 1. trains a byte-level BPE tokenizer (vocab 4096, ``<|endoftext|>``) on the TinyStories sample;
 2. tokenizes train and valid;
@@ -53,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Tuned: 443k training tokens are seen ~4.4 times in 480 steps, so the model overfits (train 2.4 vs
     # val 3.1); stronger decoupled weight decay helps: wd 0.1 -> 3.129, wd 0.5 -> 3.081 (lr 3e-3).
     p.add_argument("--weight_decay", type=float, default=0.5)
+    p.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw",
+                   help="muon: Muon for the blocks' matrices, AdamW for embeddings, head and gains")
+    for group in ("hidden", "embed", "head", "scalar"):
+        p.add_argument(f"--lr_{group}", type=float, default=None,
+                       help=f"peak LR of the muon '{group}' group (default: --lr)")
     p.add_argument("--beta2", type=float, default=0.95)
     p.add_argument("--grad_clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
@@ -108,6 +114,11 @@ def evaluate_file(model, ids: np.ndarray, context: int, stride: int, device: tor
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    group_lrs = {f"lr_{g}": getattr(args, f"lr_{g}") for g in ("hidden", "embed", "head", "scalar")}
+    group_lrs = {k: v for k, v in group_lrs.items() if v is not None}
+    if group_lrs and args.optimizer != "muon":
+        print(f"error: --{next(iter(group_lrs))} only applies to --optimizer muon", file=sys.stderr)
+        return 2
     from cs336_basics import training_together
     from cs336_basics.bpe import train_bpe
     from cs336_basics.generate import load_model
@@ -148,7 +159,8 @@ def main(argv=None) -> int:
         *[x for k, v in SHAPE.items() for x in (f"--{k}", str(v))],
         "--max_iters", str(args.max_iters), "--lr", repr(args.lr), "--min_lr", repr(min_lr),
         "--warmup_iters", str(warmup), "--weight_decay", repr(args.weight_decay), "--beta2", repr(args.beta2),
-        "--grad_clip", repr(args.grad_clip),
+        "--grad_clip", repr(args.grad_clip), "--optimizer", args.optimizer,
+        *[x for k, v in group_lrs.items() for x in (f"--{k}", repr(v))],
         "--eval_interval", str(args.max_iters), "--eval_iters", "5", "--log_interval", str(max(1, args.max_iters // 12)),
         "--checkpoint_interval", str(args.max_iters), "--checkpoint_dir", str(model_dir), "--keep_last", "1",
         "--seed", str(args.seed), "--device", args.device, *args.extra,
@@ -178,7 +190,7 @@ def main(argv=None) -> int:
         "eval": "non-overlapping windows" if stride == ctx else f"sliding windows, stride {stride}",
         "wall_s": wall, **times, "iterations": payload.get("iteration"),
         "flags": {"lr": args.lr, "min_lr": min_lr, "warmup_iters": warmup, "weight_decay": args.weight_decay,
-                  "beta2": args.beta2, "grad_clip": args.grad_clip, "seed": args.seed, "max_iters": args.max_iters,
+                  "beta2": args.beta2, "optimizer": args.optimizer, **group_lrs, "grad_clip": args.grad_clip, "seed": args.seed, "max_iters": args.max_iters,
                   "extra": args.extra},
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
