@@ -159,7 +159,9 @@ def main(argv=None) -> int:
         *[x for k, v in SHAPE.items() for x in (f"--{k}", str(v))],
         "--max_iters", str(args.max_iters), "--lr", repr(args.lr), "--min_lr", repr(min_lr),
         "--warmup_iters", str(warmup), "--weight_decay", repr(args.weight_decay), "--beta2", repr(args.beta2),
-        "--grad_clip", repr(args.grad_clip), "--optimizer", args.optimizer,
+        "--grad_clip", repr(args.grad_clip),
+        # Only when not the default, so the AdamW command line stays what it always was.
+        *(["--optimizer", args.optimizer] if args.optimizer != "adamw" else []),
         *[x for k, v in group_lrs.items() for x in (f"--{k}", repr(v))],
         "--eval_interval", str(args.max_iters), "--eval_iters", "5", "--log_interval", str(max(1, args.max_iters // 12)),
         "--checkpoint_interval", str(args.max_iters), "--checkpoint_dir", str(model_dir), "--keep_last", "1",
