@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
 from cs336_basics.layers import (
@@ -235,6 +236,9 @@ class TransformerLM(nn.Module):
             Identity() if c.remove_rmsnorm else RMSNorm(c.d_model, device=device, dtype=dtype)
         )
         self.lm_head = Linear(c.d_model, c.vocab_size, device=device, dtype=dtype)
+        # Recompute each block in backward instead of keeping its activations (a training-time
+        # memory/speed trade, not part of the architecture: set by the training program).
+        self.activation_checkpointing = False
 
     def forward(
         self,
@@ -250,8 +254,14 @@ class TransformerLM(nn.Module):
                 f"{self.config.context_length}"
             )
         x = self.token_embeddings(in_indices)
+        recompute = self.activation_checkpointing and kv_cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x = layer(x, None, kv_cache, i)
+            if recompute:
+                # Keep only each block's input for backward and run the block again there: memory
+                # for activations drops from all of every block's insides to one block's at a time.
+                x = checkpoint(layer, x, None, None, i, use_reentrant=False)
+            else:
+                x = layer(x, None, kv_cache, i)
         if kv_cache is not None:
             kv_cache.length += T
         return self.lm_head(self.ln_final(x))

@@ -294,6 +294,87 @@ def wrap_model(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
     return DDP(model, device_ids=device_ids, **{no_sync_kw: False})
 
 
+def shard_model(model: torch.nn.Module, rt: Runtime) -> None:
+    """FSDP2, in place: each Transformer block, then the root, owns 1/world of its parameters.
+
+    ``fully_shard`` turns every parameter into a DTensor sharded on dim 0; a block's full weights
+    exist only while it runs (all-gathered before its forward/backward, freed after), and gradients
+    are reduce-scattered, so each rank keeps 1/world of the weights, gradients and optimizer state.
+    """
+    if not rt.info.is_distributed:
+        raise RuntimeConfigError("--fsdp shards across processes: launch with torchrun --nproc_per_node >= 2")
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(rt.device.type, (rt.world_size,))
+    for block in model.layers:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _is_dtensor(t: Any) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def full_tensors(obj: Any) -> Any:
+    """A (nested) state dict with every DTensor replaced by the whole tensor, on the CPU.
+
+    Collective under FSDP (an all-gather per sharded tensor): every rank must call it, in the same
+    order; a no-op copy of the structure otherwise. Checkpoints therefore always hold whole tensors,
+    so they load in one process, under DDP and under FSDP alike.
+    """
+    if _is_dtensor(obj):
+        return obj.full_tensor().cpu()
+    if isinstance(obj, dict):
+        return {k: full_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [full_tensors(v) for v in obj]
+    return obj
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """``model.load_state_dict`` that also fills sharded (FSDP2) parameters from whole tensors."""
+    params = dict(model.named_parameters())
+    if not any(_is_dtensor(p) for p in params.values()):
+        model.load_state_dict(state)
+        return
+    from torch.distributed.tensor import distribute_tensor
+
+    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise RuntimeError(f"state dict keys differ: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    with torch.no_grad():
+        for name, p in params.items():
+            full = state[name]
+            if tuple(full.shape) != tuple(p.shape):
+                raise RuntimeError(f"size mismatch for {name}: checkpoint {tuple(full.shape)}, model {tuple(p.shape)}")
+            p.copy_(distribute_tensor(full.to(p.device, p.dtype), p.device_mesh, p.placements))
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state dict of whole tensors, with each per-parameter tensor that has its
+    parameter's shape sharded like that (DTensor) parameter; unchanged without FSDP."""
+    from torch.distributed.tensor import distribute_tensor
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if not any(_is_dtensor(p) for p in params):
+        return state
+    saved_ids = [i for g in state["param_groups"] for i in g["params"]]
+    by_id = dict(zip(saved_ids, params, strict=False))
+    out = {**state, "state": {}}
+    for pid, per_param in state["state"].items():
+        p = by_id.get(pid)
+        out["state"][pid] = {
+            k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
+            if p is not None and _is_dtensor(p) and torch.is_tensor(v) and tuple(v.shape) == tuple(p.shape)
+            else v
+            for k, v in per_param.items()
+        }
+    return out
+
+
 def no_sync(model: torch.nn.Module) -> Callable[[], contextlib.AbstractContextManager]:
     """Context factory for micro-batches that should *not* all-reduce (all but the last one when
     accumulating gradients); a no-op without DDP."""

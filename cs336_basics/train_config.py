@@ -121,6 +121,8 @@ class TrainSettings:
     dtype: str = field(default="fp32", metadata=_opt("runtime", "autocast precision (fp16 uses a grad scaler)", choices=("fp32", "bf16", "fp16")))
     compile: bool = field(default=False, metadata=_opt("runtime", "torch.compile the model"))
     tf32: bool = field(default=False, metadata=_opt("runtime", "allow TF32 matmuls on CUDA"))
+    fsdp: bool = field(default=False, metadata=_opt("runtime", "under torchrun: shard weights, gradients and optimizer state across ranks (torch FSDP2) instead of replicating them (DDP)"))
+    activation_checkpointing: bool = field(default=False, metadata=_opt("runtime", "recompute each Transformer block in backward instead of keeping its activations (less memory, ~1 more forward)"))
     deterministic: bool = field(default=False, metadata=_opt("runtime", "deterministic algorithms everywhere (slower; on CUDA also fixes cuBLAS's workspace)"))
     seed: int = field(default=42, metadata=_opt("runtime", "seeds init and the data order (rank r draws from seed + r * 1000003)"))
     config: str | None = field(default=None, metadata=_opt("config", "TOML file with the same keys as the flags (flat or in [tables]); flags given on the command line win"))
@@ -352,6 +354,8 @@ def validate(s: TrainSettings) -> ModelConfig:
     if s.early_stopping_patience and not s.validation:
         why = "--skip_validation" if s.skip_validation else "no --val_data_path"
         raise ConfigError(f"--early_stopping_patience needs validation losses, but this run has {why}")
+    if s.fsdp and s.log_norms:
+        raise ConfigError("--log_norms is not supported with --fsdp (weights are sharded across ranks)")
     try:
         return s.model_config().validate()
     except ValueError as err:

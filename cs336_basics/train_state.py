@@ -112,10 +112,13 @@ class TrainState:
 
     # -- checkpoint payload ------------------------------------------------------------------------
     def state_dict(self, data_states: list[dict[str, Any]]) -> dict[str, Any]:
-        """The checkpoint: ``data_states`` are every rank's sampler states, in rank order."""
+        """The checkpoint: ``data_states`` are every rank's sampler states, in rank order.
+
+        Collective under FSDP (sharded tensors are gathered whole): call it on every rank.
+        """
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": runtime.full_tensors(self.model.state_dict()),
+            "optimizer": runtime.full_tensors(self.optimizer.state_dict()),
             "iteration": int(self.iteration),
             "model_config": self.model_config.to_dict(),
             "train_config": self.train_config,
@@ -136,12 +139,12 @@ class TrainState:
         back the saved ones, so each group's settings are put back after loading.
         """
         try:
-            self.model.load_state_dict(payload["model"])
+            runtime.load_model_state(self.model, payload["model"])
         except (RuntimeError, KeyError, TypeError) as err:
             raise CheckpointError(f"{source}: cannot load model weights: {str(err).splitlines()[0]}") from None
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
-            self.optimizer.load_state_dict(payload["optimizer"])
+            self.optimizer.load_state_dict(runtime.shard_optimizer_state(self.optimizer, payload["optimizer"]))
         except (ValueError, KeyError, RuntimeError, TypeError) as err:
             raise CheckpointError(f"{source}: optimizer state does not fit: {str(err).splitlines()[0]}") from None
         for group, settings in zip(self.optimizer.param_groups, hyper, strict=True):

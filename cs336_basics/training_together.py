@@ -135,9 +135,13 @@ def setup(s: TrainSettings) -> Run:
     runtime.seed_everything(s.seed)  # the same initial weights on every rank
     print0("Initializing model...")
     model = TransformerLM(cfg, device=rt.device)
+    model.activation_checkpointing = s.activation_checkpointing
     n_params = sum(p.numel() for p in model.parameters())
     print0(f"Total parameters: {n_params:,}")
     print0(f"Trainable parameters: {sum(p.numel() for p in model.parameters() if p.requires_grad):,}")
+    norms = NormRecorder(model) if s.log_norms else None  # hooks on the bare model, before wrapping
+    if s.fsdp:
+        runtime.shard_model(model, rt)  # before the optimizer: it must hold the sharded parameters
     optimizer = build_optimizer(model, s)
     state = TrainState(
         model, optimizer, rt.scaler, seed=s.seed, rank=rt.rank, world_size=rt.world_size,
@@ -157,11 +161,10 @@ def setup(s: TrainSettings) -> Run:
         if changed:
             print0("Settings changed since the checkpoint: " + "; ".join(changed))
 
-    norms = NormRecorder(model) if s.log_norms else None  # hooks on the bare model, before wrapping
     compiled = torch.compile(model) if s.compile else model
     run = Run(
         settings=s, rt=rt, manager=manager, state=state,
-        train_model=runtime.wrap_model(compiled, rt), eval_model=compiled,
+        train_model=compiled if s.fsdp else runtime.wrap_model(compiled, rt), eval_model=compiled,
         train_data=train_data, val_data=val_data,
         tokens_per_step=s.batch_size * s.context_length * s.grad_accum_steps * rt.world_size,
         norms=norms, resumed_from=resume[0] if resume else None, last_saved=resume[0] if resume else None,
@@ -214,13 +217,12 @@ def write_run_config(run: Run, n_params: int) -> None:
 def save(run: Run, *, is_best: bool = False, best_only: bool = False) -> Path | None:
     """Gather every rank's data stream; rank 0 writes; all ranks agree on a failure."""
     state, s = run.state, run.settings
-    data_states = runtime.all_gather_object(state.data_rng.bit_generator.state)
+    payload = state.state_dict(runtime.all_gather_object(state.data_rng.bit_generator.state))
     path: Path | None = None
     error: str | None = None
     if run.rt.is_main:
         sidecar = {"model_config": state.model_config.to_dict(), "train_config": state.train_config}
         try:
-            payload = state.state_dict(data_states)
             if best_only:
                 path = run.manager.save_best(payload, state.iteration, sidecar)
             else:
@@ -271,6 +273,7 @@ def train(run: Run, stop: StopRequest) -> int:
     print0(
         f"World size: {rt.world_size} | Precision: {s.dtype} | Tokens per optimizer step: {run.tokens_per_step:,} "
         f"(batch {s.batch_size} x context {s.context_length} x accum {s.grad_accum_steps} x world {rt.world_size})"
+        + (" | FSDP2: weights, gradients and optimizer state sharded" if s.fsdp else "")
     )
     print0(RULE)
     meter = ThroughputMeter(
@@ -394,8 +397,8 @@ def _weights_digest(model: nn.Module) -> str:
 
 
 def check_ranks_agree(run: Run) -> None:
-    """DDP sanity check at the end: every rank must hold the same weights."""
-    if not run.rt.info.is_distributed:
+    """DDP sanity check at the end: every rank must hold the same weights (FSDP ranks hold shards)."""
+    if not run.rt.info.is_distributed or run.settings.fsdp:
         return
     digests = runtime.all_gather_object(_weights_digest(run.state.model))
     if len(set(digests)) == 1:
