@@ -112,6 +112,7 @@ class Sweep:
     out_dir: Path
     variants: list[Variant]
     source: str
+    sets: dict[str, Any] = field(default_factory=dict)  # --set overrides of [base]
 
     def run_dir(self, v: Variant) -> Path:
         return self.out_dir / "runs" / v.name
@@ -320,7 +321,7 @@ def load_sweep(
                 raise SweepError(f"{path}: variant {v.name!r} has no {need} (set it in [base] or with --set {need}=...)")
 
     out = Path(out_dir) if out_dir is not None else Path(data.get("out_dir") or f"runs/sweeps/{name}")
-    return Sweep(name, data.get("description", ""), out, variants, path)
+    return Sweep(name, data.get("description", ""), out, variants, path, dict(sets or {}))
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -703,8 +704,13 @@ def format_summary(sweep: Sweep, results: Sequence[VariantResult], plot_note: st
     lines = [f"# Sweep: {sweep.name}", ""]
     if sweep.description:
         lines += [sweep.description.strip(), ""]
+    src = Path(sweep.source).resolve()
+    source = (f"preset `{src.stem}` (cs336_basics/experiments/{src.name})" if src.parent == PRESET_DIR
+              else f"`{sweep.source}`")
+    lines.append(f"Source: {source}; runs in `{sweep.out_dir / 'runs'}`, logs in `{sweep.out_dir / 'logs'}`.")
+    if sweep.sets:
+        lines.append("Overrides for every variant: " + " ".join(f"`--set {k}={_fmt_value(v)}`" for k, v in sweep.sets.items()) + ".")
     lines += [
-        f"Source: `{sweep.source}`; runs in `{sweep.out_dir / 'runs'}`, logs in `{sweep.out_dir / 'logs'}`.",
         "",
         "| variant | changes | status | final val loss | best val loss | steps | tokens | wall time | diverged | exit |",
         "|---|---|---|---|---|---|---|---|---|---|",

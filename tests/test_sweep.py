@@ -310,7 +310,7 @@ min_lr = 1e5
     rows = {line.split("|")[1].strip(): line for line in summary.splitlines() if line.startswith("| ")}
     assert f"{finals[0]['val_loss']:.4f}" in rows["ok"] and "| finished |" in rows["ok"] and "| no | 0 |" in rows["ok"]
     assert "diverged" in rows["diverge"] and "| yes | 1 |" in rows["diverge"] and "lr=1e+06" in rows["diverge"]
-    assert "Lowest final val loss: **ok**" in summary
+    assert "Lowest final val loss: **ok**" in summary and f"`{p}`" in summary
     assert (out / "curves.csv").read_text().startswith("run,step")
     assert (out / "curves.png").stat().st_size > 1000  # matplotlib is in the dev group
 
