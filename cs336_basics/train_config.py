@@ -19,7 +19,7 @@ import re
 import sys
 import tomllib
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -293,21 +293,37 @@ def parse_settings(argv: Sequence[str] | None = None) -> TrainSettings:
 
     argparse's own errors (unknown flag, missing value, ``--help``) raise SystemExit as usual.
     """
+    return parse_settings_and_extras(argv)[0]
+
+
+def parse_settings_and_extras(
+    argv: Sequence[str] | None = None,
+    add_extras: Callable[[argparse.ArgumentParser], None] | None = None,
+    prog: str | None = None,
+) -> tuple[TrainSettings, dict[str, Any]]:
+    """:func:`parse_settings` for a tool that takes the training flags plus flags of its own
+    (``add_extras`` adds them to the parser); returns the settings and the extra values."""
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     parser = build_parser()
+    if prog:
+        parser.prog = prog
+    setting_names = {f.name for f in fields(TrainSettings)}
+    if add_extras is not None:
+        add_extras(parser)
     if known.config is not None:
         values = load_config_file(known.config, parser)
         parser.set_defaults(**values)
         for action in parser._actions:
             if action.required and action.dest in values:
                 action.required = False
-    settings = TrainSettings(**vars(parser.parse_args(argv)))
+    ns = vars(parser.parse_args(argv))
+    settings = TrainSettings(**{k: v for k, v in ns.items() if k in setting_names})
     _derived_defaults(settings)
     validate(settings)
-    return settings
+    return settings, {k: v for k, v in ns.items() if k not in setting_names}
 
 
 def _derived_defaults(s: TrainSettings) -> None:
