@@ -592,7 +592,7 @@ def plan(sweep: Sweep) -> list[Plan]:
             )
         if res.status == "finished":
             plans.append(Plan(v, "skip", "finished"))
-        elif rec.get("status") == "diverged" and same_flags:
+        elif rec.get("status") == "diverged" and same_flags and run_dir.is_dir():
             plans.append(Plan(v, "skip", f"diverged earlier; delete {run_dir} to rerun it"))
         elif has_ckpt:
             plans.append(Plan(v, "resume", "interrupted"))
@@ -680,6 +680,8 @@ def collect(sweep: Sweep, recorded: dict[str, Any]) -> list[VariantResult]:
         res = classify(read_run(sweep.run_dir(v), v.name), code if isinstance(code, int) else None, sweep.log_path(v))
         if res.status == "failed" and rec.get("note"):
             res.note = rec["note"]
+        if res.status == "pending" and _has_checkpoint(sweep.run_dir(v)):  # e.g. the sweep itself was killed
+            res.status, res.note = "interrupted", "checkpointed but not finished; run the sweep again to resume"
         res.overrides = v.overrides
         out.append(res)
     return out

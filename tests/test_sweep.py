@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -332,6 +333,10 @@ min_lr = 1e5
     assert log.count("--resume") == 1 and "from iteration 10" in log
     steps = [r["step"] for r in _metrics(run) if r["type"] == "train"]
     assert steps == list(range(1, 21))  # resumed at 11, no gap, no duplicate
+
+    # A diverged variant whose run directory was deleted runs again.
+    shutil.rmtree(out / "runs" / "diverge")
+    assert {pl.variant.name: pl.action for pl in sw.plan(s)} == {"ok": "skip", "diverge": "start"}
 
     # Changing a finished variant's flags is refused (its results would no longer match the file).
     p.write_text(p.read_text().replace('name = "ok"', 'name = "ok"\nlr = 1e-2'))
