@@ -192,8 +192,8 @@ def main(argv=None) -> int:
         "eval": "non-overlapping windows" if stride == ctx else f"sliding windows, stride {stride}",
         "wall_s": wall, **times, "iterations": payload.get("iteration"),
         "flags": {"lr": args.lr, "min_lr": min_lr, "warmup_iters": warmup, "weight_decay": args.weight_decay,
-                  "beta2": args.beta2, "optimizer": args.optimizer, **group_lrs, "grad_clip": args.grad_clip, "seed": args.seed, "max_iters": args.max_iters,
-                  "extra": args.extra},
+                  "beta2": args.beta2, "grad_clip": args.grad_clip, "seed": args.seed, "max_iters": args.max_iters,
+                  "optimizer": args.optimizer, **group_lrs, "extra": args.extra},
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
