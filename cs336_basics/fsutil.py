@@ -86,3 +86,22 @@ def discard_partial_writes() -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def read_toml(path: str | os.PathLike, error: type[Exception], flag: str = "--config") -> dict:
+    """Parse a TOML file; every problem is ``error`` with one line naming the file (and ``flag``)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise error(f"{flag} {path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{flag} {path}: is a directory, expected a .toml file") from None
+    except OSError as err:
+        raise error(f"{flag} {path}: cannot read: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise error(f"{path}: invalid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: invalid TOML: not UTF-8 text") from None

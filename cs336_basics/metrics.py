@@ -15,13 +15,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cs336_basics.errors import UserError
 from cs336_basics.fsutil import atomic_write_text
+
+if TYPE_CHECKING:  # torch is imported where it is used, so reading metrics needs no torch
+    import torch
+    from torch import nn
 
 RULE = "-" * 80
 
@@ -37,6 +38,28 @@ def _finite_or_none(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _finite_or_none(x) for k, x in v.items()}
     return v
+
+
+def finite_number(x: Any) -> float | None:
+    """``x`` as a float when it is a finite number (not a bool), else None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def read_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``, skipping blank, torn (a crash mid-line) and non-object lines."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                yield rec
 
 
 def format_train_line(record: dict[str, Any]) -> str:
@@ -71,6 +94,8 @@ PEAK_TFLOPS = {
 
 def peak_flops(device: torch.device, dtype_name: str) -> float | None:
     """The device's peak FLOP/s for ``dtype_name`` (bf16/fp16/fp32), or None when unknown."""
+    import torch
+
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -104,7 +129,6 @@ class NormRecorder:
 
         return hook
 
-    @torch.no_grad()
     def weight_rms(self) -> dict[str, float]:
         out = {}
         for name, m in self.modules.items():

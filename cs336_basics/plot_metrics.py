@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cs336_basics.errors import UserError, run_cli
+from cs336_basics.metrics import finite_number, read_records
 
 
 class MetricsError(UserError, ValueError):
@@ -59,13 +59,6 @@ class Curves:
     eval_train: list[tuple[int, float, float]] = field(default_factory=list)  # eval-time train loss
 
 
-def _num(x) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def metrics_path(run: str | os.PathLike) -> Path:
     """``run`` may be the run directory or the metrics.jsonl file itself."""
     p = Path(run)
@@ -82,36 +75,26 @@ def read_metrics(run: str | os.PathLike) -> Curves:
     name = path.parent.name or str(path.parent)
     curves = Curves(name=name)
     seen_any = False
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(rec, dict):
-                continue
-            seen_any = True
-            kind = rec.get("type")
-            step = rec.get("step")
-            if not isinstance(step, int) or isinstance(step, bool):
-                continue
-            t = _num(rec.get("time_s"))
-            t = t if t is not None else float("nan")
-            if kind == "train":
-                loss = _num(rec.get("loss"))
-                if loss is not None:
-                    curves.train.append((step, t, loss))
-            elif kind in ("eval", "final"):
-                vl = _num(rec.get("val_loss"))
-                tl = _num(rec.get("train_loss"))
-                # A final eval at the same step as the last periodic eval would duplicate a point.
-                if vl is not None and not (curves.val and curves.val[-1][0] == step):
-                    curves.val.append((step, t, vl))
-                if tl is not None and not (curves.eval_train and curves.eval_train[-1][0] == step):
-                    curves.eval_train.append((step, t, tl))
+    for rec in read_records(path):
+        seen_any = True
+        kind = rec.get("type")
+        step = rec.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            continue
+        t = finite_number(rec.get("time_s"))
+        t = t if t is not None else float("nan")
+        if kind == "train":
+            loss = finite_number(rec.get("loss"))
+            if loss is not None:
+                curves.train.append((step, t, loss))
+        elif kind in ("eval", "final"):
+            vl = finite_number(rec.get("val_loss"))
+            tl = finite_number(rec.get("train_loss"))
+            # A final eval at the same step as the last periodic eval would duplicate a point.
+            if vl is not None and not (curves.val and curves.val[-1][0] == step):
+                curves.val.append((step, t, vl))
+            if tl is not None and not (curves.eval_train and curves.eval_train[-1][0] == step):
+                curves.eval_train.append((step, t, tl))
     if not seen_any:
         raise MetricsError(f"{path}: no metrics records in it yet")
     return curves

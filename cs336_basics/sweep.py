@@ -61,7 +61,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cs336_basics.errors import UserError, run_cli
-from cs336_basics.fsutil import atomic_write_text
+from cs336_basics.fsutil import atomic_write_text, read_toml
+from cs336_basics.metrics import finite_number, read_records
 
 __all__ = [
     "SweepError",
@@ -241,17 +242,7 @@ def load_sweep(
     ``sets``: flags applied on top of ``[base]`` (``--set key=value``). ``only``: variant names to keep.
     """
     path = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise SweepError(f"--config {path}: no such file") from None
-    except OSError as err:
-        raise SweepError(f"--config {path}: cannot read: {err.strerror or err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SweepError(f"{path}: invalid TOML: {err}") from None
-    except UnicodeDecodeError:
-        raise SweepError(f"{path}: invalid TOML: not UTF-8 text") from None
+    data = read_toml(path, SweepError)
     for key in data:
         if key not in SWEEP_KEYS:
             raise SweepError(
@@ -369,13 +360,6 @@ def write_variant_config(sweep: Sweep, v: Variant) -> Path:
 # ------------------------------------------------------------------------------------------------
 # reading a run directory
 # ------------------------------------------------------------------------------------------------
-def _finite(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def read_run(run_dir: Path, name: str = "") -> VariantResult:
     """Summarize ``run_dir/metrics.jsonl`` (missing file: nothing run yet). Torn lines are skipped."""
     res = VariantResult(name or run_dir.name)
@@ -383,29 +367,23 @@ def read_run(run_dir: Path, name: str = "") -> VariantResult:
     if not path.is_file():
         return res
     finished = False
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(rec, dict):
-            continue
+    for rec in read_records(path):
         kind = rec.get("type")
         if isinstance(rec.get("step"), int):
             res.steps = max(res.steps or 0, rec["step"])
         if isinstance(rec.get("tokens"), int):
             res.tokens = max(res.tokens or 0, rec["tokens"])
-        t = _finite(rec.get("time_s"))
+        t = finite_number(rec.get("time_s"))
         if t is not None:
             res.wall_s = max(res.wall_s or 0.0, t)
         if kind == "train":
-            loss = _finite(rec.get("loss"))
+            loss = finite_number(rec.get("loss"))
             if loss is None:  # the trainer writes non-finite numbers as null
                 res.nonfinite = True
             elif res.first_loss is None:
                 res.first_loss = loss
         elif kind in ("eval", "final"):
-            vl = _finite(rec.get("val_loss"))
+            vl = finite_number(rec.get("val_loss"))
             if vl is None:
                 res.nonfinite = True
             elif res.best_val_loss is None or vl < res.best_val_loss:

@@ -17,7 +17,6 @@ import difflib
 import math
 import re
 import sys
-import tomllib
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cs336_basics.errors import UserError
+from cs336_basics.fsutil import read_toml
 from cs336_basics.model import ATTENTION_TYPES, FFN_TYPES, ModelConfig
 from cs336_basics.optim import OPTIMIZERS
 
@@ -260,19 +260,7 @@ def _coerce(path: str, where: str, action: argparse.Action, value: Any) -> Any:
 
 def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """Read a TOML config into ``{dest: value}``; unknown keys and bad values are ConfigErrors."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"--config {path}: is a directory, expected a .toml file") from None
-    except OSError as err:
-        raise ConfigError(f"--config {path}: cannot read: {err.strerror or err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
+    data = read_toml(path, ConfigError)
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
     values: dict[str, Any] = {}
     for key, (value, where) in _flatten_toml(path, data).items():
