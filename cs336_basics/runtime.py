@@ -375,6 +375,17 @@ def shard_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any
     return out
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter's bytes: ranks of a correct DDP run end with the same digest."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def no_sync(model: torch.nn.Module) -> Callable[[], contextlib.AbstractContextManager]:
     """Context factory for micro-batches that should *not* all-reduce (all but the last one when
     accumulating gradients); a no-op without DDP."""

@@ -19,7 +19,6 @@ Exit codes: 0 success (including a graceful signal stop), 1 training failure, 2 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -291,7 +290,7 @@ def train(run: Run, stop: StopRequest) -> int:
     while state.iteration < s.max_iters:
         # The learning rate is a pure function of the step (so a resumed run gets the same one).
         lr = lr_cosine_schedule(state.iteration, s.lr, s.min_lr, s.warmup_iters, s.max_iters)
-        for group in run.state.optimizer.param_groups:
+        for group in state.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         # One optimizer step over fresh micro-batches from this rank's own stream.
         before = state.snapshot()
@@ -299,7 +298,7 @@ def train(run: Run, stop: StopRequest) -> int:
             run.norms.active = meter.due(state.iteration + 1)  # record activations on steps that get logged
         batches = (get_batch(run.train_data, s.batch_size, s.context_length, rt.device, rng=state.data_rng)
                    for _ in range(s.grad_accum_steps))  # fmt: skip
-        result = train_step(run.train_model, run.state.optimizer, rt.scaler, batches, accum_steps=s.grad_accum_steps,
+        result = train_step(run.train_model, state.optimizer, rt.scaler, batches, accum_steps=s.grad_accum_steps,
                             grad_clip=s.grad_clip, autocast=rt.autocast, no_sync=no_sync)  # fmt: skip
         state.iteration += 1
         state.tokens_seen += run.tokens_per_step
@@ -387,20 +386,11 @@ def log_train(run: Run, meter: ThroughputMeter, lr: float, result: StepResult) -
     run.logger.train(rec)
 
 
-def _weights_digest(model: nn.Module) -> str:
-    """sha256 over every parameter's bytes: ranks of a correct DDP run end with the same digest."""
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def check_ranks_agree(run: Run) -> None:
     """DDP sanity check at the end: every rank must hold the same weights (FSDP ranks hold shards)."""
     if not run.rt.info.is_distributed or run.settings.fsdp:
         return
-    digests = runtime.all_gather_object(_weights_digest(run.state.model))
+    digests = runtime.all_gather_object(runtime.weights_digest(run.state.model))
     if len(set(digests)) == 1:
         print0(f"DDP check: weights identical on all {len(digests)} ranks (sha256 {digests[0][:16]})")
         run.logger.event(run.state.iteration, "ddp_check", f"identical sha256 {digests[0]}")
