@@ -291,6 +291,48 @@ def bench_generation(args, device: torch.device) -> list[dict]:
     return out
 
 
+def bench_activation_checkpointing(args, device: torch.device) -> dict:
+    """Our model at the tinystories shape, fp32 eager, with and without activation checkpointing:
+    train-step tokens/s (alternating, median) and the activation memory held between forward and
+    backward (CPU: bytes autograd saves; CUDA: peak allocated)."""
+    cfg = ModelConfig(**SHAPES["tinystories"])
+    torch.manual_seed(0)
+    model = TransformerLM(cfg).to(device)
+    B = args.batch_size or (args.gpu_batch_size if device.type == "cuda" else 4)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, cfg.vocab_size, (B, cfg.context_length), generator=gen).to(device)
+    y = torch.randint(0, cfg.vocab_size, (B, cfg.context_length), generator=gen).to(device)
+    loss_fn, clip_fn, opt_ctor, _ = our_training_pieces(args.optim)
+    step = make_step(model, loss_fn, clip_fn, opt_ctor(model.parameters()), contextlib.nullcontext)
+    out: dict = {"batch": B, "seq": cfg.context_length}
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for on in (False, True):
+        model.activation_checkpointing = on
+        for _ in range(args.warmup):
+            step(x, y)
+        if device.type == "cuda":
+            sync(device)
+            torch.cuda.reset_peak_memory_stats()
+            step(x, y)
+            sync(device)
+            out[f"mem_{on}"] = torch.cuda.max_memory_allocated()
+        else:
+            model.train()
+            out[f"mem_{on}"] = saved_activation_bytes(model, x, contextlib.nullcontext)
+    for r in range(args.reps):
+        for on in ((False, True) if r % 2 == 0 else (True, False)):
+            model.activation_checkpointing = on
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step(x, y)
+            sync(device)
+            times[on].append(args.steps * B * cfg.context_length / (time.perf_counter() - t0))
+    model.activation_checkpointing = False
+    out["tps_False"], out["tps_True"] = statistics.median(times[False]), statistics.median(times[True])
+    return out
+
+
 def mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.0f}"
 
@@ -328,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optim", choices=["ours", "torch"], default="ours",
                    help="training pieces for our model: cs336_basics ones (default) or torch built-ins")
     p.add_argument("--gen_tokens", type=int, default=100, help="tokens to generate (0 = skip)")
+    p.add_argument("--activation_checkpointing", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time our model with activation checkpointing on and off")
     p.add_argument("--device", default=None, help="default: cuda if available else cpu")
     p.add_argument("--peak_tflops", type=float, default=None, help="GPU bf16 peak for MFU")
     p.add_argument("--attention", nargs="+", default=["fast", "plain"], choices=["fast", "plain"],
@@ -373,6 +417,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     mfu = r["flops_per_token"] * 3 * r[f"{who}_tps"] / (peak * 1e12)
                     print(f"MFU {r['shape']} bf16+compile {who}: {100 * mfu:.1f}% (peak {peak:g} TFLOP/s)")
+    if args.activation_checkpointing:
+        ac = bench_activation_checkpointing(args, device)
+        label = "peak MB" if device.type == "cuda" else "saved-act MB"
+        print()
+        print(f"| activation checkpointing (tinystories shape, fp32 eager, {ac['batch']}x{ac['seq']}) | tok/s | {label} |")
+        print("|---|---:|---:|")
+        for on in (False, True):
+            print(f"| {'on' if on else 'off'} | {tps(ac[f'tps_{on}'])} | {mb(ac[f'mem_{on}'])} |")
+        print(f"speed with/without: {ac['tps_True'] / ac['tps_False']:.2f}x; memory: {ac['mem_True'] / ac['mem_False']:.2f}x")
     if args.gen_tokens > 0:
         print()
         print("| generation (tinystories shape, greedy, batch 1) | new tokens | tokens/s |")
