@@ -396,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r = run_cell(args, shape, precision, mode, device)
                 results.append(r)
                 warm = ", ".join(f"{k} {v:.1f}s" for k, v in r["warmup_s"].items())
-                print(f"  done {shape}/{precision}/{mode}: ratio fast {ratio(r['ratio'])}, "
+                print(f"  done {shape}/{precision}/{mode}: ours {tps(r['ours_tps'])} tok/s, plain "
+                      f"{tps(r['plain_tps'])}, built-in {tps(r['ref_tps'])}; ratio fast {ratio(r['ratio'])}, "
                       f"plain {ratio(r['plain_ratio'])} (warmup {warm})", flush=True)
     mem_label = "peak MB" if device.type == "cuda" else "saved-act MB"
     print()
