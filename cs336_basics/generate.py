@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from cs336_basics.devices import resolve_device
 from cs336_basics.errors import UserError, run_cli
 
 
@@ -60,25 +61,6 @@ def find_tokenizer_dir(checkpoint: Path) -> Path | None:
         if (cand / "vocab.json").is_file():
             return cand
     return None
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; otherwise the named device (checked it exists)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise GenerateError(f"--device {name}: not a device name ({err})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GenerateError(f"--device {name}: CUDA is not available on this machine (try --device cpu)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise GenerateError(f"--device {name}: MPS is not available on this machine (try --device cpu)")
-    return dev
 
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu"):
@@ -226,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise GenerateError(f"--tokenizer {tok_dir}: no such directory")
         if not (tok_dir / "vocab.json").is_file():
             raise GenerateError(f"--tokenizer {tok_dir}: no vocab.json in it (expected a directory written by Tokenizer.save)")
-    device = pick_device(args.device)
+    device = resolve_device(args.device, what="--device")
 
     from cs336_basics.tokenizer import Tokenizer
 

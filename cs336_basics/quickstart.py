@@ -277,10 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_loss = final.get("val_loss") if final else None
 
     # 5. Samples -------------------------------------------------------------------------------
-    from cs336_basics.generate import load_model, pick_device, sample
+    from cs336_basics.devices import resolve_device
+    from cs336_basics.generate import load_model, sample
 
     _say("[5/5] Samples (temperature 0.8, top-p 0.9):")
-    model, _, ckpt_path = load_model(model_dir, pick_device(args.device))
+    model, _, ckpt_path = load_model(model_dir, resolve_device(args.device, what="--device"))
     for i in range(args.num_samples):
         prompt = PROMPTS[i % len(PROMPTS)]
         text = sample(model, tokenizer, prompt, st.sample_tokens, 0.8, 0.9, seed=args.seed + i)[0]
