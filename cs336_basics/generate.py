@@ -19,7 +19,6 @@ model has is an error. When the checkpoint records which tokenizer made its trai
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,23 +33,22 @@ class GenerateError(UserError, ValueError):
     """Bad input to generation (paths, flags, tokenizer/model mismatch)."""
 
 
-_ITER_RE = re.compile(r"checkpoint_iter_(\d+)\.pt$")
-
-
 def resolve_checkpoint(path: str | Path) -> Path:
     """A ``.pt`` path as given, or for a directory: ``best.pt``, else the newest ``checkpoint_iter_N.pt``."""
+    from cs336_basics.checkpoint import CheckpointManager
+
     path = Path(path)
     if not path.exists():
         raise GenerateError(f"--checkpoint {path}: no such file or directory")
     if path.is_file():
         return path
-    best = path / "best.pt"
-    if best.is_file():
-        return best
-    numbered = [(int(m.group(1)), p) for p in path.iterdir() if (m := _ITER_RE.search(p.name)) and p.is_file()]
+    manager = CheckpointManager(path)
+    if manager.best_path.is_file():
+        return manager.best_path
+    numbered = manager.list()
     if not numbered:
         raise GenerateError(f"--checkpoint {path}: directory has no best.pt or checkpoint_iter_N.pt")
-    return max(numbered)[1]
+    return numbered[-1]
 
 
 def find_tokenizer_dir(checkpoint: Path) -> Path | None:
@@ -111,7 +109,7 @@ def check_tokenizer(tokenizer, model, tok_dir: str | Path = "the tokenizer", ckp
 def tokenizer_mismatch(payload: dict, tok_dir: str | Path) -> str | None:
     """A one-line warning when the checkpoint names the tokenizer of its training data and ``tok_dir``
     is a different one (by content fingerprint), else None (also when the checkpoint does not say)."""
-    from cs336_basics.data import tokenizer_fingerprint
+    from cs336_basics.token_files import tokenizer_fingerprint
 
     meta = payload.get("tokenizer") if isinstance(payload, dict) else None
     want = meta.get("tokenizer_sha256") if isinstance(meta, dict) else None
