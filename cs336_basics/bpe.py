@@ -34,7 +34,7 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from cs336_basics.errors import UserError
+from cs336_basics.utils.errors import UserError
 from cs336_basics.pretokenize import (
     PRETOKEN_RE,
     ascii_pretoken_re,

@@ -35,9 +35,9 @@ from typing import IO, Any, BinaryIO
 
 import torch
 
-from cs336_basics.errors import UserError
+from cs336_basics.utils.errors import UserError
 from cs336_basics.model import unwrap_model
-from cs336_basics.fsutil import atomic_write, atomic_write_text, fsync_dir
+from cs336_basics.utils.fsutil import atomic_write, atomic_write_text, fsync_dir
 
 __all__ = [
     "CheckpointError",

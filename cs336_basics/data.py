@@ -11,9 +11,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from cs336_basics.devices import resolve_device
-from cs336_basics.errors import UserError
-from cs336_basics.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
+from cs336_basics.utils.devices import resolve_device
+from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
 
 __all__ = [
     "DataError",

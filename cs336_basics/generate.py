@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from cs336_basics.devices import resolve_device
-from cs336_basics.errors import UserError, run_cli
+from cs336_basics.utils.devices import resolve_device
+from cs336_basics.utils.errors import UserError, run_cli
 
 
 class GenerateError(UserError, ValueError):
@@ -109,7 +109,7 @@ def check_tokenizer(tokenizer, model, tok_dir: str | Path = "the tokenizer", ckp
 def tokenizer_mismatch(payload: dict, tok_dir: str | Path) -> str | None:
     """A one-line warning when the checkpoint names the tokenizer of its training data and ``tok_dir``
     is a different one (by content fingerprint), else None (also when the checkpoint does not say)."""
-    from cs336_basics.token_files import tokenizer_fingerprint
+    from cs336_basics.utils.token_files import tokenizer_fingerprint
 
     meta = payload.get("tokenizer") if isinstance(payload, dict) else None
     want = meta.get("tokenizer_sha256") if isinstance(meta, dict) else None

@@ -14,8 +14,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from cs336_basics.errors import UserError
-from cs336_basics.fsutil import atomic_write_text
+from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.fsutil import atomic_write_text
 
 SPECIAL_TOKENS_FILE = "special_tokens.json"
 

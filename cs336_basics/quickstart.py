@@ -3,7 +3,7 @@
     uv run python -m cs336_basics.quickstart
 
 1. data:      ``data/TinyStoriesV2-GPT4-{train,valid}.txt`` if present (a prefix of them), else a
-              synthetic children's-story corpus generated on the spot (cs336_basics.storygen);
+              synthetic children's-story corpus generated on the spot (cs336_basics.tools.storygen);
 2. tokenizer: byte-level BPE trained on it (bpe.train_bpe), saved with Tokenizer.save;
 3. tokens:    train/valid text -> ``.npy`` id arrays (tokenize_data.tokenize_file);
 4. training:  a small Transformer LM with the real training program (training_together.main);
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cs336_basics.errors import UserError, run_cli
+from cs336_basics.utils.errors import UserError, run_cli
 
 EOT = "<|endoftext|>"
 MARKER = ".quickstart"  # marks a directory the quickstart made (so it may clean it on a re-run)
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 1. Data ----------------------------------------------------------------------------------
     t0 = time.perf_counter()
     if synthetic:
-        from cs336_basics.storygen import write_corpus
+        from cs336_basics.tools.storygen import write_corpus
 
         why = "--synthetic" if args.synthetic else f"no {TINYSTORIES[0]} found; `bash scripts/download_data.sh` gets the real one"
         _say(f"[1/5] Data: generating {st.num_train_stories:,} synthetic children's stories ({why})")
@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_loss = final.get("val_loss") if final else None
 
     # 5. Samples -------------------------------------------------------------------------------
-    from cs336_basics.devices import resolve_device
+    from cs336_basics.utils.devices import resolve_device
     from cs336_basics.generate import load_model, sample
 
     _say("[5/5] Samples (temperature 0.8, top-p 0.9):")
@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say("Next:")
     _say(f"  uv run python -m cs336_basics.generate --checkpoint {q(model_dir)} --tokenizer {q(tok_dir)} "
          '--prompt "Once upon a time" --num_samples 3')
-    _say(f"  uv run --extra plot python -m cs336_basics.plot_metrics {q(model_dir)} --out {q(out / 'curves.png')}"
+    _say(f"  uv run --extra plot python -m cs336_basics.tools.plot_metrics {q(model_dir)} --out {q(out / 'curves.png')}"
          "    # loss vs steps and vs time")
     _say("  bash scripts/download_data.sh   # then train on the real TinyStories: see README.md, 'Training'")
     sys.stdout.flush()

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cs336_basics.errors import run_cli
-from cs336_basics.fsutil import atomic_write, atomic_write_text
+from cs336_basics.utils.errors import run_cli
+from cs336_basics.utils.fsutil import atomic_write, atomic_write_text
 from cs336_basics.pretokenize import available_cpus, find_chunk_boundaries
-from cs336_basics.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
+from cs336_basics.utils.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
 from cs336_basics.tokenizer import Tokenizer, TokenizerError
 
 ProgressFn = Callable[[int, int, int], None]  # (bytes done, total bytes, tokens so far)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cs336_basics.bpe import BPEError, train_bpe
-from cs336_basics.errors import run_cli
+from cs336_basics.utils.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,12 +6,12 @@ this order: :func:`setup` builds everything once (where it runs, the data, the m
 the state to resume); :func:`train` is the loop; :func:`main` maps outcomes to exit codes. The
 pieces it calls live in their own modules:
 
-* :mod:`cs336_basics.train_config`: the flags (one typed ``TrainSettings``), TOML files, validation;
-* :mod:`cs336_basics.runtime`: device, precision, DDP and signals, decided once, so the loop has no
+* :mod:`cs336_basics.training.settings`: the flags (one typed ``TrainSettings``), TOML files, validation;
+* :mod:`cs336_basics.training.runtime`: device, precision, DDP and signals, decided once, so the loop has no
   branches on them;
-* :mod:`cs336_basics.train_step`: one optimizer step, evaluation, the non-finite-step guard;
-* :mod:`cs336_basics.train_state`: what a resume needs (``state_dict`` is the checkpoint);
-* :mod:`cs336_basics.metrics`: console lines, metrics.jsonl, wandb/TensorBoard, MFU.
+* :mod:`cs336_basics.training.step`: one optimizer step, evaluation, the non-finite-step guard;
+* :mod:`cs336_basics.training.state`: what a resume needs (``state_dict`` is the checkpoint);
+* :mod:`cs336_basics.training.metrics`: console lines, metrics.jsonl, wandb/TensorBoard, MFU.
 
 Exit codes: 0 success (including a graceful signal stop), 1 training failure, 2 bad input,
 130 aborted by a second Ctrl-C.
@@ -33,20 +33,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_basics import runtime
+from cs336_basics.training import runtime
 from cs336_basics.checkpoint import CheckpointError, CheckpointManager
 from cs336_basics.data import get_batch, load_tokens, read_tokens_meta
-from cs336_basics.errors import UserError
-from cs336_basics.fsutil import atomic_write_text
-from cs336_basics.metrics import RULE, Logger, NormRecorder, NullLogger, RunLogger, ThroughputMeter, check_extras, peak_flops
+from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.fsutil import atomic_write_text
+from cs336_basics.training.metrics import RULE, Logger, NormRecorder, NullLogger, RunLogger, ThroughputMeter, check_extras, peak_flops
 from cs336_basics.model import TransformerLM
 from cs336_basics.nn_utils import perplexity
 from cs336_basics.muon import Muon
 from cs336_basics.optim import AdamW, lr_cosine_schedule, param_groups
-from cs336_basics.runtime import StopRequest, print0
-from cs336_basics.train_config import TrainSettings, changed_settings, parse_settings, schedule_notes
-from cs336_basics.train_state import TrainState, find_resume
-from cs336_basics.train_step import NonFiniteGuard, StepResult, evaluate, train_step
+from cs336_basics.training.runtime import StopRequest, print0
+from cs336_basics.training.settings import TrainSettings, changed_settings, parse_settings, schedule_notes
+from cs336_basics.training.state import TrainState, find_resume
+from cs336_basics.training.step import NonFiniteGuard, StepResult, evaluate, train_step
 
 
 class TrainingFailure(Exception):

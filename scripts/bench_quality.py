@@ -35,7 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cs336_basics.errors import run_cli  # noqa: E402
+from cs336_basics.utils.errors import run_cli  # noqa: E402
 
 EOT = "<|endoftext|>"
 # The TinyStories sample the README's numbers use: ~1.8 MB of train and ~0.3 MB of valid documents.

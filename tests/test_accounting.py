@@ -1,4 +1,4 @@
-"""cs336_basics.accounting against independent counts: the real TransformerLM built on the meta device
+"""cs336_basics.tools.accounting against independent counts: the real TransformerLM built on the meta device
 (parameters) and torch's FlopCounterMode on a real forward pass (matmul FLOPs)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cs336_basics import accounting as acc
+from cs336_basics.tools import accounting as acc
 from cs336_basics.model import ModelConfig, TransformerLM
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -133,7 +133,7 @@ def test_max_batch_size_is_the_largest_that_fits():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cs336_basics.accounting", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "cs336_basics.tools.accounting", *args], cwd=REPO,
                           env=subprocess_env(), capture_output=True, text=True, timeout=120)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cs336_basics.data import DataError, get_batch, load_tokens
-from cs336_basics.errors import UserError
+from cs336_basics.utils.errors import UserError
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from cs336_basics import bpe
 from cs336_basics.bpe import BPEError, _rev_key, bpe_merges, count_pretokens, train_bpe
 from cs336_basics.bpe_reference import reference_merges, reference_train_bpe
-from cs336_basics.errors import run_cli
+from cs336_basics.utils.errors import run_cli
 from cs336_basics.pretokenize import PRETOKEN_RE, special_pattern
 from cs336_basics.pretokenize import split_on_specials as _split
 

@@ -25,7 +25,7 @@ from cs336_basics.checkpoint import (
     verify_checkpoint,
     write_sidecar,
 )
-from cs336_basics.errors import UserError
+from cs336_basics.utils.errors import UserError
 from cs336_basics.optim import AdamW
 
 

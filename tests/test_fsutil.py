@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cs336_basics.fsutil import atomic_write, atomic_write_text
+from cs336_basics.utils.fsutil import atomic_write, atomic_write_text
 
 
 def _mode(p: Path) -> int:

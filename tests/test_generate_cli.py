@@ -11,7 +11,7 @@ import torch
 
 from cs336_basics import generate
 from cs336_basics.checkpoint import save_checkpoint
-from cs336_basics.errors import run_cli
+from cs336_basics.utils.errors import run_cli
 from cs336_basics.model import ModelConfig, TransformerLM
 from cs336_basics.tokenizer import Tokenizer
 

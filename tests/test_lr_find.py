@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from cs336_basics import lr_find
-from cs336_basics.lr_find import SweepPoint, lr_at, lr_sweep, suggest_lr
+from cs336_basics.tools import lr_find
+from cs336_basics.tools.lr_find import SweepPoint, lr_at, lr_sweep, suggest_lr
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from ._train_utils import base_argv, write_pattern_data

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from cs336_basics import plot_metrics
-from cs336_basics.errors import run_cli
+from cs336_basics.tools import plot_metrics
+from cs336_basics.utils.errors import run_cli
 
 
 def _write_run(run_dir, half_written_tail=True):

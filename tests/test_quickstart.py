@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cs336_basics import generate, plot_metrics, quickstart
-from cs336_basics.errors import run_cli
+from cs336_basics import generate, quickstart
+from cs336_basics.tools import plot_metrics
+from cs336_basics.utils.errors import run_cli
 
 
 def test_quick_end_to_end(tmp_path, capsys):
@@ -40,9 +41,9 @@ def test_quick_end_to_end(tmp_path, capsys):
         if argv[:2] == ["uv", "run"] and "-m" in argv:
             module = argv[argv.index("-m") + 1]
             hints[module] = argv[argv.index("-m") + 2:]
-    assert set(hints) >= {"cs336_basics.generate", "cs336_basics.plot_metrics"}, printed
+    assert set(hints) >= {"cs336_basics.generate", "cs336_basics.tools.plot_metrics"}, printed
     assert run_cli(generate.main, hints["cs336_basics.generate"] + ["--max_new_tokens", "5"]) == 0
-    plot_args = hints["cs336_basics.plot_metrics"]
+    plot_args = hints["cs336_basics.tools.plot_metrics"]
     assert "--out" in plot_args, plot_args  # says where the picture goes ...
     assert run_cli(plot_metrics.main, plot_args) == 0
     png = Path(plot_args[plot_args.index("--out") + 1])

@@ -737,7 +737,7 @@ def test_consecutive_nonfinite_steps_stop_with_last_good_checkpoint(launcher, da
 # (fp32 grads, loss scaled by 2**16: numerically harmless) and an infinite gradient injected.
 _FORCE_SCALER = """
 import torch
-from cs336_basics import runtime
+from cs336_basics.training import runtime
 runtime.make_grad_scaler = lambda device, dtype_name: torch.amp.GradScaler(device.type, enabled=True)
 """
 

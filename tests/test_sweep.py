@@ -1,4 +1,4 @@
-"""cs336_basics.sweep: sweep files, scheduling (with fake GPUs), and real sweeps of tiny training runs
+"""cs336_basics.tools.sweep: sweep files, scheduling (with fake GPUs), and real sweeps of tiny training runs
 (the training program as a subprocess): skip-finished, resume of an interrupted variant, divergence."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cs336_basics import sweep as sw
+from cs336_basics.tools import sweep as sw
 
 from ._train_utils import REPO, subprocess_env, write_pattern_data
 
@@ -147,7 +147,7 @@ def test_presets_are_valid_against_the_real_training_flags():
 def test_preset_variant_configs_pass_the_training_programs_checks(tmp_path):
     """Every preset variant's generated --config is accepted by the training program's own parser
     and checks (the ones it runs before reading any data)."""
-    from cs336_basics.train_config import parse_settings, validate
+    from cs336_basics.training.settings import parse_settings, validate
 
     for name in sw.list_presets():
         s = sw.load_sweep(sw.resolve_config(name), sw.training_flag_names(), out_dir=tmp_path / name)
@@ -346,7 +346,7 @@ min_lr = 1e5
 
 def test_cli_bad_config_is_one_line(tmp_path):
     p = _write(tmp_path, 'learnig_rate = 0.1\n[base]\ntrain_data_path = "t"\nval_data_path = "v"\n')
-    r = subprocess.run([sys.executable, "-m", "cs336_basics.sweep", "--config", str(p), "--out_dir", str(tmp_path / "o")],
+    r = subprocess.run([sys.executable, "-m", "cs336_basics.tools.sweep", "--config", str(p), "--out_dir", str(tmp_path / "o")],
                        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: ") and r.stderr.strip().count("\n") == 0

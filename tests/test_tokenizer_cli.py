@@ -17,7 +17,7 @@ import pytest
 
 from cs336_basics.bpe_reference import reference_encode, reference_train_bpe
 from cs336_basics.data import RAW_SUFFIXES, tokenizer_fingerprint, tokens_meta_path
-from cs336_basics.errors import run_cli
+from cs336_basics.utils.errors import run_cli
 from cs336_basics.tokenize_data import main as tokenize_main
 from cs336_basics.tokenizer import Tokenizer
 from cs336_basics.train_bpe import main as train_main

@@ -1,4 +1,4 @@
-"""cs336_basics.tokenizer_stats on tokenizers trained by the test (train_bpe on small text)."""
+"""cs336_basics.tools.tokenizer_stats on tokenizers trained by the test (train_bpe on small text)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cs336_basics import tokenizer_stats as ts
+from cs336_basics.tools import tokenizer_stats as ts
 from cs336_basics.bpe import train_bpe
 from cs336_basics.tokenizer import Tokenizer
 
@@ -96,7 +96,7 @@ def test_compare_same_sample_for_every_tokenizer(setup, tmp_path):
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cs336_basics.tokenizer_stats", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "cs336_basics.tools.tokenizer_stats", *map(str, args)], cwd=REPO,
                           env=subprocess_env(), capture_output=True, text=True, timeout=120)
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from cs336_basics import training_together as tt
-from cs336_basics.train_config import parse_settings
+from cs336_basics.training.settings import parse_settings
 from tests._train_utils import (
     REPO,
     assert_weights_equal,
@@ -43,7 +43,8 @@ WRAPPER = textwrap.dedent(
     """
     import os, signal, sys
     import torch
-    from cs336_basics import train_step, training_together as tt
+    from cs336_basics import training_together as tt
+    from cs336_basics.training import step as train_step
 
     if os.environ.get("RANK") == "1":
         real, calls = train_step.cross_entropy, [0]

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cs336_basics import train_step as train_step_mod
+from cs336_basics.training import step as train_step_mod
 from cs336_basics import training_together as tt
 from cs336_basics.optim import lr_cosine_schedule
-from cs336_basics.train_config import parse_settings
+from cs336_basics.training.settings import parse_settings
 from cs336_basics.checkpoint import CheckpointError, CheckpointManager
 from tests._train_utils import (
     PYTHON,
@@ -341,7 +341,7 @@ def test_single_nan_step_is_skipped_and_training_continues(data, tmp_path, capsy
 def test_grad_scaler_overflow_is_a_logged_skip_not_a_failure(data, tmp_path, capsys, monkeypatch):
     """With loss scaling on (fp16's GradScaler, here forced on for CPU), an overflowing gradient skips
     the update and lowers the scale; it is counted as a "scaler_skip" event, not a bad step."""
-    from cs336_basics import runtime
+    from cs336_basics.training import runtime
 
     monkeypatch.setattr(runtime, "make_grad_scaler", lambda device, dtype: torch.amp.GradScaler("cpu", init_scale=1024.0))
 

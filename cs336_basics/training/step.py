@@ -4,7 +4,7 @@
 micro-batches, unscale, clip, and update the weights only when the loss and gradient norm are
 finite. ``NonFiniteGuard`` decides what a run of skipped steps means, and ``evaluate`` measures.
 Nothing here knows about devices, DDP or precision beyond what it is handed (an autocast context
-factory, a grad scaler, a ``no_sync`` factory), all decided once in :mod:`cs336_basics.runtime`.
+factory, a grad scaler, a ``no_sync`` factory), all decided once in :mod:`cs336_basics.training.runtime`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
-from cs336_basics import runtime
+from cs336_basics.training import runtime
 from cs336_basics.data import get_batch
 from cs336_basics.nn_utils import clip_grad_norm, cross_entropy
-from cs336_basics.train_state import Snapshot, TrainState, make_eval_rng
+from cs336_basics.training.state import Snapshot, TrainState, make_eval_rng
 
 Batch = tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]
 

@@ -1,4 +1,4 @@
-"""Learning-rate finder: ``python -m cs336_basics.lr_find`` with the training program's flags.
+"""Learning-rate finder: ``python -m cs336_basics.tools.lr_find`` with the training program's flags.
 
 From a fresh model, train ``--num_steps`` steps while the learning rate grows exponentially from
 ``--start_lr`` to ``--end_lr`` (Smith's "LR range test"), recording the loss. The loss first
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cs336_basics import runtime
+from cs336_basics.training import runtime
 from cs336_basics.data import get_batch
-from cs336_basics.errors import run_cli
-from cs336_basics.fsutil import atomic_write_text
+from cs336_basics.utils.errors import run_cli
+from cs336_basics.utils.fsutil import atomic_write_text
 from cs336_basics.model import TransformerLM
-from cs336_basics.train_config import ConfigError, TrainSettings, parse_settings_and_extras
-from cs336_basics.train_step import StepResult, train_step
+from cs336_basics.training.settings import ConfigError, TrainSettings, parse_settings_and_extras
+from cs336_basics.training.step import StepResult, train_step
 from cs336_basics.training_together import build_optimizer, load_data
 
 
@@ -150,7 +150,7 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        s, extras = parse_settings_and_extras(argv, _add_flags, prog="python -m cs336_basics.lr_find")
+        s, extras = parse_settings_and_extras(argv, _add_flags, prog="python -m cs336_basics.tools.lr_find")
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 2
     if not 0 < extras["start_lr"] < extras["end_lr"]:

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cs336_basics.errors import UserError
-from cs336_basics.fsutil import read_toml
+from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.fsutil import read_toml
 from cs336_basics.model import ATTENTION_TYPES, FFN_TYPES, ModelConfig
 from cs336_basics.optim import OPTIMIZERS
 

@@ -1,10 +1,10 @@
-"""Learning curves from a run directory: ``python -m cs336_basics.plot_metrics RUN_DIR``.
+"""Learning curves from a run directory: ``python -m cs336_basics.tools.plot_metrics RUN_DIR``.
 
 Reads ``RUN_DIR/metrics.jsonl`` (written by the trainer) and draws train/val loss against optimizer
 steps and against wall-clock time -- the two views the course's experiment log asks for.
 
-    uv run --extra plot python -m cs336_basics.plot_metrics runs/quickstart/model   # -> runs/quickstart/model/curves.png
-    uv run python -m cs336_basics.plot_metrics runs/quickstart/model --csv curves.csv  # no matplotlib needed
+    uv run --extra plot python -m cs336_basics.tools.plot_metrics runs/quickstart/model   # -> runs/quickstart/model/curves.png
+    uv run python -m cs336_basics.tools.plot_metrics runs/quickstart/model --csv curves.csv  # no matplotlib needed
 
 ``--out`` picks the format from its suffix: ``.csv`` writes the table (no matplotlib needed), an
 image suffix matplotlib writes (``.png``, ``.pdf``, ``.svg``, ...) draws the figure.
@@ -23,15 +23,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cs336_basics.errors import UserError, run_cli
-from cs336_basics.metrics import finite_number, read_records
+from cs336_basics.utils.errors import UserError, run_cli
+from cs336_basics.training.metrics import finite_number, read_records
 
 
 class MetricsError(UserError, ValueError):
     """A missing/unreadable metrics file, or missing plotting dependency."""
 
 
-MATPLOTLIB_MISSING = "matplotlib is not installed: run `uv sync --extra plot` (or `uv run --extra plot python -m cs336_basics.plot_metrics ...`), or use --csv"
+MATPLOTLIB_MISSING = "matplotlib is not installed: run `uv sync --extra plot` (or `uv run --extra plot python -m cs336_basics.tools.plot_metrics ...`), or use --csv"
 
 
 # Formats matplotlib's Agg backend writes (fixed list: matplotlib is optional, so it can't be asked).
@@ -172,7 +172,7 @@ def plot(curves: Sequence[Curves], out: str | os.PathLike, title: str | None = N
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m cs336_basics.plot_metrics",
+        prog="python -m cs336_basics.tools.plot_metrics",
         description="Plot train/val loss vs steps and vs wall-clock time from RUN_DIR/metrics.jsonl.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory (the trainer's --checkpoint_dir) or a metrics.jsonl; several overlay")

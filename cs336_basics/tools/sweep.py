@@ -1,8 +1,8 @@
 """Experiment sweeps: run variants of a training config and compare them in one table and one plot.
 
-    uv run python -m cs336_basics.sweep --config lr_sweep_cpu          # a preset shipped in the package
-    uv run python -m cs336_basics.sweep --config experiments/my.toml   # your own file
-    uv run python -m cs336_basics.sweep --list                          # the presets
+    uv run python -m cs336_basics.tools.sweep --config lr_sweep_cpu          # a preset shipped in the package
+    uv run python -m cs336_basics.tools.sweep --config experiments/my.toml   # your own file
+    uv run python -m cs336_basics.tools.sweep --list                          # the presets
 
 A sweep file is TOML::
 
@@ -60,9 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cs336_basics.errors import UserError, run_cli
-from cs336_basics.fsutil import atomic_write_text, read_toml
-from cs336_basics.metrics import finite_number, read_records
+from cs336_basics.utils.errors import UserError, run_cli
+from cs336_basics.utils.fsutil import atomic_write_text, read_toml
+from cs336_basics.training.metrics import finite_number, read_records
 
 __all__ = [
     "SweepError",
@@ -151,7 +151,7 @@ def list_presets() -> list[str]:
 
 
 def resolve_config(arg: str) -> Path:
-    """A path to a TOML file, or the name of a preset shipped in ``cs336_basics/experiments``."""
+    """A path to a TOML file, or the name of a preset shipped in ``cs336_basics/tools/experiments``."""
     p = Path(arg)
     if p.is_file():
         return p
@@ -347,7 +347,7 @@ def _toml_value(v: Any) -> str:
 
 def write_variant_config(sweep: Sweep, v: Variant) -> Path:
     """The variant's complete flags as a training ``--config`` file (checkpoint_dir included)."""
-    lines = [f"# sweep {sweep.name}, variant {v.name} (written by python -m cs336_basics.sweep)"]
+    lines = [f"# sweep {sweep.name}, variant {v.name} (written by python -m cs336_basics.tools.sweep)"]
     for k, val in v.flags.items():
         lines.append(f"{k} = {_toml_value(val)}")
     lines.append(f"checkpoint_dir = {_toml_value(str(sweep.run_dir(v)))}")
@@ -685,7 +685,7 @@ def format_summary(sweep: Sweep, results: Sequence[VariantResult], plot_note: st
     if sweep.description:
         lines += [sweep.description.strip(), ""]
     src = Path(sweep.source).resolve()
-    source = (f"preset `{src.stem}` (cs336_basics/experiments/{src.name})" if src.parent == PRESET_DIR
+    source = (f"preset `{src.stem}` (cs336_basics/tools/experiments/{src.name})" if src.parent == PRESET_DIR
               else f"`{sweep.source}`")
     lines.append(f"Source: {source}; runs in `{sweep.out_dir / 'runs'}`, logs in `{sweep.out_dir / 'logs'}`.")
     if sweep.sets:
@@ -719,7 +719,7 @@ def format_summary(sweep: Sweep, results: Sequence[VariantResult], plot_note: st
 
 def write_outputs(sweep: Sweep, results: Sequence[VariantResult]) -> tuple[Path, str]:
     """summary.md, curves.csv and (with matplotlib) curves.png. Returns (summary path, plot note)."""
-    from cs336_basics import plot_metrics as pm
+    from cs336_basics.tools import plot_metrics as pm
 
     curves = []
     for v in sweep.variants:
@@ -757,7 +757,7 @@ def write_outputs(sweep: Sweep, results: Sequence[VariantResult]) -> tuple[Path,
 # ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m cs336_basics.sweep",
+        prog="python -m cs336_basics.tools.sweep",
         description="Run the variants of a training sweep (TOML) one after another or one per GPU; "
         "resumable; writes summary.md and an overlay plot.",
     )

@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-from cs336_basics.errors import UserError
+from cs336_basics.utils.errors import UserError
 
 
 class DeviceError(UserError, ValueError, RuntimeError):

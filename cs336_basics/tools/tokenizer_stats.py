@@ -1,6 +1,6 @@
 """Tokenizer statistics: compression (bytes/token), throughput, projected time, longest tokens.
 
-    uv run python -m cs336_basics.tokenizer_stats --tokenizer tokenizers/tinystories-10k \\
+    uv run python -m cs336_basics.tools.tokenizer_stats --tokenizer tokenizers/tinystories-10k \\
         --tokenizer tokenizers/owt-32k --input data/TinyStoriesV2-GPT4-valid.txt --input data/owt_valid.txt
 
 Documents are the pieces between ``<|endoftext|>`` markers in the first ``--max_mb`` of each input;
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cs336_basics.errors import UserError, run_cli
+from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.tokenizer import Tokenizer, token_to_str
 
 __all__ = ["StatsError", "EOT", "TokenizerStats", "read_documents", "sample_documents", "load_documents",
@@ -196,7 +196,7 @@ def format_table(stats: Sequence[TokenizerStats]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m cs336_basics.tokenizer_stats",
+        prog="python -m cs336_basics.tools.tokenizer_stats",
         description="Compression (bytes/token), throughput and longest tokens of BPE tokenizers on sampled documents.",
     )
     p.add_argument("--tokenizer", action="append", required=True, metavar="DIR",

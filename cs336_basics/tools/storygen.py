@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cs336_basics.fsutil import atomic_write
+from cs336_basics.utils.fsutil import atomic_write
 
 EOT = "<|endoftext|>"
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cs336_basics.devices import resolve_device
-from cs336_basics.errors import UserError
-from cs336_basics.fsutil import discard_partial_writes
+from cs336_basics.utils.devices import resolve_device
+from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.fsutil import discard_partial_writes
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

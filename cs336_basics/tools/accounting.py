@@ -1,7 +1,7 @@
 """Resource accounting for this project's Transformer LM: parameters, FLOPs, AdamW training memory.
 
-    uv run python -m cs336_basics.accounting --preset gpt2-xl
-    uv run python -m cs336_basics.accounting --d_model 512 --num_layers 4 --num_heads 16 --d_ff 1344 \\
+    uv run python -m cs336_basics.tools.accounting --preset gpt2-xl
+    uv run python -m cs336_basics.tools.accounting --d_model 512 --num_layers 4 --num_heads 16 --d_ff 1344 \\
         --vocab_size 10000 --context_length 256 --batch_size 32
 
 The architecture is the one ``cs336_basics.model.TransformerLM`` builds: token embedding, pre-norm
@@ -29,7 +29,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from cs336_basics.errors import UserError, run_cli
+from cs336_basics.utils.errors import UserError, run_cli
 
 __all__ = [
     "PRESETS",
@@ -320,7 +320,7 @@ def _pos_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m cs336_basics.accounting",
+        prog="python -m cs336_basics.tools.accounting",
         description="Parameters, forward FLOPs and AdamW training memory of this project's Transformer LM.",
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cs336_basics.errors import UserError
-from cs336_basics.fsutil import atomic_write_text
+from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.fsutil import atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported where it is used, so reading metrics needs no torch
     import torch

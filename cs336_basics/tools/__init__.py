@@ -1,0 +1,1 @@
+"""Companion tools: quick experiments, sweeps, an LR finder, accounting, tokenizer stats, plots, export."""
