@@ -34,7 +34,6 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from cs336_basics.utils.errors import UserError
 from cs336_basics.pretokenize import (
     PRETOKEN_RE,
     ascii_pretoken_re,
@@ -45,6 +44,7 @@ from cs336_basics.pretokenize import (
     special_pattern,
     split_on_specials,
 )
+from cs336_basics.utils.errors import UserError
 
 ASCII_PRETOKEN_RE = ascii_pretoken_re(bytes)
 
@@ -213,9 +213,7 @@ def count_pretokens(
                 bounds = [0, size]
             else:
                 # A few chunks per worker balances load; more would only add Counter merging.
-                bounds = find_chunk_boundaries(
-                    f, 4 * num_workers, [s.encode("utf-8") for s in special_tokens]
-                )
+                bounds = find_chunk_boundaries(f, 4 * num_workers, [s.encode("utf-8") for s in special_tokens])
     except OSError as err:
         raise BPEError(f"cannot read training data {path}: {err.strerror or err}") from None
     tasks = [(path, a, b, special_tokens, BLOCK_BYTES) for a, b in zip(bounds, bounds[1:]) if b > a]
@@ -393,9 +391,7 @@ def merge_pretokens(
         return _merge_loop(words, freqs, id_bytes, num_merges, progress)
 
 
-def bpe_merges(
-    word_counts: Mapping[tuple[bytes, ...], int], num_merges: int
-) -> list[tuple[bytes, bytes]]:
+def bpe_merges(word_counts: Mapping[tuple[bytes, ...], int], num_merges: int) -> list[tuple[bytes, bytes]]:
     """The first ``num_merges`` BPE merges for words given as tuples of any initial symbols.
 
     Lets the merge rule be driven directly (e.g. with whitespace pre-tokenization, as in the

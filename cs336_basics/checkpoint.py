@@ -35,8 +35,8 @@ from typing import IO, Any, BinaryIO
 
 import torch
 
-from cs336_basics.utils.errors import UserError
 from cs336_basics.model import unwrap_model
+from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import atomic_write, atomic_write_text, fsync_dir
 
 __all__ = [
@@ -304,10 +304,12 @@ def _load_failure(name: str, err: BaseException) -> CheckpointError:
                 f"{name}: refused to unpickle {m.group(1)} (weights_only); not loading untrusted code"
             )
         op = _OPERAND_RE.search(text)
-        detail = f"unsupported pickle opcode {op.group(1)}" if op else _one_line(text.split("WeightsUnpickler error:")[-1], 80)
-        return CheckpointError(
-            f"{name}: corrupt or not a checkpoint (refused to unpickle by weights_only: {detail})"
+        detail = (
+            f"unsupported pickle opcode {op.group(1)}"
+            if op
+            else _one_line(text.split("WeightsUnpickler error:")[-1], 80)
         )
+        return CheckpointError(f"{name}: corrupt or not a checkpoint (refused to unpickle by weights_only: {detail})")
     if isinstance(err, EOFError):
         return CheckpointError(f"{name}: truncated or empty file (unexpected end of file)")
     if isinstance(err, zipfile.BadZipFile) or "zip archive" in text or "central directory" in text:
@@ -407,9 +409,7 @@ def _check_model_fit(name: str, payload: dict, model: torch.nn.Module, state: Ma
     raise CheckpointError(f"{name}: checkpoint does not fit this model (different model config?): " + "; ".join(parts))
 
 
-def load_checkpoint(
-    src: Source, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> int:
+def load_checkpoint(src: Source, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
     """Restore model (and optimizer, if given) from ``src``; return the saved iteration."""
     name = _name(src)
     payload = read_checkpoint(src)

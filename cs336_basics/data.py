@@ -52,9 +52,7 @@ def get_batch(
     if getattr(dataset, "ndim", 1) != 1:
         raise DataError(f"get_batch: dataset must be 1-D, got shape {getattr(dataset, 'shape', None)}")
     if batch_size <= 0 or context_length <= 0:
-        raise DataError(
-            f"get_batch: batch_size ({batch_size}) and context_length ({context_length}) must be positive"
-        )
+        raise DataError(f"get_batch: batch_size ({batch_size}) and context_length ({context_length}) must be positive")
     n = len(dataset)
     if n <= context_length:
         raise DataError(f"get_batch: dataset has {n} tokens, need more than context_length={context_length}")
@@ -80,9 +78,7 @@ def get_batch(
 
 def _bad_id_error(path: Path, pos: int, value: int, vocab_size: int, is_bin: bool) -> DataError:
     hint = " (wrong --data_dtype?)" if is_bin else ""
-    return DataError(
-        f"{path}: token id {value} at position {pos:,} is out of range for vocab_size={vocab_size}{hint}"
-    )
+    return DataError(f"{path}: token id {value} at position {pos:,} is out of range for vocab_size={vocab_size}{hint}")
 
 
 def load_tokens(
@@ -136,7 +132,9 @@ def load_tokens(
             raise DataError(f"{p}: file is empty")
         with open(p, "rb") as f:
             if f.read(6) == b"\x93NUMPY":  # a .npy saved under a raw name: its header would be read as ids
-                raise DataError(f"{p}: is a NumPy .npy file (it starts with a .npy header), not raw ids; rename it to {p.with_suffix('.npy').name}")
+                raise DataError(
+                    f"{p}: is a NumPy .npy file (it starts with a .npy header), not raw ids; rename it to {p.with_suffix('.npy').name}"
+                )
         if size % dt.itemsize:
             raise DataError(
                 f"{p}: size {size:,} bytes is not a multiple of {dt.itemsize} ({dt.name}); wrong --data_dtype?"
@@ -147,16 +145,13 @@ def load_tokens(
             raise DataError(f"{p}: cannot memory-map: {err}") from None
     else:
         raise DataError(
-            f"{p}: unknown token file extension {p.suffix!r} (expected .npy, or raw ids in "
-            f"{', '.join(RAW_SUFFIXES)})"
+            f"{p}: unknown token file extension {p.suffix!r} (expected .npy, or raw ids in {', '.join(RAW_SUFFIXES)})"
         )
     n = len(data)
     if n == 0:
         raise DataError(f"{p}: file holds no tokens")
     if context_length is not None and n <= context_length:
-        raise DataError(
-            f"{p}: too short: {n:,} tokens, need more than context_length={context_length}"
-        )
+        raise DataError(f"{p}: too short: {n:,} tokens, need more than context_length={context_length}")
     if vocab_size is not None:
         signed = np.issubdtype(data.dtype, np.signedinteger)
         for start in range(0, n, _CHECK_CHUNK):

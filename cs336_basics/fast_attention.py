@@ -96,7 +96,9 @@ class FastCausalMultiHeadSelfAttention(CausalMultiHeadSelfAttention):
         S = k.shape[-2]  # kv_seq: seq, or cached prefix + seq
 
         out = causal_attention(
-            q.reshape(B * H, T, d_head), k.reshape(B * H, S, d_head), v.reshape(B * H, S, d_head),
+            q.reshape(B * H, T, d_head),
+            k.reshape(B * H, S, d_head),
+            v.reshape(B * H, S, d_head),
             1.0 / math.sqrt(d_head),
         )  # [batch * heads, seq, d_head]
         out = out.view(B, H, T, d_head).transpose(1, 2).reshape(*lead, T, self.d_model)

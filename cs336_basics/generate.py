@@ -93,7 +93,9 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu"):
     return model, payload, path
 
 
-def check_tokenizer(tokenizer, model, tok_dir: str | Path = "the tokenizer", ckpt: str | Path = "the checkpoint") -> int | None:
+def check_tokenizer(
+    tokenizer, model, tok_dir: str | Path = "the tokenizer", ckpt: str | Path = "the checkpoint"
+) -> int | None:
     """The ``vocab_limit`` for sampling: None when the sizes match, the tokenizer's size when it is
     smaller than the model's vocabulary (the extra rows were never trained on real ids). A tokenizer
     larger than the model cannot be right: it could emit ids the model has no embedding for."""
@@ -120,8 +122,10 @@ def tokenizer_mismatch(payload: dict, tok_dir: str | Path) -> str | None:
         return None
     trained = meta.get("tokenizer_dir")
     made_by = f" (made with {trained})" if isinstance(trained, str) and trained else ""
-    return (f"warning: tokenizer {tok_dir} differs from the one that made this model's training data{made_by}; "
-            "samples may be garbled")
+    return (
+        f"warning: tokenizer {tok_dir} differs from the one that made this model's training data{made_by}; "
+        "samples may be garbled"
+    )
 
 
 def sample(
@@ -152,7 +156,7 @@ def sample(
         ids = [eot]
     ctx = model.config.context_length
     if len(ids) >= ctx:  # keep the most recent context so something can still be generated
-        ids = ids[-(ctx - 1):] if ctx > 1 else ids[-1:]
+        ids = ids[-(ctx - 1) :] if ctx > 1 else ids[-1:]
     device = next(model.parameters()).device
     gen = None
     if seed is not None:
@@ -161,8 +165,16 @@ def sample(
     outs = []
     with torch.no_grad():
         for _ in range(num_samples):
-            new = generate(model, ids, max_new_tokens, temperature=temperature, top_p=top_p, eos_id=eot,
-                           generator=gen, vocab_limit=vocab_limit)
+            new = generate(
+                model,
+                ids,
+                max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                eos_id=eot,
+                generator=gen,
+                vocab_limit=vocab_limit,
+            )
             outs.append(tokenizer.decode(list(new)))
     return outs
 
@@ -172,9 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cs336_basics.generate",
         description="Sample text from a trained checkpoint.",
     )
-    p.add_argument("--checkpoint", required=True, help="a .pt file, or a run directory (uses best.pt, else the newest checkpoint)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer directory (vocab.json, merges.txt); default: a tokenizer/ folder beside the checkpoint")
-    p.add_argument("--prompt", default="Once upon a time", help="text to continue; empty starts from <|endoftext|> (default: %(default)r)")
+    p.add_argument(
+        "--checkpoint", required=True, help="a .pt file, or a run directory (uses best.pt, else the newest checkpoint)"
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer directory (vocab.json, merges.txt); default: a tokenizer/ folder beside the checkpoint",
+    )
+    p.add_argument(
+        "--prompt",
+        default="Once upon a time",
+        help="text to continue; empty starts from <|endoftext|> (default: %(default)r)",
+    )
     p.add_argument("--max_new_tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
     p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling mass in (0, 1] (default: %(default)s)")
@@ -205,7 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not tok_dir.is_dir():
             raise GenerateError(f"--tokenizer {tok_dir}: no such directory")
         if not (tok_dir / "vocab.json").is_file():
-            raise GenerateError(f"--tokenizer {tok_dir}: no vocab.json in it (expected a directory written by Tokenizer.save)")
+            raise GenerateError(
+                f"--tokenizer {tok_dir}: no vocab.json in it (expected a directory written by Tokenizer.save)"
+            )
     device = resolve_device(args.device, what="--device")
 
     from cs336_basics.tokenizer import Tokenizer
@@ -215,13 +239,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if Path(args.checkpoint).is_dir():  # say which file a directory resolved to (stderr: stdout is the samples)
         print(f"Using checkpoint {path} (iteration {payload.get('iteration', '?')})", file=sys.stderr)
     if check_tokenizer(tokenizer, model, tok_dir, path) is not None:
-        print(f"note: tokenizer {tok_dir} has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}; "
-              f"ids >= {tokenizer.vocab_size} are never sampled", file=sys.stderr)
+        print(
+            f"note: tokenizer {tok_dir} has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}; "
+            f"ids >= {tokenizer.vocab_size} are never sampled",
+            file=sys.stderr,
+        )
     warning = tokenizer_mismatch(payload, tok_dir)
     if warning:
         print(warning, file=sys.stderr)
-    outs = sample(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_p,
-                  args.seed, args.num_samples)
+    outs = sample(
+        model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.num_samples
+    )
     for i, text in enumerate(outs):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")

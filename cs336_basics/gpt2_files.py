@@ -136,22 +136,17 @@ def read_merges_txt(
                     continue
                 parts = line.split(" ")
                 if len(parts) != 2 or not parts[0] or not parts[1]:
-                    raise TokenizerError(
-                        f"{path}:{lineno}: expected two tokens separated by one space, got {line!r}"
-                    )
+                    raise TokenizerError(f"{path}:{lineno}: expected two tokens separated by one space, got {line!r}")
                 try:
                     a, b = (bytes(decoder[c] for c in p) for p in parts)
                 except KeyError as err:
                     raise TokenizerError(
-                        f"{path}:{lineno}: character {err.args[0]!r} is not in GPT-2's "
-                        "byte-to-unicode alphabet"
+                        f"{path}:{lineno}: character {err.args[0]!r} is not in GPT-2's byte-to-unicode alphabet"
                     ) from None
                 if known is not None:
                     for t, shown in ((a, parts[0]), (b, parts[1]), (a + b, parts[0] + parts[1])):
                         if t not in known:
-                            raise TokenizerError(
-                                f"{path}:{lineno}: token {shown!r} is not in {vocab_name}"
-                            )
+                            raise TokenizerError(f"{path}:{lineno}: token {shown!r} is not in {vocab_name}")
                 merges.append((a, b))
         except UnicodeDecodeError as err:
             raise TokenizerError(f"{path}:{lineno + 1}: not UTF-8 ({err.reason})") from None

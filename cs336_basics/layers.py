@@ -139,9 +139,7 @@ class Embedding(nn.Module):
         super().__init__()
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
-        self.weight = nn.Parameter(
-            torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype)
-        )
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -435,9 +433,7 @@ class CausalMultiHeadSelfAttention(nn.Module):
     ) -> None:
         super().__init__()
         if d_model % num_heads != 0:
-            raise ValueError(
-                f"d_model ({d_model}) must be divisible by num_heads ({num_heads})"
-            )
+            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         self.d_model = d_model
         self.num_heads = num_heads
         self.d_k = d_model // num_heads
@@ -447,9 +443,7 @@ class CausalMultiHeadSelfAttention(nn.Module):
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
 
-    def _positions(
-        self, x: Tensor, token_positions: Tensor | None, start: int
-    ) -> Int[Tensor, "... seq"]:
+    def _positions(self, x: Tensor, token_positions: Tensor | None, start: int) -> Int[Tensor, "... seq"]:
         """Absolute positions of x's tokens: given, or ``start .. start+seq-1`` (after a cached prefix)."""
         if token_positions is None:
             return torch.arange(start, start + x.shape[-2], device=x.device)

@@ -114,9 +114,7 @@ class ModelConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model config {name} must be true/false, got {getattr(self, name)!r}")
         if self.d_model % self.num_heads != 0:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
-            )
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         head_dim = self.d_model // self.num_heads
         if not self.remove_rope and head_dim % 2 != 0:
             raise ValueError(
@@ -124,9 +122,7 @@ class ModelConfig:
                 f"{self.d_model}/{self.num_heads} = {head_dim}"
             )
         if self.ffn_type not in FFN_TYPES:
-            raise ValueError(
-                f"model config ffn_type must be one of {', '.join(FFN_TYPES)}, got {self.ffn_type!r}"
-            )
+            raise ValueError(f"model config ffn_type must be one of {', '.join(FFN_TYPES)}, got {self.ffn_type!r}")
         if self.attention not in ATTENTION_TYPES:
             raise ValueError(
                 f"model config attention must be one of {', '.join(ATTENTION_TYPES)}, got {self.attention!r}"
@@ -232,9 +228,7 @@ class TransformerLM(nn.Module):
             )
             for _ in range(c.num_layers)
         )
-        self.ln_final: nn.Module = (
-            Identity() if c.remove_rmsnorm else RMSNorm(c.d_model, device=device, dtype=dtype)
-        )
+        self.ln_final: nn.Module = Identity() if c.remove_rmsnorm else RMSNorm(c.d_model, device=device, dtype=dtype)
         self.lm_head = Linear(c.d_model, c.vocab_size, device=device, dtype=dtype)
         # Recompute each block in backward instead of keeping its activations (a training-time
         # memory/speed trade, not part of the architecture: set by the training program).
@@ -250,8 +244,7 @@ class TransformerLM(nn.Module):
         start = 0 if kv_cache is None else kv_cache.length
         if start + T > self.config.context_length:
             raise ValueError(
-                f"sequence length {start + T} exceeds the model's context_length "
-                f"{self.config.context_length}"
+                f"sequence length {start + T} exceeds the model's context_length {self.config.context_length}"
             )
         x = self.token_embeddings(in_indices)
         recompute = self.activation_checkpointing and kv_cache is None and torch.is_grad_enabled()
@@ -271,8 +264,13 @@ class TransformerLM(nn.Module):
         c = self.config
         w = self.lm_head.weight
         return KVCache(
-            c.num_layers, batch_size, c.num_heads, c.context_length, c.d_model // c.num_heads,
-            device=w.device, dtype=w.dtype,
+            c.num_layers,
+            batch_size,
+            c.num_heads,
+            c.context_length,
+            c.d_model // c.num_heads,
+            device=w.device,
+            dtype=w.dtype,
         )
 
     def num_parameters(self, non_embedding: bool = False) -> int:
@@ -378,7 +376,9 @@ def generate(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if len(prompt_ids) == 0:
         raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
-    if vocab_limit is not None and (isinstance(vocab_limit, bool) or not isinstance(vocab_limit, int) or vocab_limit < 1):
+    if vocab_limit is not None and (
+        isinstance(vocab_limit, bool) or not isinstance(vocab_limit, int) or vocab_limit < 1
+    ):
         raise ValueError(f"vocab_limit must be a positive integer, got {vocab_limit!r}")
     base = unwrap_model(model)
     ctx = base.config.context_length

@@ -137,8 +137,16 @@ class Muon(torch.optim.Optimizer):
         if ns_dtype is not None and not (isinstance(ns_dtype, torch.dtype) and ns_dtype.is_floating_point):
             raise ValueError(f"Muon: ns_dtype must be a floating torch dtype or None, got {ns_dtype!r}")
         defaults = dict(
-            lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
-            betas=tuple(betas), eps=eps, use_muon=True, ns_dtype=ns_dtype, foreach=foreach,
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+            weight_decay=weight_decay,
+            betas=tuple(betas),
+            eps=eps,
+            use_muon=True,
+            ns_dtype=ns_dtype,
+            foreach=foreach,
         )
         super().__init__(params, defaults)
 

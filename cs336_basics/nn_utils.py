@@ -24,9 +24,7 @@ except ImportError:  # pragma: no cover
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def cross_entropy(
-    logits: Float[Tensor, "... vocab"], targets: Int[Tensor, "..."]
-) -> Float[Tensor, ""]:
+def cross_entropy(logits: Float[Tensor, "... vocab"], targets: Int[Tensor, ...]) -> Float[Tensor, ""]:
     """Mean negative log-likelihood of ``targets`` under ``softmax(logits)`` over all batch dims.
 
     ``loss_i = logsumexp(o_i) - o_i[target_i]`` with the row max subtracted first, so it stays finite
@@ -114,14 +112,14 @@ def _reduce_over_shards(local_sq: Tensor, mesh, placements) -> Tensor:
         if isinstance(placement, Shard):
             dist.all_reduce(local_sq, op=dist.ReduceOp.SUM, group=mesh.get_group(dim))
         elif not isinstance(placement, Replicate):
-            raise ValueError(f"clip_grad_norm: cannot clip a gradient with placement {placement} "
-                             "(only Shard and Replicate DTensor gradients are supported)")
+            raise ValueError(
+                f"clip_grad_norm: cannot clip a gradient with placement {placement} "
+                "(only Shard and Replicate DTensor gradients are supported)"
+            )
     return local_sq
 
 
-def clip_grad_norm(
-    parameters: Iterable[Tensor] | Tensor, max_norm: float, foreach: bool | None = None
-) -> float:
+def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_norm: float, foreach: bool | None = None) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
 
     Returns the total norm *before* clipping (as a Python float, for logging). One global norm over

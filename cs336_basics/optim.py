@@ -181,9 +181,7 @@ def _update_foreach(params, grads, exp_avgs, exp_avg_sqs, steps, group) -> None:
             torch._foreach_mul_(ps, 1.0 - lr * wd)
 
 
-def lr_cosine_schedule(
-    it: int, max_lr: float, min_lr: float, warmup_iters: int, cosine_cycle_iters: int
-) -> float:
+def lr_cosine_schedule(it: int, max_lr: float, min_lr: float, warmup_iters: int, cosine_cycle_iters: int) -> float:
     """Linear warmup to ``max_lr``, cosine decay to ``min_lr`` at ``cosine_cycle_iters``, then flat.
 
     ``it < Tw``: ``it / Tw * max_lr``; ``Tw <= it <= Tc``:
@@ -227,8 +225,10 @@ def _param_role(name: str, p: Tensor) -> str:
         return "head"
     if "layers" in parts:
         return "hidden"
-    raise ValueError(f"param_groups: cannot tell what the {p.dim()}-D parameter {name!r} is "
-                     "(expected token_embeddings, lm_head, layers.* or a 1-D gain)")
+    raise ValueError(
+        f"param_groups: cannot tell what the {p.dim()}-D parameter {name!r} is "
+        "(expected token_embeddings, lm_head, layers.* or a 1-D gain)"
+    )
 
 
 def param_groups(
@@ -281,21 +281,31 @@ def param_groups(
         for k, v in per_group.items():
             if v is not None and v != lr:
                 raise ValueError(f"param_groups: lr_{k}={v} only applies to the muon optimizer")
-        spec = [("decay", [p for _, p in named if p.dim() >= 2], weight_decay, {}),
-                ("no_decay", [p for _, p in named if p.dim() < 2], 0.0, {})]
+        spec = [
+            ("decay", [p for _, p in named if p.dim() >= 2], weight_decay, {}),
+            ("no_decay", [p for _, p in named if p.dim() < 2], 0.0, {}),
+        ]
         lr_scales = {"decay": 1.0, "no_decay": 1.0}
     else:
         roles: dict[str, list[Tensor]] = {"hidden": [], "embed": [], "head": [], "scalar": []}
         for n, p in named:
             roles[_param_role(n, p)].append(p)
-        spec = [("hidden", roles["hidden"], weight_decay, {"use_muon": True}),
-                ("embed", roles["embed"], weight_decay, {"use_muon": False}),
-                ("head", roles["head"], weight_decay, {"use_muon": False}),
-                ("scalar", roles["scalar"], 0.0, {"use_muon": False})]
+        spec = [
+            ("hidden", roles["hidden"], weight_decay, {"use_muon": True}),
+            ("embed", roles["embed"], weight_decay, {"use_muon": False}),
+            ("head", roles["head"], weight_decay, {"use_muon": False}),
+            ("scalar", roles["scalar"], 0.0, {"use_muon": False}),
+        ]
         lr_scales = {k: scale(v) for k, v in per_group.items()}
     return [
-        {"params": ps, "name": name, "lr_scale": lr_scales[name], "lr": lr * lr_scales[name],
-         "weight_decay": wd, **extra}
+        {
+            "params": ps,
+            "name": name,
+            "lr_scale": lr_scales[name],
+            "lr": lr * lr_scales[name],
+            "weight_decay": wd,
+            **extra,
+        }
         for name, ps, wd, extra in spec
         if ps
     ]

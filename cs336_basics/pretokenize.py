@@ -48,9 +48,7 @@ _WS = "\\t\\n\\x0b\\x0c\\r "
 # \p{L} is [A-Za-z], \p{N} is [0-9] and \s is ASCII_WS (checked in the tests over all 128 code
 # points). Letters come first, the most common case: no other alternative can match where that
 # one does, so the order does not change any match. Only apply it to text that ``isascii()``.
-ASCII_PAT = (
-    rf" ?[A-Za-z]+|'(?:[sdmt]|ll|ve|re)| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
-)
+ASCII_PAT = rf" ?[A-Za-z]+|'(?:[sdmt]|ll|ve|re)| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
 _ASCII_RE = {str: re.compile(ASCII_PAT), bytes: re.compile(ASCII_PAT.encode("ascii"))}
 
 
@@ -132,9 +130,7 @@ def _nonspace_before(buf: str | bytes, p: int) -> bool:
 
 def _inside_special(buf: S, p: int, specials: Sequence[S]) -> bool:
     """Does an occurrence of one of ``specials`` in ``buf`` strictly contain offset ``p``?"""
-    return any(
-        len(t) > 1 and buf.find(t, max(0, p - len(t) + 1), p + len(t) - 1) != -1 for t in specials
-    )
+    return any(len(t) > 1 and buf.find(t, max(0, p - len(t) + 1), p + len(t) - 1) != -1 for t in specials)
 
 
 def first_safe_cut(buf: S, lo: int, hi: int | None = None, specials: Sequence[S] = ()) -> int | None:

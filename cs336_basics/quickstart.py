@@ -64,9 +64,25 @@ class Settings:
 
 
 QUICK = Settings(
-    num_train_stories=300, num_valid_stories=40, max_train_mb=0.3, max_valid_mb=0.05, vocab_size=300,
-    context_length=64, d_model=64, num_layers=2, num_heads=2, d_ff=128, batch_size=8, max_iters=20,
-    lr=5e-3, min_lr=5e-4, warmup_iters=2, eval_interval=10, eval_iters=4, log_interval=5, sample_tokens=30,
+    num_train_stories=300,
+    num_valid_stories=40,
+    max_train_mb=0.3,
+    max_valid_mb=0.05,
+    vocab_size=300,
+    context_length=64,
+    d_model=64,
+    num_layers=2,
+    num_heads=2,
+    d_ff=128,
+    batch_size=8,
+    max_iters=20,
+    lr=5e-3,
+    min_lr=5e-4,
+    warmup_iters=2,
+    eval_interval=10,
+    eval_iters=4,
+    log_interval=5,
+    sample_tokens=30,
 )
 
 
@@ -129,11 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a tiny story model end to end (data -> BPE -> tokens -> training -> samples), offline.",
     )
     p.add_argument("--out", default="runs/quickstart", help="run directory for every artifact (default: %(default)s)")
-    p.add_argument("--train", default=None, help="training text (default: data/TinyStoriesV2-GPT4-train.txt if present, else synthetic stories)")
+    p.add_argument(
+        "--train",
+        default=None,
+        help="training text (default: data/TinyStoriesV2-GPT4-train.txt if present, else synthetic stories)",
+    )
     p.add_argument("--valid", default=None, help="validation text (default: alongside --train, or synthetic)")
-    p.add_argument("--synthetic", action="store_true", help="use the synthetic story corpus even if TinyStories is present")
+    p.add_argument(
+        "--synthetic", action="store_true", help="use the synthetic story corpus even if TinyStories is present"
+    )
     p.add_argument("--max_iters", type=int, default=None, help="optimizer steps (default: 300; --quick: 20)")
-    p.add_argument("--vocab_size", type=int, default=None, help="BPE vocabulary size (default: 1024 synthetic, 2048 real text)")
+    p.add_argument(
+        "--vocab_size", type=int, default=None, help="BPE vocabulary size (default: 1024 synthetic, 2048 real text)"
+    )
     p.add_argument("--max_train_mb", type=float, default=None, help="use at most this many MB of --train (default: 6)")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny corpus, tiny model, 20 steps")
     p.add_argument("--seed", type=int, default=42)
@@ -171,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     synthetic = train_src is None
     if args.vocab_size is not None:
         if args.vocab_size < 258:
-            raise QuickstartError(f"--vocab_size must be >= 258 (256 bytes + <|endoftext|> + 1 merge), got {args.vocab_size}")
+            raise QuickstartError(
+                f"--vocab_size must be >= 258 (256 bytes + <|endoftext|> + 1 merge), got {args.vocab_size}"
+            )
         st.vocab_size = args.vocab_size
     if st.vocab_size is None:
         st.vocab_size = 1024 if synthetic else 2048
@@ -196,13 +222,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if synthetic:
         from cs336_basics.tools.storygen import write_corpus
 
-        why = "--synthetic" if args.synthetic else f"no {TINYSTORIES[0]} found; `bash scripts/download_data.sh` gets the real one"
+        why = (
+            "--synthetic"
+            if args.synthetic
+            else f"no {TINYSTORIES[0]} found; `bash scripts/download_data.sh` gets the real one"
+        )
         _say(f"[1/5] Data: generating {st.num_train_stories:,} synthetic children's stories ({why})")
         n_tr = write_corpus(train_txt, st.num_train_stories, seed=args.seed)
         n_va = write_corpus(valid_txt, st.num_valid_stories, seed=args.seed + 1_000_003)
     else:
-        _say(f"[1/5] Data: using (at most) the first {st.max_train_mb:g} MB of {train_src}"
-             + (f" and {st.max_valid_mb:g} MB of {valid_src}" if valid_src else "; its last 5% of stories held out for validation"))
+        _say(
+            f"[1/5] Data: using (at most) the first {st.max_train_mb:g} MB of {train_src}"
+            + (
+                f" and {st.max_valid_mb:g} MB of {valid_src}"
+                if valid_src
+                else "; its last 5% of stories held out for validation"
+            )
+        )
         n_tr = _copy_prefix(train_src, train_txt, int(st.max_train_mb * 1e6))
         if valid_src is not None:
             n_va = _copy_prefix(valid_src, valid_txt, int(st.max_valid_mb * 1e6))
@@ -211,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             docs = text.split(EOT)
             k = max(1, len(docs) // 20)
             if len(docs) < 4:
-                raise QuickstartError(f"--train {train_src}: too little text to split off a validation set; pass --valid")
+                raise QuickstartError(
+                    f"--train {train_src}: too little text to split off a validation set; pass --valid"
+                )
             train_txt.write_text(EOT.join(docs[:-k]) + EOT + "\n", encoding="utf-8")
             valid_txt.write_text(EOT.join(docs[-k:]).lstrip("\n"), encoding="utf-8")
             n_tr, n_va = train_txt.stat().st_size, valid_txt.stat().st_size
@@ -229,8 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizer.save(tok_dir)
     timings["tokenizer"] = time.perf_counter() - t0
     longest = sorted((v for v in vocab.values() if v != EOT.encode()), key=len)[-5:]
-    _say(f"      {len(merges):,} merges in {timings['tokenizer']:.1f}s -> {tok_dir}/ "
-         f"(longest tokens: {', '.join(repr(b.decode('utf-8', 'replace')) for b in reversed(longest))})")
+    _say(
+        f"      {len(merges):,} merges in {timings['tokenizer']:.1f}s -> {tok_dir}/ "
+        f"(longest tokens: {', '.join(repr(b.decode('utf-8', 'replace')) for b in reversed(longest))})"
+    )
 
     # 3. Token ids -----------------------------------------------------------------------------
     from cs336_basics.tokenize_data import tokenize_file
@@ -240,8 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_train_tok = tokenize_file(tok_dir, train_txt, train_npy)
     n_valid_tok = tokenize_file(tok_dir, valid_txt, valid_npy)
     timings["tokenize"] = time.perf_counter() - t0
-    _say(f"      {train_npy} ({n_train_tok:,} tokens, {n_tr / max(n_train_tok, 1):.2f} bytes/token), "
-         f"{valid_npy} ({n_valid_tok:,} tokens) in {timings['tokenize']:.1f}s")
+    _say(
+        f"      {train_npy} ({n_train_tok:,} tokens, {n_tr / max(n_train_tok, 1):.2f} bytes/token), "
+        f"{valid_npy} ({n_valid_tok:,} tokens) in {timings['tokenize']:.1f}s"
+    )
     if n_valid_tok <= st.context_length or n_train_tok <= st.context_length:
         raise QuickstartError(f"too little text: need more than {st.context_length} tokens in train and valid")
 
@@ -249,20 +291,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cs336_basics import training_together
 
     flags = [
-        "--train_data_path", str(train_npy), "--val_data_path", str(valid_npy),
-        "--vocab_size", str(tokenizer.vocab_size), "--context_length", str(st.context_length),
-        "--d_model", str(st.d_model), "--num_layers", str(st.num_layers), "--num_heads", str(st.num_heads),
-        "--d_ff", str(st.d_ff), "--batch_size", str(st.batch_size), "--max_iters", str(st.max_iters),
-        "--lr", str(st.lr), "--min_lr", str(st.min_lr), "--warmup_iters", str(st.warmup_iters),
-        "--weight_decay", "0.1", "--grad_clip", "1.0",
-        "--eval_interval", str(st.eval_interval), "--eval_iters", str(st.eval_iters),
-        "--log_interval", str(st.log_interval), "--checkpoint_interval", str(st.max_iters),
-        "--checkpoint_dir", str(model_dir), "--device", args.device, "--seed", str(args.seed),
+        "--train_data_path",
+        str(train_npy),
+        "--val_data_path",
+        str(valid_npy),
+        "--vocab_size",
+        str(tokenizer.vocab_size),
+        "--context_length",
+        str(st.context_length),
+        "--d_model",
+        str(st.d_model),
+        "--num_layers",
+        str(st.num_layers),
+        "--num_heads",
+        str(st.num_heads),
+        "--d_ff",
+        str(st.d_ff),
+        "--batch_size",
+        str(st.batch_size),
+        "--max_iters",
+        str(st.max_iters),
+        "--lr",
+        str(st.lr),
+        "--min_lr",
+        str(st.min_lr),
+        "--warmup_iters",
+        str(st.warmup_iters),
+        "--weight_decay",
+        "0.1",
+        "--grad_clip",
+        "1.0",
+        "--eval_interval",
+        str(st.eval_interval),
+        "--eval_iters",
+        str(st.eval_iters),
+        "--log_interval",
+        str(st.log_interval),
+        "--checkpoint_interval",
+        str(st.max_iters),
+        "--checkpoint_dir",
+        str(model_dir),
+        "--device",
+        args.device,
+        "--seed",
+        str(args.seed),
     ]
     tokens = st.max_iters * st.batch_size * st.context_length
-    _say(f"[4/5] Training a {st.num_layers}-layer Transformer (d_model {st.d_model}, {st.num_heads} heads, "
-         f"context {st.context_length}) for {st.max_iters} steps x {st.batch_size * st.context_length:,} tokens "
-         f"= {tokens / 1e6:.1f}M tokens:")
+    _say(
+        f"[4/5] Training a {st.num_layers}-layer Transformer (d_model {st.d_model}, {st.num_heads} heads, "
+        f"context {st.context_length}) for {st.max_iters} steps x {st.batch_size * st.context_length:,} tokens "
+        f"= {tokens / 1e6:.1f}M tokens:"
+    )
     _say("      python -m cs336_basics.training_together " + shlex.join(flags))
     t0 = time.perf_counter()
     rc = training_together.main(flags)
@@ -277,8 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_loss = final.get("val_loss") if final else None
 
     # 5. Samples -------------------------------------------------------------------------------
-    from cs336_basics.utils.devices import resolve_device
     from cs336_basics.generate import load_model, sample
+    from cs336_basics.utils.devices import resolve_device
 
     _say("[5/5] Samples (temperature 0.8, top-p 0.9):")
     model, _, ckpt_path = load_model(model_dir, resolve_device(args.device, what="--device"))
@@ -291,26 +370,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     total = time.perf_counter() - t_start
     _say("")
-    _say(f"Done in {total / 60:.1f} min (data {timings['data']:.0f}s, tokenizer {timings['tokenizer']:.0f}s, "
-         f"tokenizing {timings['tokenize']:.0f}s, training {timings['train']:.0f}s).")
+    _say(
+        f"Done in {total / 60:.1f} min (data {timings['data']:.0f}s, tokenizer {timings['tokenizer']:.0f}s, "
+        f"tokenizing {timings['tokenize']:.0f}s, training {timings['train']:.0f}s)."
+    )
     if isinstance(val_loss, (int, float)):
-        start = f"; training loss at step {train_recs[0]['step']} was {first_loss:.2f}" if first_loss is not None else ""
-        _say(f"Validation loss: {val_loss:.2f} nats/token (perplexity {math.exp(min(val_loss, 50)):.1f}){start}; "
-             f"a uniform guess over {tokenizer.vocab_size:,} tokens scores {math.log(tokenizer.vocab_size):.2f}.")
+        start = (
+            f"; training loss at step {train_recs[0]['step']} was {first_loss:.2f}" if first_loss is not None else ""
+        )
+        _say(
+            f"Validation loss: {val_loss:.2f} nats/token (perplexity {math.exp(min(val_loss, 50)):.1f}){start}; "
+            f"a uniform guess over {tokenizer.vocab_size:,} tokens scores {math.log(tokenizer.vocab_size):.2f}."
+        )
     q = lambda p: shlex.quote(str(p))  # noqa: E731
     _say("")
     _say(f"Artifacts in {out}/:")
     _say(f"  {q(data_dir)}/train.txt, valid.txt   the text it trained on" + (" (synthetic)" if synthetic else ""))
     _say(f"  {q(tok_dir)}/                 the BPE tokenizer (vocab.json, merges.txt, special_tokens.json)")
     _say(f"  {q(train_npy)}, {q(valid_npy)}   token ids (numpy .npy)")
-    _say(f"  {q(model_dir)}/                     checkpoints ({ckpt_path.name}, checkpoint_iter_{st.max_iters}.pt), "
-         "metrics.jsonl, run_config.json")
+    _say(
+        f"  {q(model_dir)}/                     checkpoints ({ckpt_path.name}, checkpoint_iter_{st.max_iters}.pt), "
+        "metrics.jsonl, run_config.json"
+    )
     _say("")
     _say("Next:")
-    _say(f"  uv run python -m cs336_basics.generate --checkpoint {q(model_dir)} --tokenizer {q(tok_dir)} "
-         '--prompt "Once upon a time" --num_samples 3')
-    _say(f"  uv run --extra plot python -m cs336_basics.tools.plot_metrics {q(model_dir)} --out {q(out / 'curves.png')}"
-         "    # loss vs steps and vs time")
+    _say(
+        f"  uv run python -m cs336_basics.generate --checkpoint {q(model_dir)} --tokenizer {q(tok_dir)} "
+        '--prompt "Once upon a time" --num_samples 3'
+    )
+    _say(
+        f"  uv run --extra plot python -m cs336_basics.tools.plot_metrics {q(model_dir)} --out {q(out / 'curves.png')}"
+        "    # loss vs steps and vs time"
+    )
     _say("  bash scripts/download_data.sh   # then train on the real TinyStories: see README.md, 'Training'")
     sys.stdout.flush()
     return 0

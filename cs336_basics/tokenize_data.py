@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cs336_basics.pretokenize import available_cpus, find_chunk_boundaries
+from cs336_basics.tokenizer import Tokenizer, TokenizerError
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.fsutil import atomic_write, atomic_write_text
-from cs336_basics.pretokenize import available_cpus, find_chunk_boundaries
 from cs336_basics.utils.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
-from cs336_basics.tokenizer import Tokenizer, TokenizerError
 
 ProgressFn = Callable[[int, int, int], None]  # (bytes done, total bytes, tokens so far)
 
@@ -58,8 +58,7 @@ def output_dtype(output_path: str | os.PathLike, vocab_size: int) -> np.dtype:
     fits16 = vocab_size <= 1 << 16
     if suffix == ".u16" and not fits16:
         raise TokenizerError(
-            f"{out}: a vocabulary of {vocab_size:,} ids does not fit .u16 (uint16 holds 65,536); "
-            "use .u32 or .npy"
+            f"{out}: a vocabulary of {vocab_size:,} ids does not fit .u16 (uint16 holds 65,536); use .u32 or .npy"
         )
     return np.dtype("<u2") if fits16 and suffix != ".u32" else np.dtype("<u4")
 
@@ -87,9 +86,7 @@ def _encode_range(tok: Tokenizer, path: str, start: int, end: int, dtype: np.dty
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise TokenizerError(
-            f"{path}: invalid UTF-8 at byte offset {start + err.start} ({err.reason})"
-        ) from None
+        raise TokenizerError(f"{path}: invalid UTF-8 at byte offset {start + err.start} ({err.reason})") from None
     typecode = "H" if dtype.itemsize == 2 else "I"
     if np.dtype(typecode).itemsize != dtype.itemsize or sys.byteorder != "little":
         return np.array(tok.encode(text), dtype=dtype).tobytes()  # unusual platform: slow path
@@ -112,7 +109,9 @@ def _run_pool(tok: Tokenizer, tokenizer_dir: str, tasks: list, workers: int, emi
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     _worker_tok = tok if method == "fork" else None  # forked workers inherit it (no reload)
     pool = ProcessPoolExecutor(
-        workers, mp_context=mp.get_context(method), initializer=_init_worker,
+        workers,
+        mp_context=mp.get_context(method),
+        initializer=_init_worker,
         initargs=(tokenizer_dir, tok.special_tokens),
     )
     ok = False
@@ -238,8 +237,14 @@ def _write_meta(
 
 
 def _write_ids(
-    tok: Tokenizer, tokenizer_dir: str, tasks: list, workers: int, out: Path, dtype: np.dtype,
-    size: int, progress: ProgressFn | None,
+    tok: Tokenizer,
+    tokenizer_dir: str,
+    tasks: list,
+    workers: int,
+    out: Path,
+    dtype: np.dtype,
+    size: int,
+    progress: ProgressFn | None,
 ) -> int:
     """For .npy: a header placeholder, chunks in order, then the real header (same length) over
     it; raw files are just the chunks. All in a temp file that atomic_write renames into place
@@ -311,11 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", required=True, help="directory written by Tokenizer.save / train_bpe")
     p.add_argument("--input", required=True, help="UTF-8 text file")
     p.add_argument(
-        "--output", required=True,
+        "--output",
+        required=True,
         help="output file (written atomically): .npy, or raw little-endian ids .bin/.ids/.dat/.u16/.u32",
     )
     p.add_argument(
-        "--special_tokens", nargs="*", default=None, metavar="TOKEN",
+        "--special_tokens",
+        nargs="*",
+        default=None,
+        metavar="TOKEN",
         help="special tokens, replacing the tokenizer's special_tokens.json (required if it has "
         "none; pass the flag with no value for none)",
     )
@@ -328,14 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = None if args.quiet else _ProgressLine()
     t0 = time.perf_counter()
-    n = tokenize_file(
-        args.tokenizer, args.input, args.output, args.workers, prog, special_tokens=args.special_tokens
-    )
+    n = tokenize_file(args.tokenizer, args.input, args.output, args.workers, prog, special_tokens=args.special_tokens)
     if prog is not None:
         prog.finish()
     dt = time.perf_counter() - t0
     size = os.path.getsize(args.input)
-    print(f"wrote {n:,} tokens to {args.output} ({size / 1e6:,.1f} MB in {dt:.1f}s, {size / 1e6 / max(dt, 1e-9):.1f} MB/s)")
+    print(
+        f"wrote {n:,} tokens to {args.output} ({size / 1e6:,.1f} MB in {dt:.1f}s, {size / 1e6 / max(dt, 1e-9):.1f} MB/s)"
+    )
 
     dtype = (read_tokens_meta(args.output) or {}).get("dtype", "?")
     if Path(args.output).suffix.lower() == _NPY:

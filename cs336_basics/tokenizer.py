@@ -172,9 +172,7 @@ class Tokenizer:
             ids = (self._bytes_to_id.get(a), self._bytes_to_id.get(b), self._bytes_to_id.get(a + b))
             if None in ids:
                 missing = [t for t, i in zip((a, b, a + b), ids) if i is None][0]
-                raise TokenizerError(
-                    f"merge #{rank + 1} {a!r} + {b!r}: token {missing!r} is not in the vocabulary"
-                )
+                raise TokenizerError(f"merge #{rank + 1} {a!r} + {b!r}: token {missing!r} is not in the vocabulary")
             self._merge_map.setdefault((ids[0], ids[1]), rank)
             self._merged_id.append(ids[2])
 
@@ -200,9 +198,7 @@ class Tokenizer:
         return cls(vocab, merges, special_tokens)
 
     @classmethod
-    def from_dir(
-        cls, directory: str | os.PathLike, special_tokens: list[str] | None = None
-    ) -> Tokenizer:
+    def from_dir(cls, directory: str | os.PathLike, special_tokens: list[str] | None = None) -> Tokenizer:
         """Load what ``save`` wrote: vocab.json, merges.txt and special_tokens.json.
 
         ``save`` always writes special_tokens.json, so a missing one is an error (loading without
@@ -326,9 +322,7 @@ class Tokenizer:
         if cache is None:
             if array(typecode).itemsize < 4 and self.vocab_size > 1 << (8 * array(typecode).itemsize):
                 raise TokenizerError(f"vocabulary of {self.vocab_size} ids does not fit array type {typecode!r}")
-            cache = self._packed_caches[typecode] = _PackedCache(
-                self._cache, self._bpe_fn, self._cache_size, typecode
-            )
+            cache = self._packed_caches[typecode] = _PackedCache(self._cache, self._bpe_fn, self._cache_size, typecode)
         get = cache.__getitem__
         parts: list[bytes] = []
         for piece, is_special in split_on_specials(text, self._special_re):

@@ -30,13 +30,14 @@ from cs336_basics.utils.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m cs336_basics.train_bpe", description=__doc__.split("\n\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m cs336_basics.train_bpe", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="UTF-8 text file to train on")
     p.add_argument("--vocab_size", type=int, required=True, help="total size incl. 256 bytes + specials")
     p.add_argument(
-        "--special_tokens", nargs="*", default=["<|endoftext|>"], metavar="TOKEN",
+        "--special_tokens",
+        nargs="*",
+        default=["<|endoftext|>"],
+        metavar="TOKEN",
         help="special tokens (default: <|endoftext|>; pass the flag with no value for none)",
     )
     p.add_argument("--output", required=True, help="directory to write the tokenizer files into")

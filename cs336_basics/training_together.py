@@ -25,7 +25,7 @@ import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +33,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_basics.training import runtime
 from cs336_basics.checkpoint import CheckpointError, CheckpointManager
 from cs336_basics.data import get_batch, load_tokens, read_tokens_meta
-from cs336_basics.utils.errors import UserError
-from cs336_basics.utils.fsutil import atomic_write_text
-from cs336_basics.training.metrics import RULE, Logger, NormRecorder, NullLogger, RunLogger, ThroughputMeter, check_extras, peak_flops
 from cs336_basics.model import TransformerLM
-from cs336_basics.nn_utils import perplexity
 from cs336_basics.muon import Muon
+from cs336_basics.nn_utils import perplexity
 from cs336_basics.optim import AdamW, lr_cosine_schedule, param_groups
+from cs336_basics.training import runtime
+from cs336_basics.training.metrics import (
+    RULE,
+    Logger,
+    NormRecorder,
+    NullLogger,
+    RunLogger,
+    ThroughputMeter,
+    check_extras,
+    peak_flops,
+)
 from cs336_basics.training.runtime import StopRequest, print0
 from cs336_basics.training.settings import TrainSettings, changed_settings, parse_settings, schedule_notes
 from cs336_basics.training.state import TrainState, find_resume
 from cs336_basics.training.step import NonFiniteGuard, StepResult, evaluate, train_step
+from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.fsutil import atomic_write_text
 
 
 class TrainingFailure(Exception):
@@ -92,7 +101,11 @@ def load_data(s: TrainSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str
     train = load_tokens(s.train_data_path, s.vocab_size, s.data_dtype, s.context_length)
     val = load_tokens(s.val_data_path, s.vocab_size, s.data_dtype, s.context_length) if s.validation else None
     print0(f"Train data size: {len(train):,} tokens")
-    print0(f"Validation data size: {len(val):,} tokens" if val is not None else "Validation: none (no evaluation, no best.pt)")
+    print0(
+        f"Validation data size: {len(val):,} tokens"
+        if val is not None
+        else "Validation: none (no evaluation, no best.pt)"
+    )
     meta = read_tokens_meta(s.train_data_path)
     if meta is not None and meta.get("vocab_size") != s.vocab_size:
         runtime.eprint0(
@@ -203,7 +216,7 @@ def write_run_config(run: Run, n_params: int) -> None:
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
         "argv": sys.argv,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "train_data_tokens": len(run.train_data),
         "val_data_tokens": len(run.val_data) if run.val_data is not None else None,
     }
@@ -326,7 +339,9 @@ def train(run: Run, stop: StopRequest) -> int:
                 save(run, best_only=True)
         if s.early_stopping_patience and state.evals_since_best >= s.early_stopping_patience:
             early_stop = True
-            print0(f"Early stopping: val loss has not improved for {state.evals_since_best} evaluations (best {state.best_val_loss:.4f})")
+            print0(
+                f"Early stopping: val loss has not improved for {state.evals_since_best} evaluations (best {state.best_val_loss:.4f})"
+            )
             run.logger.event(state.iteration, "early_stop", f"best_val_loss={state.best_val_loss}")
             break
 
@@ -353,7 +368,9 @@ def report_skips(run: Run, result: StepResult, problem: str | None, guard: NonFi
     if result.scaler_skipped:
         scale = run.rt.scaler.get_scale()
         print0(f"Gradient overflow at iteration {step} (fp16 loss scaling): update skipped, loss scale now {scale:g}")
-        run.logger.event(step, "scaler_skip", f"fp16 gradients overflowed; loss scale now {scale:g}", count=guard.scaler_skips)
+        run.logger.event(
+            step, "scaler_skip", f"fp16 gradients overflowed; loss scale now {scale:g}", count=guard.scaler_skips
+        )
     if problem is not None:
         print0(problem)
         run.logger.event(step, "nonfinite", f"loss={result.loss} grad_norm={result.grad_norm}", count=guard.streak)

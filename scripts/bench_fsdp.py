@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure(args.world, sharded, args.optimizer)
         for r, row in enumerate(rows):
             total = sum(row.values())
-            print(f"| {name} | {r} | {row['weights'] / 2**20:.1f} | {row['grads'] / 2**20:.1f} | "
-                  f"{row['optimizer'] / 2**20:.1f} | {total / 2**20:.1f} |")
+            print(
+                f"| {name} | {r} | {row['weights'] / 2**20:.1f} | {row['grads'] / 2**20:.1f} | "
+                f"{row['optimizer'] / 2**20:.1f} | {total / 2**20:.1f} |"
+            )
         totals[name] = max(sum(row.values()) for row in rows)
     print(f"\nlargest rank, FSDP2 / DDP: {totals['FSDP2'] / totals['DDP']:.2f}x")
     return 0

@@ -138,11 +138,13 @@ def our_training_pieces(which: str) -> tuple[Callable, Callable, Callable, str]:
     parts = []
     try:
         from cs336_basics.nn_utils import cross_entropy as loss_fn
+
         parts.append("cross_entropy")
     except ImportError:
         loss_fn = torch_pieces[0]
     try:
         from cs336_basics.nn_utils import clip_grad_norm as clip_fn
+
         parts.append("clip_grad_norm")
     except ImportError:
         clip_fn = torch_pieces[1]
@@ -217,6 +219,7 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
     x = torch.randint(0, cfg.vocab_size, (B, T), generator=gen).to(device)
     y = torch.randint(0, cfg.vocab_size, (B, T), generator=gen).to(device)
     if precision == "bf16":
+
         def autocast():
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     else:
@@ -231,12 +234,16 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
     loss_fn, clip_fn, opt_ctor, _ = our_training_pieces(args.optim)
     steps = {}
     for name, m in models.items():
-        steps[name] = make_step(torch.compile(m) if mode == "compile" else m, loss_fn, clip_fn,
-                                opt_ctor(m.parameters()), autocast)
+        steps[name] = make_step(
+            torch.compile(m) if mode == "compile" else m, loss_fn, clip_fn, opt_ctor(m.parameters()), autocast
+        )
     m_ref = torch.compile(ref) if mode == "compile" else ref
     steps["ref"] = make_step(
-        m_ref, F.cross_entropy, torch.nn.utils.clip_grad_norm_,
-        torch.optim.AdamW(ref.parameters(), lr=1e-4, weight_decay=0.1), autocast,
+        m_ref,
+        F.cross_entropy,
+        torch.nn.utils.clip_grad_norm_,
+        torch.optim.AdamW(ref.parameters(), lr=1e-4, weight_decay=0.1),
+        autocast,
     )
     times: dict[str, list[float]] = {name: [] for name in steps}
     compile_s = {}
@@ -253,7 +260,7 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
             mem[name] = torch.cuda.max_memory_allocated()
     names = list(steps)
     for r in range(args.reps):
-        order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
         for name in order:
             sync(device)
             t0 = time.perf_counter()
@@ -264,11 +271,20 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
     med = {k: statistics.median(v) for k, v in times.items()}
     tok = {k: B * T / v for k, v in med.items()}
     res = dict(
-        shape=shape, precision=precision, mode=mode, batch=B, seq=T,
-        ours_tps=tok.get("ours"), plain_tps=tok.get("plain"), ref_tps=tok["ref"],
+        shape=shape,
+        precision=precision,
+        mode=mode,
+        batch=B,
+        seq=T,
+        ours_tps=tok.get("ours"),
+        plain_tps=tok.get("plain"),
+        ref_tps=tok["ref"],
         ratio=tok["ours"] / tok["ref"] if "ours" in tok else None,
         plain_ratio=tok["plain"] / tok["ref"] if "plain" in tok else None,
-        ours_mem=mem.get("ours"), plain_mem=mem.get("plain"), ref_mem=mem.get("ref"), warmup_s=compile_s,
+        ours_mem=mem.get("ours"),
+        plain_mem=mem.get("plain"),
+        ref_mem=mem.get("ref"),
+        warmup_s=compile_s,
         flops_per_token=ours.flops_per_token(T),
     )
     return res
@@ -320,7 +336,7 @@ def bench_activation_checkpointing(args, device: torch.device) -> dict:
             model.train()
             out[f"mem_{on}"] = saved_activation_bytes(model, x, contextlib.nullcontext)
     for r in range(args.reps):
-        for on in ((False, True) if r % 2 == 0 else (True, False)):
+        for on in (False, True) if r % 2 == 0 else (True, False):
             model.activation_checkpointing = on
             sync(device)
             t0 = time.perf_counter()
@@ -367,17 +383,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch_size", type=int, default=None, help="default: 4 (tinystories) / 16 (small) on CPU")
     p.add_argument("--gpu_batch_size", type=int, default=64)
-    p.add_argument("--optim", choices=["ours", "torch"], default="ours",
-                   help="training pieces for our model: cs336_basics ones (default) or torch built-ins")
+    p.add_argument(
+        "--optim",
+        choices=["ours", "torch"],
+        default="ours",
+        help="training pieces for our model: cs336_basics ones (default) or torch built-ins",
+    )
     p.add_argument("--gen_tokens", type=int, default=100, help="tokens to generate (0 = skip)")
-    p.add_argument("--activation_checkpointing", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time our model with activation checkpointing on and off")
+    p.add_argument(
+        "--activation_checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time our model with activation checkpointing on and off",
+    )
     p.add_argument("--device", default=None, help="default: cuda if available else cpu")
     p.add_argument("--peak_tflops", type=float, default=None, help="GPU bf16 peak for MFU")
-    p.add_argument("--attention", nargs="+", default=["fast", "plain"], choices=["fast", "plain"],
-                   help="which of our attention paths to time (fast = the default one)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: stable timings on a shared CPU; 0 = torch default)")
+    p.add_argument(
+        "--attention",
+        nargs="+",
+        default=["fast", "plain"],
+        choices=["fast", "plain"],
+        help="which of our attention paths to time (fast = the default one)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: stable timings on a shared CPU; 0 = torch default)",
+    )
     return p
 
 
@@ -387,8 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pieces = our_training_pieces(args.optim)[3]
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"steps={args.steps}x{args.reps} reps (median); ours trains with: {pieces}")
+    print(
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+        f"steps={args.steps}x{args.reps} reps (median); ours trains with: {pieces}"
+    )
     results = []
     for shape in args.shapes:
         for precision in args.precisions:
@@ -396,18 +431,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r = run_cell(args, shape, precision, mode, device)
                 results.append(r)
                 warm = ", ".join(f"{k} {v:.1f}s" for k, v in r["warmup_s"].items())
-                print(f"  done {shape}/{precision}/{mode}: ours {tps(r['ours_tps'])} tok/s, plain "
-                      f"{tps(r['plain_tps'])}, built-in {tps(r['ref_tps'])}; ratio fast {ratio(r['ratio'])}, "
-                      f"plain {ratio(r['plain_ratio'])} (warmup {warm})", flush=True)
+                print(
+                    f"  done {shape}/{precision}/{mode}: ours {tps(r['ours_tps'])} tok/s, plain "
+                    f"{tps(r['plain_tps'])}, built-in {tps(r['ref_tps'])}; ratio fast {ratio(r['ratio'])}, "
+                    f"plain {ratio(r['plain_ratio'])} (warmup {warm})",
+                    flush=True,
+                )
     mem_label = "peak MB" if device.type == "cuda" else "saved-act MB"
     print()
-    print(f"| shape | batch x seq | precision | mode | ours tok/s | built-in tok/s | ratio | plain tok/s | plain ratio "
-          f"| ours {mem_label} | plain {mem_label} | built-in {mem_label} |")
+    print(
+        f"| shape | batch x seq | precision | mode | ours tok/s | built-in tok/s | ratio | plain tok/s | plain ratio "
+        f"| ours {mem_label} | plain {mem_label} | built-in {mem_label} |"
+    )
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['shape']} | {r['batch']}x{r['seq']} | {r['precision']} | {r['mode']} | {tps(r['ours_tps'])} | "
-              f"{tps(r['ref_tps'])} | {ratio(r['ratio'], flag=True)} | {tps(r['plain_tps'])} | {ratio(r['plain_ratio'])} | "
-              f"{mb(r['ours_mem'])} | {mb(r['plain_mem'])} | {mb(r['ref_mem'])} |")
+        print(
+            f"| {r['shape']} | {r['batch']}x{r['seq']} | {r['precision']} | {r['mode']} | {tps(r['ours_tps'])} | "
+            f"{tps(r['ref_tps'])} | {ratio(r['ratio'], flag=True)} | {tps(r['plain_tps'])} | {ratio(r['plain_ratio'])} | "
+            f"{mb(r['ours_mem'])} | {mb(r['plain_mem'])} | {mb(r['ref_mem'])} |"
+        )
     print("(ours = default 'fast' attention; plain = the handout's attention; ratio = tok/s over built-in's)")
     if device.type == "cuda":
         peak = peak_tflops(device, args.peak_tflops)
@@ -422,17 +464,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         ac = bench_activation_checkpointing(args, device)
         label = "peak MB" if device.type == "cuda" else "saved-act MB"
         print()
-        print(f"| activation checkpointing (tinystories shape, fp32 eager, {ac['batch']}x{ac['seq']}) | tok/s | {label} |")
+        print(
+            f"| activation checkpointing (tinystories shape, fp32 eager, {ac['batch']}x{ac['seq']}) | tok/s | {label} |"
+        )
         print("|---|---:|---:|")
         for on in (False, True):
             print(f"| {'on' if on else 'off'} | {tps(ac[f'tps_{on}'])} | {mb(ac[f'mem_{on}'])} |")
-        print(f"speed with/without: {ac['tps_True'] / ac['tps_False']:.2f}x; memory: {ac['mem_True'] / ac['mem_False']:.2f}x")
+        print(
+            f"speed with/without: {ac['tps_True'] / ac['tps_False']:.2f}x; memory: {ac['mem_True'] / ac['mem_False']:.2f}x"
+        )
     if args.gen_tokens > 0:
         print()
         print("| generation (tinystories shape, greedy, batch 1) | new tokens | tokens/s |")
         print("|---|---:|---:|")
         for g in bench_generation(args, device):
-            print(f"| {'KV cache' if g['use_cache'] else 'no cache (recompute prefix)'} | {g['tokens']} | {g['tps']:,.1f} |")
+            print(
+                f"| {'KV cache' if g['use_cache'] else 'no cache (recompute prefix)'} | {g['tokens']} | {g['tps']:,.1f} |"
+            )
     return 0
 
 

@@ -50,27 +50,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/bench_quality", help="where tokenizer, ids and checkpoints go")
     p.add_argument("--vocab_size", type=int, default=4096)
     p.add_argument("--max_iters", type=int, default=480, help="optimizer steps (the benchmark is 480)")
-    p.add_argument("--lr", type=float, default=None,
-                   help=f"peak LR (default: {ADAMW_LR}; with muon the hidden matrices default to {MUON_HIDDEN_LR})")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help=f"peak LR (default: {ADAMW_LR}; with muon the hidden matrices default to {MUON_HIDDEN_LR})",
+    )
     p.add_argument("--min_lr", type=float, default=None, help="default: lr / 10")
     p.add_argument("--warmup_iters", type=int, default=None, help="default: max_iters // 16 (30 for 480)")
     # Tuned: 443k training tokens are seen ~4.4 times in 480 steps, so the model overfits (train 2.4 vs
     # val 3.1); stronger decoupled weight decay helps: wd 0.1 -> 3.129, wd 0.5 -> 3.081 (lr 3e-3).
     p.add_argument("--weight_decay", type=float, default=0.5)
-    p.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw",
-                   help="muon: Muon for the blocks' matrices, AdamW for embeddings, head and gains")
+    p.add_argument(
+        "--optimizer",
+        choices=("adamw", "muon"),
+        default="adamw",
+        help="muon: Muon for the blocks' matrices, AdamW for embeddings, head and gains",
+    )
     for group in ("hidden", "embed", "head", "scalar"):
-        p.add_argument(f"--lr_{group}", type=float, default=None,
-                       help=f"peak LR of the muon '{group}' group (default: --lr)")
+        p.add_argument(
+            f"--lr_{group}", type=float, default=None, help=f"peak LR of the muon '{group}' group (default: --lr)"
+        )
     p.add_argument("--beta2", type=float, default=0.95)
     p.add_argument("--grad_clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--stride", type=int, default=None, help="eval stride (default: context length = non-overlapping)")
-    p.add_argument("--reuse_data", action="store_true",
-                   help="reuse the tokenizer and .npy files already in --out (for tuning runs)")
-    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
-                   help="further flags passed to training_together verbatim (e.g. --extra --dtype bf16)")
+    p.add_argument(
+        "--reuse_data",
+        action="store_true",
+        help="reuse the tokenizer and .npy files already in --out (for tuning runs)",
+    )
+    p.add_argument(
+        "--extra",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="further flags passed to training_together verbatim (e.g. --extra --dtype bf16)",
+    )
     return p
 
 
@@ -112,8 +128,9 @@ def evaluate_file(model, ids: np.ndarray, context: int, stride: int, device: tor
             x = torch.stack([ids_t[s : s + length] for s, _, _ in same]).to(device)
             y = torch.stack([ids_t[s + 1 : s + 1 + length] for s, _, _ in same]).to(device)
             logits = model(x).float()
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                                    reduction="none").view(len(same), length)
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+            ).view(len(same), length)
             for row, (_, _, first) in zip(nll, same):
                 total += float(row[first:].double().sum())
                 count += length - first
@@ -167,18 +184,47 @@ def main(argv=None) -> int:
     min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
     warmup = args.warmup_iters if args.warmup_iters is not None else max(1, args.max_iters // 16)
     flags = [
-        "--train_data_path", str(train_npy), "--val_data_path", str(valid_npy),
-        "--vocab_size", str(tok.vocab_size),
+        "--train_data_path",
+        str(train_npy),
+        "--val_data_path",
+        str(valid_npy),
+        "--vocab_size",
+        str(tok.vocab_size),
         *[x for k, v in SHAPE.items() for x in (f"--{k}", str(v))],
-        "--max_iters", str(args.max_iters), "--lr", repr(args.lr), "--min_lr", repr(min_lr),
-        "--warmup_iters", str(warmup), "--weight_decay", repr(args.weight_decay), "--beta2", repr(args.beta2),
-        "--grad_clip", repr(args.grad_clip),
+        "--max_iters",
+        str(args.max_iters),
+        "--lr",
+        repr(args.lr),
+        "--min_lr",
+        repr(min_lr),
+        "--warmup_iters",
+        str(warmup),
+        "--weight_decay",
+        repr(args.weight_decay),
+        "--beta2",
+        repr(args.beta2),
+        "--grad_clip",
+        repr(args.grad_clip),
         # Only when not the default, so the AdamW command line stays what it always was.
         *(["--optimizer", args.optimizer] if args.optimizer != "adamw" else []),
         *[x for k, v in group_lrs.items() for x in (f"--{k}", repr(v))],
-        "--eval_interval", str(args.max_iters), "--eval_iters", "5", "--log_interval", str(max(1, args.max_iters // 12)),
-        "--checkpoint_interval", str(args.max_iters), "--checkpoint_dir", str(model_dir), "--keep_last", "1",
-        "--seed", str(args.seed), "--device", args.device, *args.extra,
+        "--eval_interval",
+        str(args.max_iters),
+        "--eval_iters",
+        "5",
+        "--log_interval",
+        str(max(1, args.max_iters // 12)),
+        "--checkpoint_interval",
+        str(args.max_iters),
+        "--checkpoint_dir",
+        str(model_dir),
+        "--keep_last",
+        "1",
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+        *args.extra,
     ]
     print("python -m cs336_basics.training_together " + " ".join(flags), flush=True)
     t0 = time.perf_counter()
@@ -201,22 +247,47 @@ def main(argv=None) -> int:
     loss = total_nats / count
     bpb = total_nats / math.log(2) / n_bytes
     result = {
-        "val_loss_per_token": loss, "bits_per_byte": bpb, "val_tokens": count, "val_bytes": n_bytes,
+        "val_loss_per_token": loss,
+        "bits_per_byte": bpb,
+        "val_tokens": count,
+        "val_bytes": n_bytes,
         "eval": "non-overlapping windows" if stride == ctx else f"sliding windows, stride {stride}",
-        "wall_s": wall, **times, "iterations": payload.get("iteration"),
-        "flags": {"lr": args.lr, "min_lr": min_lr, "warmup_iters": warmup, "weight_decay": args.weight_decay,
-                  "beta2": args.beta2, "grad_clip": args.grad_clip, "seed": args.seed, "max_iters": args.max_iters,
-                  "optimizer": args.optimizer, **group_lrs, "extra": args.extra},
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "wall_s": wall,
+        **times,
+        "iterations": payload.get("iteration"),
+        "flags": {
+            "lr": args.lr,
+            "min_lr": min_lr,
+            "warmup_iters": warmup,
+            "weight_decay": args.weight_decay,
+            "beta2": args.beta2,
+            "grad_clip": args.grad_clip,
+            "seed": args.seed,
+            "max_iters": args.max_iters,
+            "optimizer": args.optimizer,
+            **group_lrs,
+            "extra": args.extra,
+        },
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
     }
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print("=" * 80)
-    print(f"Validation loss per token: {loss:.4f} nats over {count:,} tokens of {args.valid} "
-          f"({result['eval']}, context {ctx})")
+    print(
+        f"Validation loss per token: {loss:.4f} nats over {count:,} tokens of {args.valid} "
+        f"({result['eval']}, context {ctx})"
+    )
     print(f"Bits per byte:             {bpb:.4f}  ({n_bytes:,} UTF-8 bytes)")
-    print(f"Wall time:                 {wall:.0f}s total (" + ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in times.items()) + ")")
-    print(f"Reference (PyTorch built-ins + HF BPE): 3.13 nats/token, 1.18 bits/byte; target <= 3.10 -> "
-          f"{'MET' if loss <= 3.10 else 'not met'}" + ("" if args.max_iters == 480 else f"  [max_iters {args.max_iters}, not the benchmark's 480]"))
+    print(
+        f"Wall time:                 {wall:.0f}s total ("
+        + ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in times.items())
+        + ")"
+    )
+    print(
+        f"Reference (PyTorch built-ins + HF BPE): 3.13 nats/token, 1.18 bits/byte; target <= 3.10 -> "
+        f"{'MET' if loss <= 3.10 else 'not met'}"
+        + ("" if args.max_iters == 480 else f"  [max_iters {args.max_iters}, not the benchmark's 480]")
+    )
     return 0
 
 

@@ -118,32 +118,48 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_tok_"))
     specials_json = json.dumps(args.special_tokens)
     rows: list[tuple[str, str, str, str]] = []
-    print(f"input: {inp} ({size_mb:.1f} MB), vocab_size {args.vocab_size}, specials {args.special_tokens}, "
-          f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"input: {inp} ({size_mb:.1f} MB), vocab_size {args.vocab_size}, specials {args.special_tokens}, "
+        f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
 
     # ---------------- training
     tok_dir = Path(args.tokenizer_dir) if args.tokenizer_dir else work / "project_tok"
     if not args.tokenizer_dir:
         ours = run_measured(_TRAIN_PROJECT, [str(inp), str(args.vocab_size), specials_json, str(tok_dir)])
         print(f"train  project: {ours['seconds']:.1f} s, peak RSS {ours['peak_rss_mb']:.0f} MiB", flush=True)
-        rows.append(("train BPE: project `train_bpe`", f"{ours['seconds']:.1f} s", f"{ours['peak_rss_mb']:,.0f} MiB", ""))
+        rows.append(
+            ("train BPE: project `train_bpe`", f"{ours['seconds']:.1f} s", f"{ours['peak_rss_mb']:,.0f} MiB", "")
+        )
         if not args.skip_hf:
             hf_dir = work / "hf_tok"
             hf_dir.mkdir()
             hf = run_measured(_TRAIN_HF, [str(inp), str(args.vocab_size), specials_json, str(hf_dir), GPT2_PAT])
             print(f"train  HF tokenizers: {hf['seconds']:.1f} s, peak RSS {hf['peak_rss_mb']:.0f} MiB", flush=True)
-            rows.append(("train BPE: HF `tokenizers` (Rust, all threads)", f"{hf['seconds']:.1f} s",
-                         f"{hf['peak_rss_mb']:,.0f} MiB", ""))
+            rows.append(
+                (
+                    "train BPE: HF `tokenizers` (Rust, all threads)",
+                    f"{hf['seconds']:.1f} s",
+                    f"{hf['peak_rss_mb']:,.0f} MiB",
+                    "",
+                )
+            )
             ratio_t = ours["seconds"] / hf["seconds"]
             ratio_m = ours["peak_rss_mb"] / hf["peak_rss_mb"]
             rows.append(("project / HF", f"{ratio_t:.2f}x time", f"{ratio_m:.2f}x RSS", ""))
             try:  # how similar are the learned merges? (tie-breaking rules differ)
                 ours_m = [line for line in (tok_dir / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]]
-                hf_m = [line for line in (hf_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
-                        if line and not line.startswith("#")]
+                hf_m = [
+                    line
+                    for line in (hf_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
+                    if line and not line.startswith("#")
+                ]
                 same = sum(a == b for a, b in zip(ours_m, hf_m))
-                print(f"       merges identical at the same rank: {same}/{min(len(ours_m), len(hf_m))}; "
-                      f"same set: {len(set(ours_m) & set(hf_m))}/{len(ours_m)}")
+                print(
+                    f"       merges identical at the same rank: {same}/{min(len(ours_m), len(hf_m))}; "
+                    f"same set: {len(set(ours_m) & set(hf_m))}/{len(ours_m)}"
+                )
             except OSError:
                 pass
 
@@ -153,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     specials = set(tok.special_tokens)
     ranks = {b: i for i, b in tok.vocab.items() if b.decode("utf-8", "replace") not in specials}
     enc = tiktoken.Encoding(
-        name="bench", pat_str=GPT2_PAT, mergeable_ranks=ranks,
+        name="bench",
+        pat_str=GPT2_PAT,
+        mergeable_ranks=ranks,
         special_tokens={s: tok.token_id(s) for s in tok.special_tokens},
     )
 
@@ -165,8 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     t0, c0 = time.perf_counter(), time.process_time()
     ids_ours = tok.encode(text)
     en_wall, en_cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"encode Tokenizer.encode (1 process, cold cache): {size_mb / en_wall:.2f} MB/s wall, "
-          f"{size_mb / en_cpu:.2f} MB/s CPU", flush=True)
+    print(
+        f"encode Tokenizer.encode (1 process, cold cache): {size_mb / en_wall:.2f} MB/s wall, "
+        f"{size_mb / en_cpu:.2f} MB/s CPU",
+        flush=True,
+    )
 
     import resource
 
@@ -181,28 +202,45 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or available_cpus()
     # What the wall time would be with the cores to ourselves: total CPU spread over the workers.
     td_est = max((td_workers + td_parent) / workers, td_parent)
-    print(f"encode tokenize_data ({workers} workers): {size_mb / td_wall:.2f} MB/s wall; CPU {td_workers:.1f} s "
-          f"workers + {td_parent:.1f} s parent -> {size_mb / td_est:.2f} MB/s if the {workers} cores were idle",
-          flush=True)
+    print(
+        f"encode tokenize_data ({workers} workers): {size_mb / td_wall:.2f} MB/s wall; CPU {td_workers:.1f} s "
+        f"workers + {td_parent:.1f} s parent -> {size_mb / td_est:.2f} MB/s if the {workers} cores were idle",
+        flush=True,
+    )
 
     agree_enc = ids_ours == ids_tt
     agree_td = n == len(ids_tt) and bool(np.array_equal(np.asarray(ids_td), np.asarray(ids_tt, dtype=ids_td.dtype)))
-    print(f"ids agree: Tokenizer.encode == tiktoken: {agree_enc}; tokenize_data == tiktoken: {agree_td}; "
-          f"{len(ids_tt):,} tokens ({len(text.encode()) / max(len(ids_tt), 1):.2f} bytes/token)")
+    print(
+        f"ids agree: Tokenizer.encode == tiktoken: {agree_enc}; tokenize_data == tiktoken: {agree_td}; "
+        f"{len(ids_tt):,} tokens ({len(text.encode()) / max(len(ids_tt), 1):.2f} bytes/token)"
+    )
 
     tt_mbs, tt_cpu_mbs = size_mb / tt_wall, size_mb / tt_cpu
-    rows.append(("encode: tiktoken, 1 thread (same merges)",
-                 f"{tt_mbs:.1f} MB/s wall ({tt_cpu_mbs:.1f} MB/s CPU)", "", "1.00x"))
-    rows.append(("encode: `Tokenizer.encode`, 1 process, cold cache",
-                 f"{size_mb / en_wall:.1f} MB/s wall ({size_mb / en_cpu:.1f} MB/s CPU)", "",
-                 f"{size_mb / en_wall / tt_mbs:.2f}x wall ({size_mb / en_cpu / tt_cpu_mbs:.2f}x CPU)"))
-    rows.append((f"encode: `tokenize_data`, {workers} workers",
-                 f"{size_mb / td_wall:.1f} MB/s wall ({size_mb / td_est:.1f} MB/s CPU-based)", "",
-                 f"{size_mb / td_wall / tt_mbs:.2f}x wall ({size_mb / td_est / tt_cpu_mbs:.2f}x CPU-based)"))
+    rows.append(
+        ("encode: tiktoken, 1 thread (same merges)", f"{tt_mbs:.1f} MB/s wall ({tt_cpu_mbs:.1f} MB/s CPU)", "", "1.00x")
+    )
+    rows.append(
+        (
+            "encode: `Tokenizer.encode`, 1 process, cold cache",
+            f"{size_mb / en_wall:.1f} MB/s wall ({size_mb / en_cpu:.1f} MB/s CPU)",
+            "",
+            f"{size_mb / en_wall / tt_mbs:.2f}x wall ({size_mb / en_cpu / tt_cpu_mbs:.2f}x CPU)",
+        )
+    )
+    rows.append(
+        (
+            f"encode: `tokenize_data`, {workers} workers",
+            f"{size_mb / td_wall:.1f} MB/s wall ({size_mb / td_est:.1f} MB/s CPU-based)",
+            "",
+            f"{size_mb / td_wall / tt_mbs:.2f}x wall ({size_mb / td_est / tt_cpu_mbs:.2f}x CPU-based)",
+        )
+    )
 
     print()
-    print(f"Tokenizer benchmark: {inp.name}, {size_mb:.1f} MB, vocab {args.vocab_size}, {os.cpu_count()} CPUs "
-          f"(ids identical to tiktoken: {'yes' if agree_enc and agree_td else 'NO'})")
+    print(
+        f"Tokenizer benchmark: {inp.name}, {size_mb:.1f} MB, vocab {args.vocab_size}, {os.cpu_count()} CPUs "
+        f"(ids identical to tiktoken: {'yes' if agree_enc and agree_td else 'NO'})"
+    )
     print()
     print("| step | time / speed | peak RSS | vs tiktoken |")
     print("|---|---|---|---|")

@@ -62,15 +62,22 @@ def _stats(run_dir: Path, skip_steps: int) -> dict:
     final = [r for r in recs if r.get("type") in ("final", "eval") and isinstance(r.get("val_loss"), (int, float))]
     # Each train record's tokens/s covers the steps since the previous one; the first intervals
     # include compilation and CUDA warm-up, so they are left out when later ones exist.
-    steady = [r["tokens_per_sec"] for r in train if r["step"] > skip_steps and isinstance(r.get("tokens_per_sec"), (int, float))]
+    steady = [
+        r["tokens_per_sec"]
+        for r in train
+        if r["step"] > skip_steps and isinstance(r.get("tokens_per_sec"), (int, float))
+    ]
     if not steady:
         steady = [r["tokens_per_sec"] for r in train[-1:] if isinstance(r.get("tokens_per_sec"), (int, float))]
     mfu = [r["mfu"] for r in train if r["step"] > skip_steps and isinstance(r.get("mfu"), (int, float))]
     return {
-        "first_step": train[0]["step"], "first_loss": train[0]["loss"],
-        "last_step": train[-1]["step"], "last_loss": train[-1]["loss"],
+        "first_step": train[0]["step"],
+        "first_loss": train[0]["loss"],
+        "last_step": train[-1]["step"],
+        "last_loss": train[-1]["loss"],
         "val_loss": final[-1]["val_loss"] if final else None,
-        "tok_s": statistics.median(steady) if steady else None, "n_intervals": len(steady),
+        "tok_s": statistics.median(steady) if steady else None,
+        "n_intervals": len(steady),
         "mfu": statistics.median(mfu) if mfu else None,
     }
 
@@ -79,8 +86,10 @@ def summary(run_dir: Path, skip_steps: int, expect_drop: float = 0.5) -> str:
     s = _stats(run_dir, skip_steps)
     ok = math.isfinite(s["last_loss"])
     learned = expect_drop <= 0 or s["last_loss"] < s["first_loss"] - expect_drop
-    parts = [f"train loss {s['first_loss']:.3f} (step {s['first_step']}) -> {s['last_loss']:.3f} (step {s['last_step']})"
-             + ("" if learned else f" [did not fall by {expect_drop:g}]")]
+    parts = [
+        f"train loss {s['first_loss']:.3f} (step {s['first_step']}) -> {s['last_loss']:.3f} (step {s['last_step']})"
+        + ("" if learned else f" [did not fall by {expect_drop:g}]")
+    ]
     if s["val_loss"] is not None:
         parts.append(f"val loss {s['val_loss']:.3f}")
     if s["tok_s"] is not None:
@@ -98,9 +107,11 @@ def project(run_dir: Path, tokens: int, skip_steps: int) -> str:
         raise SystemExit(f"{run_dir}: no tokens/s recorded")
     secs = tokens / s["tok_s"]
     mfu = f", MFU {100 * s['mfu']:.1f}%" if s["mfu"] is not None else ""
-    return (f"{s['tok_s']:,.0f} tok/s (median of {s['n_intervals']} logged intervals after step {skip_steps}{mfu}) "
-            f"-> {tokens:,} tokens in {secs / 60:.1f} min ({secs / 3600:.2f} h); "
-            f"train loss {s['last_loss']:.3f} at step {s['last_step']}")
+    return (
+        f"{s['tok_s']:,.0f} tok/s (median of {s['n_intervals']} logged intervals after step {skip_steps}{mfu}) "
+        f"-> {tokens:,} tokens in {secs / 60:.1f} min ({secs / 3600:.2f} h); "
+        f"train loss {s['last_loss']:.3f} at step {s['last_step']}"
+    )
 
 
 def collective(device: str) -> str:
@@ -116,7 +127,9 @@ def collective(device: str) -> str:
 
     backend = "nccl" if device.startswith("cuda") else "gloo"
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dev = torch.device(device, int(os.environ.get("LOCAL_RANK", 0))) if device.startswith("cuda") else torch.device("cpu")
+    dev = (
+        torch.device(device, int(os.environ.get("LOCAL_RANK", 0))) if device.startswith("cuda") else torch.device("cpu")
+    )
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     dist.init_process_group(backend=backend, rank=rank, world_size=world)
@@ -146,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("run_dir", type=Path)
         s.add_argument("--skip_steps", type=int, default=10)
         if name == "summary":
-            s.add_argument("--expect_drop", type=float, default=0.5, help="flag a run whose loss fell less (0: no check)")
+            s.add_argument(
+                "--expect_drop", type=float, default=0.5, help="flag a run whose loss fell less (0: no check)"
+            )
         if name == "project":
             s.add_argument("--tokens", type=int, required=True)
     c = sub.add_parser("collective")

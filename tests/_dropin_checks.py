@@ -59,13 +59,17 @@ def _shown(path: Path) -> str:
 def file_problem(path: Path) -> str | None:
     """One line saying what is wrong with a fixture file the tests read, or None if it looks fine."""
     if is_lfs_pointer(path):
-        return (f"{_shown(path)} is a Git LFS pointer file ({path.stat().st_size} bytes), not the fixture itself: "
-                "run `git lfs pull` in your copy of the course repository (or re-download the file) and copy it "
-                f"into {_shown(path.parent)}/")
+        return (
+            f"{_shown(path)} is a Git LFS pointer file ({path.stat().st_size} bytes), not the fixture itself: "
+            "run `git lfs pull` in your copy of the course repository (or re-download the file) and copy it "
+            f"into {_shown(path.parent)}/"
+        )
     if not path.exists():
         where = "_snapshots" if SNAPSHOTS_DIR in path.parents else "fixtures"
-        return (f"{_shown(path)} is missing: copy it from the course repository's tests/{where}/ "
-                "(large files need `git lfs pull` there, or a re-download)")
+        return (
+            f"{_shown(path)} is missing: copy it from the course repository's tests/{where}/ "
+            "(large files need `git lfs pull` there, or a re-download)"
+        )
     return None
 
 

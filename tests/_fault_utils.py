@@ -313,8 +313,12 @@ def _child_after_fork(spec: dict) -> None:
         for fd in (devnull, out, err):
             os.close(fd)
         sys.stdin = open(os.devnull)  # noqa: SIM115
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", line_buffering=True, write_through=True)
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", line_buffering=True, write_through=True)
+        sys.stdout = io.TextIOWrapper(
+            io.FileIO(1, "w", closefd=False), encoding="utf-8", line_buffering=True, write_through=True
+        )
+        sys.stderr = io.TextIOWrapper(
+            io.FileIO(2, "w", closefd=False), encoding="utf-8", line_buffering=True, write_through=True
+        )
         for k, v in (spec.get("env") or {}).items():
             os.environ[k] = v
         code = run_spec_in_this_process(spec)

@@ -1,6 +1,6 @@
 """Shared test fixtures (conftest.py is the course's name, so ours lives here; import them by name).
 
-    from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
+from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 """
 
 import pytest

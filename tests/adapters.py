@@ -111,9 +111,7 @@ def run_multihead_self_attention_with_rope(
 ) -> Float[Tensor, " ... sequence_length d_out"]:
     from cs336_basics.layers import CausalMultiHeadSelfAttention, RotaryPositionalEmbedding
 
-    rope = RotaryPositionalEmbedding(
-        theta, d_model // num_heads, max_seq_len, device=q_proj_weight.device
-    )
+    rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=q_proj_weight.device)
     attn = CausalMultiHeadSelfAttention(
         d_model, num_heads, rope=rope, device=q_proj_weight.device, dtype=q_proj_weight.dtype
     )
@@ -153,9 +151,7 @@ def run_transformer_block(
     from cs336_basics.model import TransformerBlock
 
     ref = next(iter(weights.values()))
-    block = TransformerBlock(
-        d_model, num_heads, d_ff, max_seq_len, theta, device=ref.device, dtype=ref.dtype
-    )
+    block = TransformerBlock(d_model, num_heads, d_ff, max_seq_len, theta, device=ref.device, dtype=ref.dtype)
     block.load_state_dict(weights)
     return block(in_features)
 
@@ -253,9 +249,7 @@ def run_get_lr_cosine_schedule(
 ):
     from cs336_basics.optim import lr_cosine_schedule
 
-    return lr_cosine_schedule(
-        it, max_learning_rate, min_learning_rate, warmup_iters, cosine_cycle_iters
-    )
+    return lr_cosine_schedule(it, max_learning_rate, min_learning_rate, warmup_iters, cosine_cycle_iters)
 
 
 def run_save_checkpoint(

@@ -11,17 +11,25 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cs336_basics.tools import accounting as acc
 from cs336_basics.model import ModelConfig, TransformerLM
+from cs336_basics.tools import accounting as acc
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from ._train_utils import REPO, subprocess_env
 
 
 def _config(s: acc.Shape, **extra) -> ModelConfig:
-    kw = dict(vocab_size=s.vocab_size, context_length=s.context_length, d_model=s.d_model,
-              num_layers=s.num_layers, num_heads=s.num_heads, d_ff=s.d_ff, ffn_type=s.ffn_type,
-              remove_rmsnorm=s.remove_rmsnorm, **extra)
+    kw = dict(
+        vocab_size=s.vocab_size,
+        context_length=s.context_length,
+        d_model=s.d_model,
+        num_layers=s.num_layers,
+        num_heads=s.num_heads,
+        d_ff=s.d_ff,
+        ffn_type=s.ffn_type,
+        remove_rmsnorm=s.remove_rmsnorm,
+        **extra,
+    )
     # Count on the plain attention path when the model offers a choice (a fused kernel could hide
     # its matmuls from FlopCounterMode).
     if "attention" in {f.name for f in dataclasses.fields(ModelConfig)}:
@@ -34,8 +42,17 @@ def _meta_params(s: acc.Shape) -> tuple[int, dict[str, int]]:
         model = TransformerLM(_config(s))
     by_part: dict[str, int] = {}
     for name, p in model.named_parameters():
-        part = ("embedding" if name.startswith("token_embeddings") else "lm_head" if name.startswith("lm_head")
-                else "attention" if ".attn." in name else "ffn" if ".ffn." in name else "norms")
+        part = (
+            "embedding"
+            if name.startswith("token_embeddings")
+            else "lm_head"
+            if name.startswith("lm_head")
+            else "attention"
+            if ".attn." in name
+            else "ffn"
+            if ".ffn." in name
+            else "norms"
+        )
         by_part[part] = by_part.get(part, 0) + p.numel()
     return sum(p.numel() for p in model.parameters()), by_part
 
@@ -133,8 +150,14 @@ def test_max_batch_size_is_the_largest_that_fits():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cs336_basics.tools.accounting", *args], cwd=REPO,
-                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cs336_basics.tools.accounting", *args],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_preset_and_bad_input():

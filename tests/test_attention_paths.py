@@ -47,9 +47,11 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_same_parameters_and_state_dict_names():
     plain, fast = make_pair()
-    assert list(plain.state_dict()) == list(fast.state_dict()) == [
-        "q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"
-    ]
+    assert (
+        list(plain.state_dict())
+        == list(fast.state_dict())
+        == ["q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"]
+    )
 
 
 # T=9: one block; 130: two query blocks of 65; 257: four uneven blocks (257 is not a multiple of 4)

@@ -13,9 +13,9 @@ import pytest
 from cs336_basics import bpe
 from cs336_basics.bpe import BPEError, _rev_key, bpe_merges, count_pretokens, train_bpe
 from cs336_basics.bpe_reference import reference_merges, reference_train_bpe
-from cs336_basics.utils.errors import run_cli
 from cs336_basics.pretokenize import PRETOKEN_RE, special_pattern
 from cs336_basics.pretokenize import split_on_specials as _split
+from cs336_basics.utils.errors import run_cli
 
 EOT = "<|endoftext|>"
 
@@ -24,10 +24,31 @@ def split_on_specials(text, specials):
     return _split(text, special_pattern(specials))
 
 
-
 def varied_text(rng: random.Random, n_docs: int, specials: list[str]) -> str:
-    vocab = ["the", "cat", "sat", "on", "mat", "don't", "we'll", "naïve", "café", "中文", "🙂",
-             "1999", "42", "hello", "world", "lower", "lowest", "newer", "wider", "!!", "...", "’s"]
+    vocab = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "mat",
+        "don't",
+        "we'll",
+        "naïve",
+        "café",
+        "中文",
+        "🙂",
+        "1999",
+        "42",
+        "hello",
+        "world",
+        "lower",
+        "lowest",
+        "newer",
+        "wider",
+        "!!",
+        "...",
+        "’s",
+    ]
     docs = []
     for _ in range(n_docs):
         words = [rng.choice(vocab) for _ in range(rng.randint(1, 40))]
@@ -53,7 +74,12 @@ def test_handout_worked_example() -> None:
     corpus = "low low low low low lower lower widest widest widest newest newest newest newest newest newest"
     words = Counter(tuple(bytes([c]) for c in w.encode()) for w in corpus.split())
     assert bpe_merges(words, 6) == [
-        (b"s", b"t"), (b"e", b"st"), (b"o", b"w"), (b"l", b"ow"), (b"w", b"est"), (b"n", b"e")
+        (b"s", b"t"),
+        (b"e", b"st"),
+        (b"o", b"w"),
+        (b"l", b"ow"),
+        (b"w", b"est"),
+        (b"n", b"e"),
     ]
     assert bpe_merges(words, 6) == reference_merges(words, 6)
 
@@ -66,7 +92,9 @@ def test_ties_go_to_the_lexicographically_greatest_pair() -> None:
     assert bpe_merges({(b"a", b"bc"): 1, (b"ab", b"c"): 1}, 1) == [(b"ab", b"c")]
     # Second element decides when the first is equal; high bytes beat ASCII.
     assert bpe_merges({(b"x", b"y"): 3, (b"x", b"z"): 3, (b"x", b"\xff"): 3}, 3) == [
-        (b"x", b"\xff"), (b"x", b"z"), (b"x", b"y")
+        (b"x", b"\xff"),
+        (b"x", b"z"),
+        (b"x", b"y"),
     ]
     # Frequency still wins over order.
     assert bpe_merges({(b"A", b"B"): 3, (b"z", b"z"): 2}, 1) == [(b"A", b"B")]
@@ -112,9 +140,7 @@ def _random_string(rng: random.Random, n: int) -> str:
     return "".join(rng.choice(rng.choice(pools)) for _ in range(n))
 
 
-@pytest.mark.parametrize(
-    "kind", ["english", "whitespace_runs", "digits_punct", "unicode_emoji", "tie_heavy", "random"]
-)
+@pytest.mark.parametrize("kind", ["english", "whitespace_runs", "digits_punct", "unicode_emoji", "tie_heavy", "random"])
 def test_fast_trainer_equals_reference(tmp_path: Path, kind: str) -> None:
     rng = random.Random(kind)
     specials = [EOT, "<pad>"]
@@ -125,7 +151,10 @@ def test_fast_trainer_equals_reference(tmp_path: Path, kind: str) -> None:
     elif kind == "digits_punct":
         text = "".join(rng.choice(["1999", "42", " 3.14", "!!", "...", "--", "$5", " (x)", EOT]) for _ in range(3000))
     elif kind == "unicode_emoji":
-        text = "".join(rng.choice(["中文", " 🙂", "naïve", " café", "👍🏽👨‍👩‍👧", "\u00a0\u00a0", "日本語 ", EOT]) for _ in range(3000))
+        text = "".join(
+            rng.choice(["中文", " 🙂", "naïve", " café", "👍🏽👨‍👩‍👧", "\u00a0\u00a0", "日本語 ", EOT])
+            for _ in range(3000)
+        )
     elif kind == "tie_heavy":  # every pair equally frequent: only the tie-break decides
         text = " ".join("".join(rng.sample("abcdefghij", 10)) for _ in range(200))
         text = " ".join(w for w in {w: 1 for w in text.split()}) + EOT + " zyx"
@@ -187,8 +216,26 @@ def test_mixed_unicode_pieces_use_fast_and_slow_paths_consistently(tmp_path: Pat
 def test_pretoken_counter_matches_regex_on_awkward_whitespace(seed: int, monkeypatch) -> None:
     # Every whitespace combination around the spaces the shortcut splits on, in small sub-pieces.
     rng = random.Random(seed)
-    atoms = ["a", "bc", "'s", "7", ".", " ", "  ", "\n", "\t", "\r", "\x0b", "\x0c", "\n ", " \n",
-             "é", "\u00a0", " x", "<|endoftext|>"]
+    atoms = [
+        "a",
+        "bc",
+        "'s",
+        "7",
+        ".",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "\r",
+        "\x0b",
+        "\x0c",
+        "\n ",
+        " \n",
+        "é",
+        "\u00a0",
+        " x",
+        "<|endoftext|>",
+    ]
     text = "".join(rng.choice(atoms) for _ in range(20_000))
     expected: Counter = Counter()
     for piece, is_special in split_on_specials(text, [EOT]):

@@ -25,8 +25,8 @@ from cs336_basics.checkpoint import (
     verify_checkpoint,
     write_sidecar,
 )
-from cs336_basics.utils.errors import UserError
 from cs336_basics.optim import AdamW
+from cs336_basics.utils.errors import UserError
 
 
 @dataclass
@@ -384,7 +384,9 @@ def test_enospc_mid_write_in_manager(tmp_path, monkeypatch):
         return real_write(self, data)
 
     monkeypatch.setattr(ckpt_mod._HashingWriter, "write", failing_write)
-    with pytest.raises(CheckpointError, match=r"could not write checkpoint .*checkpoint_iter_2\.pt: No space left on device"):
+    with pytest.raises(
+        CheckpointError, match=r"could not write checkpoint .*checkpoint_iter_2\.pt: No space left on device"
+    ):
         mgr.save(build_payload(model, opt, 2), 2)
     monkeypatch.undo()
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
@@ -454,9 +456,12 @@ def test_manager_rotation_keeps_best_and_latest(tmp_path):
         assert p == tmp_path / "run" / f"checkpoint_iter_{it}.pt"
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert names == [
-        "best.json", "best.pt",
-        "checkpoint_iter_400.json", "checkpoint_iter_400.pt",
-        "checkpoint_iter_500.json", "checkpoint_iter_500.pt",
+        "best.json",
+        "best.pt",
+        "checkpoint_iter_400.json",
+        "checkpoint_iter_400.pt",
+        "checkpoint_iter_500.json",
+        "checkpoint_iter_500.pt",
     ]
     assert [p.name for p in mgr.list()] == ["checkpoint_iter_400.pt", "checkpoint_iter_500.pt"]
     verify_checkpoint(tmp_path / "run" / "best.pt")
@@ -470,7 +475,9 @@ def test_manager_list_sorted_numerically(tmp_path):
         mgr.save(build_payload(model, opt, it), it)
     (tmp_path / "checkpoint_iter_x.pt").write_bytes(b"")  # not matched
     assert [p.name for p in mgr.list()] == [
-        "checkpoint_iter_20.pt", "checkpoint_iter_300.pt", "checkpoint_iter_1000.pt"
+        "checkpoint_iter_20.pt",
+        "checkpoint_iter_300.pt",
+        "checkpoint_iter_1000.pt",
     ]
 
 
@@ -558,7 +565,10 @@ def test_numpy_rng_state_and_scalars_load_but_object_arrays_do_not(tmp_path):
     np_state = np.random.get_state()
     path = tmp_path / "np.pt"
     save_checkpoint(
-        model, opt, 1, path,
+        model,
+        opt,
+        1,
+        path,
         rng={"numpy": np_state, "generator": np.random.default_rng(0).bit_generator.state},
         best_val_loss=np.float64(2.5),
     )

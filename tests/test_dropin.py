@@ -27,12 +27,12 @@ LFS_POINTER = (
     "size 2417133\n"
 )
 
-COMMON = '''
+COMMON = """
 import pathlib
 FIXTURES_PATH = (pathlib.Path(__file__).resolve().parent) / "fixtures"
-'''
+"""
 
-CONFTEST = '''
+CONFTEST = """
 import json
 from pathlib import Path
 
@@ -56,9 +56,9 @@ def ts_state_dict():
     state_dict = torch.load(FIXTURES_PATH / "ts_tests" / "model.pt", map_location="cpu")
     config = json.load(open(FIXTURES_PATH / "ts_tests" / "model_config.json"))
     return state_dict, config
-'''
+"""
 
-TEST_MODEL = '''
+TEST_MODEL = """
 import torch
 
 from .adapters import run_linear
@@ -73,9 +73,9 @@ def test_linear(numpy_snapshot, ts_state_dict):
 
 def test_config_only(ts_state_dict):
     assert ts_state_dict[1]["d_model"] == 8
-'''
+"""
 
-TEST_NN = '''
+TEST_NN = """
 import torch
 
 from .adapters import run_softmax
@@ -84,9 +84,9 @@ from .adapters import run_softmax
 def test_softmax_matches_pytorch():
     x = torch.tensor([[0.4655, 0.8303, 0.9608], [0.1, -2.0, 30.0]])
     torch.testing.assert_close(run_softmax(x, dim=-1), torch.softmax(x, dim=-1))
-'''
+"""
 
-TEST_TOKENIZER = '''
+TEST_TOKENIZER = """
 from .adapters import get_tokenizer
 from .common import FIXTURES_PATH
 
@@ -102,7 +102,7 @@ def test_roundtrip_sample():
 
 def test_big_sample():
     assert len((FIXTURES_PATH / "big_sample.txt").read_text()) > 1000
-'''
+"""
 
 
 def _build(root: Path) -> None:
@@ -112,8 +112,13 @@ def _build(root: Path) -> None:
     for name in ("__init__.py", "adapters.py", "_dropin_checks.py"):
         shutil.copy(REPO / "tests" / name, tests / name)
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    for name, text in (("common.py", COMMON), ("conftest.py", CONFTEST), ("test_model.py", TEST_MODEL),
-                       ("test_nn_utils.py", TEST_NN), ("test_tokenizer.py", TEST_TOKENIZER)):
+    for name, text in (
+        ("common.py", COMMON),
+        ("conftest.py", CONFTEST),
+        ("test_model.py", TEST_MODEL),
+        ("test_nn_utils.py", TEST_NN),
+        ("test_tokenizer.py", TEST_TOKENIZER),
+    ):
         (tests / name).write_text(textwrap.dedent(text))
     g = torch.Generator().manual_seed(0)
     w = torch.randn(16, 8, generator=g)

@@ -11,9 +11,9 @@ import torch
 
 from cs336_basics import generate
 from cs336_basics.checkpoint import save_checkpoint
-from cs336_basics.utils.errors import run_cli
 from cs336_basics.model import ModelConfig, TransformerLM
 from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.utils.errors import run_cli
 
 EOT = "<|endoftext|>"
 REPO = Path(__file__).resolve().parents[1]
@@ -73,13 +73,21 @@ def test_greedy_matches_model_argmax(run_dir, capsys):
             if nxt == tok.eot_id:
                 break
             new.append(nxt)
-    rc, out, err = _gen(capsys, "--checkpoint", str(run_dir / "model"), "--prompt", "the", "--max_new_tokens", "5",
-                        "--temperature", "0")
+    rc, out, err = _gen(
+        capsys, "--checkpoint", str(run_dir / "model"), "--prompt", "the", "--max_new_tokens", "5", "--temperature", "0"
+    )
     assert rc == 0 and out == ("the" + tok.decode(new)).rstrip() + "\n"  # tokenizer found beside the run dir
     # A directory was given: which file it chose goes to stderr, so stdout stays just the sample.
     assert err == f"Using checkpoint {run_dir / 'model' / 'checkpoint_iter_7.pt'} (iteration 7)\n"
-    rc, _, err = _gen(capsys, "--checkpoint", str(run_dir / "model" / "checkpoint_iter_7.pt"), "--prompt", "the",
-                      "--max_new_tokens", "2")
+    rc, _, err = _gen(
+        capsys,
+        "--checkpoint",
+        str(run_dir / "model" / "checkpoint_iter_7.pt"),
+        "--prompt",
+        "the",
+        "--max_new_tokens",
+        "2",
+    )
     assert rc == 0 and err == ""  # a file was named: nothing to announce
 
 
@@ -94,8 +102,9 @@ def test_directory_prefers_best(run_dir, tmp_path):
 
 
 def test_empty_prompt_starts_from_eot(run_dir, capsys):
-    rc, out, err = _gen(capsys, "--checkpoint", str(run_dir / "model"), "--prompt", "", "--max_new_tokens", "4",
-                        "--seed", "0")
+    rc, out, err = _gen(
+        capsys, "--checkpoint", str(run_dir / "model"), "--prompt", "", "--max_new_tokens", "4", "--seed", "0"
+    )
     assert rc == 0, err
 
 
@@ -191,8 +200,20 @@ def test_tokenizer_smaller_than_model_never_samples_missing_ids(padded_vocab_ckp
     assert out == ("the" + tok.decode(new)).rstrip() + "\n"
     assert "257" in err and "260" in err and "never sampled" in err and err.count("\n") == 1
     # Sampling at temperature 1 without top-p truncation: every id decodes (an id >= 257 would not).
-    rc, out, err = _gen(capsys, *base, "--max_new_tokens", "20", "--temperature", "1", "--top_p", "1",
-                        "--num_samples", "4", "--seed", "0")
+    rc, out, err = _gen(
+        capsys,
+        *base,
+        "--max_new_tokens",
+        "20",
+        "--temperature",
+        "1",
+        "--top_p",
+        "1",
+        "--num_samples",
+        "4",
+        "--seed",
+        "0",
+    )
     assert rc == 0 and out.count("--- sample") == 4, err
 
 
@@ -205,8 +226,9 @@ def test_tokenizer_fingerprint_mismatch_warns(run_dir, tmp_path, capsys):
     save_checkpoint(model, None, 5, tmp_path / "with_meta.pt", tokenizer=meta)
     same = tmp_path / "same_tok"
     shutil.copytree(tok_dir, same)  # same files elsewhere: the same tokenizer
-    rc, _, err = _gen(capsys, "--checkpoint", str(tmp_path / "with_meta.pt"), "--tokenizer", str(same),
-                      "--max_new_tokens", "2")
+    rc, _, err = _gen(
+        capsys, "--checkpoint", str(tmp_path / "with_meta.pt"), "--tokenizer", str(same), "--max_new_tokens", "2"
+    )
     assert rc == 0 and err == ""
 
     vocab = {0: EOT.encode(), **{i + 1: bytes([i]) for i in range(256)}}
@@ -214,15 +236,29 @@ def test_tokenizer_fingerprint_mismatch_warns(run_dir, tmp_path, capsys):
     for a, b in merges:
         vocab[len(vocab)] = a + b
     Tokenizer(vocab, merges, [EOT]).save(tmp_path / "other_tok")
-    rc, out, err = _gen(capsys, "--checkpoint", str(tmp_path / "with_meta.pt"), "--tokenizer",
-                        str(tmp_path / "other_tok"), "--max_new_tokens", "2")
+    rc, out, err = _gen(
+        capsys,
+        "--checkpoint",
+        str(tmp_path / "with_meta.pt"),
+        "--tokenizer",
+        str(tmp_path / "other_tok"),
+        "--max_new_tokens",
+        "2",
+    )
     assert rc == 0 and out.startswith("Once upon a time")
     assert err.startswith("warning: ") and err.count("\n") == 1
     assert "other_tok" in err and "tokenizers/ts" in err
 
     save_checkpoint(model, None, 5, tmp_path / "no_meta.pt", tokenizer=None)  # trainer had no sidecar
-    rc, _, err = _gen(capsys, "--checkpoint", str(tmp_path / "no_meta.pt"), "--tokenizer",
-                      str(tmp_path / "other_tok"), "--max_new_tokens", "2")
+    rc, _, err = _gen(
+        capsys,
+        "--checkpoint",
+        str(tmp_path / "no_meta.pt"),
+        "--tokenizer",
+        str(tmp_path / "other_tok"),
+        "--max_new_tokens",
+        "2",
+    )
     assert rc == 0 and err == ""
 
 
@@ -233,8 +269,19 @@ def test_bad_flags(run_dir, capsys):
 
 def test_python_dash_m(run_dir):
     """The real entry point prints the sample and exits 0 (errors are covered in-process above)."""
-    cmd = [sys.executable, "-m", "cs336_basics.generate", "--checkpoint", str(run_dir / "model"),
-           "--prompt", "the", "--max_new_tokens", "3", "--temperature", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cs336_basics.generate",
+        "--checkpoint",
+        str(run_dir / "model"),
+        "--prompt",
+        "the",
+        "--max_new_tokens",
+        "3",
+        "--temperature",
+        "0",
+    ]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("the")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cs336_basics.model import ModelConfig, TransformerLM, _sample_next, generate
+
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 CFG = dict(vocab_size=40, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64)
@@ -28,7 +29,7 @@ def greedy_by_hand(model: TransformerLM, prompt: list[int], n: int) -> list[int]
         for _ in range(n):
             logits = model(torch.tensor([seq[-ctx:]]))[0, -1]
             seq.append(int(logits.argmax()))
-    return seq[len(prompt):]
+    return seq[len(prompt) :]
 
 
 def test_max_new_tokens_limit(model):

@@ -23,8 +23,13 @@ import gpu_check_helper as helper  # noqa: E402
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_script_parses_and_exits_0_without_cuda(tmp_path):
     assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
-    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": "", "OUT": str(tmp_path),
-           "GPU_CHECK_WORKDIR": str(tmp_path / "work")}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "CUDA_VISIBLE_DEVICES": "",
+        "OUT": str(tmp_path),
+        "GPU_CHECK_WORKDIR": str(tmp_path / "work"),
+    }
     env.pop("GPU_CHECK_FORCE_CPU", None)
     r = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -41,15 +46,17 @@ def _metrics(run_dir: Path) -> None:
         {"type": "train", "step": 40, "loss": 3.5, "tokens_per_sec": 2000.0, "mfu": 0.35},
         {"type": "final", "step": 40, "val_loss": 3.75},
     ]
-    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{\"type\": \"tr")
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + '\n{"type": "tr')
 
 
 def test_summary_and_projection_by_hand(tmp_path):
     _metrics(tmp_path / "run")
     s = helper.summary(tmp_path / "run", skip_steps=10)
     # steady intervals are steps 20, 30, 40: median tok/s 2000, median MFU 35%
-    assert s == ("train loss 6.000 (step 10) -> 3.500 (step 40), val loss 3.750, "
-                 "2,000 tok/s (median of 3 logged intervals after step 10), MFU 35.0%")
+    assert s == (
+        "train loss 6.000 (step 10) -> 3.500 (step 40), val loss 3.750, "
+        "2,000 tok/s (median of 3 logged intervals after step 10), MFU 35.0%"
+    )
     p = helper.project(tmp_path / "run", tokens=327_680_000, skip_steps=10)
     assert p.startswith("2,000 tok/s") and "327,680,000 tokens in 2730.7 min (45.51 h)" in p  # 163,840 s
 

@@ -243,8 +243,9 @@ def run_mha(path, d, h, wq, wk, wv, wo, x, theta=None, positions=None, max_seq_l
         return adapters.run_multihead_self_attention_with_rope(d, h, max_seq_len, theta, wq, wk, wv, wo, x, positions)
     rope = None if theta is None else RotaryPositionalEmbedding(theta, d // h, max_seq_len)
     attn = FastCausalMultiHeadSelfAttention(d, h, rope=rope)
-    attn.load_state_dict(dict(zip(["q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"],
-                                  [wq, wk, wv, wo])))
+    attn.load_state_dict(
+        dict(zip(["q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"], [wq, wk, wv, wo]))
+    )
     return attn(x, token_positions=positions)
 
 
@@ -291,9 +292,7 @@ def test_mha_is_causal(cls):
 @pytest.mark.parametrize("cls", [CausalMultiHeadSelfAttention, FastCausalMultiHeadSelfAttention])
 def test_mha_state_dict_keys_and_bad_heads(cls):
     attn = cls(16, 4, rope=RotaryPositionalEmbedding(1e4, 4, 8))
-    assert set(attn.state_dict()) == {
-        "q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"
-    }
+    assert set(attn.state_dict()) == {"q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"}
     with pytest.raises(ValueError, match=r"d_model \(10\).*num_heads \(3\)"):
         cls(10, 3)
 
@@ -315,7 +314,9 @@ def test_causal_attention_function_gradcheck(T, S, blocks):
     q = torch.randn(2, T, 4, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2, S, 4, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, S, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b, c: fast_attention._CausalAttention.apply(a, b, c, 0.5, blocks), (q, k, v))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: fast_attention._CausalAttention.apply(a, b, c, 0.5, blocks), (q, k, v)
+    )
     # forward vs torch: query i sits at absolute position S - T + i
     mask = torch.arange(S)[None, :] <= torch.arange(S - T, S)[:, None]
     expect = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.5)

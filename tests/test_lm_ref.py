@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from cs336_basics.model import ModelConfig, TransformerBlock, TransformerLM
 
 from . import adapters
-from .test_layers_ref import ref_rope
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
+from .test_layers_ref import ref_rope
 
 TINY = dict(vocab_size=50, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64, rope_theta=10000.0)
 
@@ -96,8 +96,17 @@ def test_lm_matches_builtin_reference(T, attention):
 def test_lm_gradients_match_builtin_reference_at_long_context(T, attention):
     """At T >= 128 the fast attention splits queries into blocks and recomputes its weights in
     backward: the loss gradient of every weight must still equal the built-in reference's (float64)."""
-    c = ModelConfig(**{**TINY, "context_length": 256, "d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32,
-                       "attention": attention})
+    c = ModelConfig(
+        **{
+            **TINY,
+            "context_length": 256,
+            "d_model": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "d_ff": 32,
+            "attention": attention,
+        }
+    )
     w = {k: v.double() for k, v in random_weights(c).items()}
     model = TransformerLM(c, dtype=torch.float64)
     model.load_state_dict(w)

@@ -14,15 +14,45 @@ def _write_run(run_dir, half_written_tail=True):
     run_dir.mkdir(parents=True, exist_ok=True)
     recs = []
     for step in range(10, 101, 10):
-        recs.append({"type": "train", "step": step, "tokens": step * 64, "time_s": step * 0.5, "loss": 6.0 - step / 50,
-                     "lr": 1e-3, "grad_norm": 1.0, "tokens_per_sec": 128.0, "iter_time_ms": 500.0})
+        recs.append(
+            {
+                "type": "train",
+                "step": step,
+                "tokens": step * 64,
+                "time_s": step * 0.5,
+                "loss": 6.0 - step / 50,
+                "lr": 1e-3,
+                "grad_norm": 1.0,
+                "tokens_per_sec": 128.0,
+                "iter_time_ms": 500.0,
+            }
+        )
         if step % 50 == 0:
-            recs.append({"type": "eval", "step": step, "tokens": step * 64, "time_s": step * 0.5 + 0.1,
-                         "train_loss": 6.0 - step / 50, "val_loss": 6.1 - step / 50, "val_perplexity": 1.0,
-                         "val_accuracy": 0.1})
+            recs.append(
+                {
+                    "type": "eval",
+                    "step": step,
+                    "tokens": step * 64,
+                    "time_s": step * 0.5 + 0.1,
+                    "train_loss": 6.0 - step / 50,
+                    "val_loss": 6.1 - step / 50,
+                    "val_perplexity": 1.0,
+                    "val_accuracy": 0.1,
+                }
+            )
     recs.append({"type": "event", "step": 55, "event": "nonfinite", "detail": "x"})
-    recs.append({"type": "final", "step": 100, "tokens": 6400, "time_s": 50.2, "train_loss": 4.0, "val_loss": 4.1,
-                 "val_perplexity": 60.3, "val_accuracy": 0.2})
+    recs.append(
+        {
+            "type": "final",
+            "step": 100,
+            "tokens": 6400,
+            "time_s": 50.2,
+            "train_loss": 4.0,
+            "val_loss": 4.1,
+            "val_perplexity": 60.3,
+            "val_accuracy": 0.2,
+        }
+    )
     lines = [json.dumps(r) for r in recs]
     text = "\n".join(lines) + "\n" + ('{"type": "train", "st' if half_written_tail else "")
     (run_dir / "metrics.jsonl").write_text(text)
@@ -69,6 +99,7 @@ def test_missing_matplotlib_message(tmp_path, capsys, monkeypatch):
 
 def test_png(tmp_path):
     import matplotlib  # noqa: F401  (a dev dependency: this test must run, not skip)
+
     _write_run(tmp_path / "a")
     _write_run(tmp_path / "b", half_written_tail=False)
     out = tmp_path / "img" / "curves.png"

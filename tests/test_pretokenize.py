@@ -27,11 +27,20 @@ ASCII_PRETOKEN_RE = ascii_pretoken_re(bytes)
 def split_on_specials(text, specials):
     return list(_split(text, special_pattern(specials)))
 
+
 EOT = "<|endoftext|>"
 # Characters that exercise every branch of the pattern, incl. Unicode letters/digits/whitespace
 # (U+00A0, U+3000, U+2028), contractions, and ASCII control characters that are *not* \s.
 ALPHABET = list("aZ09 \t\n\r\x0b\x0c'sdmtlvre.,!?-_$\x00\x1c\x7f") + [
-    "é", "ß", "中", "٣", "\u00a0", "\u3000", "\u2028", "🙂", "’",
+    "é",
+    "ß",
+    "中",
+    "٣",
+    "\u00a0",
+    "\u3000",
+    "\u2028",
+    "🙂",
+    "’",
 ]
 
 
@@ -75,7 +84,10 @@ def test_docstring_example() -> None:
 def test_split_on_specials_longest_first() -> None:
     specials = [EOT, EOT + EOT]
     assert split_on_specials("a" + EOT * 3 + "b", specials) == [
-        ("a", False), (EOT * 2, True), (EOT, True), ("b", False)
+        ("a", False),
+        (EOT * 2, True),
+        (EOT, True),
+        ("b", False),
     ]
     assert special_pattern([]) is None
     assert split_on_specials("", [EOT]) == []
@@ -87,8 +99,11 @@ def check_cut(text: str, cut: int, specials: list[str]) -> None:
     left, right = data[:cut].decode(), data[cut:].decode()  # a cut never lands inside a character
 
     def parts(t: str) -> list[tuple[str, bool]]:
-        return [(p, True) if s else (tok, False) for p, s in split_on_specials(t, specials)
-                for tok in ([p] if s else pretokens(p))]
+        return [
+            (p, True) if s else (tok, False)
+            for p, s in split_on_specials(t, specials)
+            for tok in ([p] if s else pretokens(p))
+        ]
 
     assert parts(left) + parts(right) == parts(text), (text, cut)
 

@@ -207,9 +207,7 @@ GROUP_B = dict(lr=3e-3, betas=(0.8, 0.999), eps=1e-6, weight_decay=0.0)
 
 def _run_ours(init, grads_per_step, foreach=None, dtype=torch.float32):
     params = [torch.nn.Parameter(p.clone().to(dtype)) for p in init]
-    opt = AdamW(
-        [dict(params=params[:2], **GROUP_A), dict(params=params[2:], **GROUP_B)], foreach=foreach
-    )
+    opt = AdamW([dict(params=params[:2], **GROUP_A), dict(params=params[2:], **GROUP_B)], foreach=foreach)
     for grads in grads_per_step:
         for p, gr in zip(params, grads):
             p.grad = gr.clone().to(dtype)
@@ -274,7 +272,8 @@ def test_adamw_state_dict_round_trip_is_bit_identical():
 
     first, opt = _run_ours(init, grads[:4])
     saved_opt = opt.state_dict()
-    import copy, io
+    import copy
+    import io
 
     buf = io.BytesIO()
     torch.save({"opt": saved_opt, "params": [p.detach() for p in first]}, buf)
@@ -337,11 +336,31 @@ def _by_hand(it, mx, mn, tw, tc):
 
 def test_cosine_schedule_course_values():
     expected = [
-        0, 0.14285714285714285, 0.2857142857142857, 0.42857142857142855, 0.5714285714285714,
-        0.7142857142857143, 0.8571428571428571, 1.0, 0.9887175604818206, 0.9554359905560885,
-        0.9018241671106134, 0.8305704108364301, 0.7452476826029011, 0.6501344202803414,
-        0.55, 0.44986557971965857, 0.3547523173970989, 0.26942958916356996,
-        0.19817583288938662, 0.14456400944391146, 0.11128243951817937, 0.1, 0.1, 0.1, 0.1,
+        0,
+        0.14285714285714285,
+        0.2857142857142857,
+        0.42857142857142855,
+        0.5714285714285714,
+        0.7142857142857143,
+        0.8571428571428571,
+        1.0,
+        0.9887175604818206,
+        0.9554359905560885,
+        0.9018241671106134,
+        0.8305704108364301,
+        0.7452476826029011,
+        0.6501344202803414,
+        0.55,
+        0.44986557971965857,
+        0.3547523173970989,
+        0.26942958916356996,
+        0.19817583288938662,
+        0.14456400944391146,
+        0.11128243951817937,
+        0.1,
+        0.1,
+        0.1,
+        0.1,
     ]
     got = [lr_cosine_schedule(it, 1.0, 0.1, 7, 21) for it in range(25)]
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)

@@ -18,9 +18,19 @@ def test_quick_end_to_end(tmp_path, capsys):
     assert run_cli(quickstart.main, ["--quick", "--out", str(out), "--device", "cpu", "--num_samples", "2"]) == 0
     printed = capsys.readouterr().out
 
-    for f in ("data/train.txt", "data/valid.txt", "tokenizer/vocab.json", "tokenizer/merges.txt",
-              "tokenizer/special_tokens.json", "train.npy", "valid.npy", "model/metrics.jsonl",
-              "model/run_config.json", "model/checkpoint_iter_20.pt", "model/best.pt"):
+    for f in (
+        "data/train.txt",
+        "data/valid.txt",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "tokenizer/special_tokens.json",
+        "train.npy",
+        "valid.npy",
+        "model/metrics.jsonl",
+        "model/run_config.json",
+        "model/checkpoint_iter_20.pt",
+        "model/best.pt",
+    ):
         assert (out / f).is_file(), f
     assert "<|endoftext|>" in (out / "data/train.txt").read_text()
     vocab = json.loads((out / "tokenizer/vocab.json").read_text())
@@ -40,7 +50,7 @@ def test_quick_end_to_end(tmp_path, capsys):
         argv = shlex.split(line, comments=True)
         if argv[:2] == ["uv", "run"] and "-m" in argv:
             module = argv[argv.index("-m") + 1]
-            hints[module] = argv[argv.index("-m") + 2:]
+            hints[module] = argv[argv.index("-m") + 2 :]
     assert set(hints) >= {"cs336_basics.generate", "cs336_basics.tools.plot_metrics"}, printed
     assert run_cli(generate.main, hints["cs336_basics.generate"] + ["--max_new_tokens", "5"]) == 0
     plot_args = hints["cs336_basics.tools.plot_metrics"]
@@ -51,8 +61,12 @@ def test_quick_end_to_end(tmp_path, capsys):
     assert f"Saved plot to {png}" in capsys.readouterr().out
 
     # A second run into the same directory is allowed (it cleans its own previous run).
-    assert run_cli(quickstart.main, ["--quick", "--out", str(out), "--device", "cpu", "--num_samples", "0",
-                                     "--max_iters", "3"]) == 0
+    assert (
+        run_cli(
+            quickstart.main, ["--quick", "--out", str(out), "--device", "cpu", "--num_samples", "0", "--max_iters", "3"]
+        )
+        == 0
+    )
     assert (out / "model/checkpoint_iter_3.pt").is_file() and not (out / "model/checkpoint_iter_20.pt").exists()
 
 

@@ -36,7 +36,9 @@ from tests._fault_utils import Launcher, Run, leftover_temp_files
 from tests._torch_threads import DEFAULT_THREADS
 
 # The harness finds the file being fsynced through /proc/self/fd and forks runs from a warm server.
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fault injection needs Linux (/proc, fork)")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="fault injection needs Linux (/proc, fork)"
+)
 
 VOCAB = 64
 CTX = 16
@@ -125,7 +127,9 @@ def load_pt(path: Path) -> dict:
 def assert_state_equal(a: dict, b: dict, what: str) -> None:
     assert a.keys() == b.keys(), f"{what}: different keys {sorted(set(a) ^ set(b))}"
     for k in a:
-        assert torch.equal(a[k], b[k]), f"{what}: tensor {k} differs (max abs diff {(a[k].float() - b[k].float()).abs().max()})"
+        assert torch.equal(a[k], b[k]), (
+            f"{what}: tensor {k} differs (max abs diff {(a[k].float() - b[k].float()).abs().max()})"
+        )
 
 
 def assert_weights_equal(path_a: Path, path_b: Path) -> None:
@@ -202,7 +206,9 @@ def assert_resumed_equals_reference(run_dir: Path, reference: Path, resumed_at: 
     assert steps == sorted(set(steps)), f"train steps in metrics.jsonl repeat or go backwards: {steps}"
     assert all(got[s] == want[s] for s in steps), "logged losses before the resume point differ from the reference"
     evals = {(r["type"], r["step"]): r["val_loss"] for r in metrics(run_dir) if r.get("type") in ("eval", "final")}
-    ref_evals = {(r["type"], r["step"]): r["val_loss"] for r in metrics(reference) if r.get("type") in ("eval", "final")}
+    ref_evals = {
+        (r["type"], r["step"]): r["val_loss"] for r in metrics(reference) if r.get("type") in ("eval", "final")
+    }
     for key, v in ref_evals.items():
         if key[1] > resumed_at:
             assert evals.get(key) == v, f"{key}: val_loss {evals.get(key)!r} after resume, {v!r} uninterrupted"
@@ -260,7 +266,9 @@ def test_kill9_then_resume_matches_uninterrupted(launcher, data, reference, tmp_
         r = launcher.start(argv, name=f"kill_{case}", faults={"fsync_rules": [rule]})
         r.wait_for(lambda: any(markers.iterdir()), 60, "checkpoint 8 write to start")
         temps = leftover_temp_files(run_dir)
-        assert temps, f"checkpoint 8 is being fsynced but no temp file exists: {sorted(p.name for p in run_dir.iterdir())}"
+        assert temps, (
+            f"checkpoint 8 is being fsynced but no temp file exists: {sorted(p.name for p in run_dir.iterdir())}"
+        )
         assert not (run_dir / "checkpoint_iter_8.pt").exists(), "final name exists before the write finished"
         r.kill()
     else:
@@ -319,9 +327,18 @@ def _start_ddp(launcher: Launcher, argv: list[str], name: str, faults: dict | No
     """Two CPU ranks (gloo) of the same run, started the way torchrun would (env variables)."""
     port = str(_free_port())
     return [
-        launcher.start(argv, name=f"{name}_rank{rank}", faults=faults,
-                       env={"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})  # fmt: skip
+        launcher.start(
+            argv,
+            name=f"{name}_rank{rank}",
+            faults=faults,
+            env={
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+            },
+        )  # fmt: skip
         for rank in (0, 1)
     ]
 
@@ -411,7 +428,9 @@ def _write_sidecar_for(path: Path, iteration: int) -> None:
     """A sidecar whose sha256 *matches* (so only the loader can stop the file, not the hash)."""
     blob = path.read_bytes()
     path.with_suffix(".json").write_text(
-        json.dumps({"file": path.name, "iteration": iteration, "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)})
+        json.dumps(
+            {"file": path.name, "iteration": iteration, "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+        )
     )
 
 
@@ -429,7 +448,9 @@ def foreign_ckpt(launcher, data, tmp_path_factory) -> Path:
     return run_dir / "checkpoint_iter_2.pt"
 
 
-def make_bad_checkpoints(reference: Path, foreign: Path, d: Path, marker: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
+def make_bad_checkpoints(
+    reference: Path, foreign: Path, d: Path, marker: Path
+) -> dict[str, tuple[Path, tuple[str, ...]]]:
     """kind -> (file, words one of which the error reason must contain)."""
     d.mkdir(parents=True, exist_ok=True)
     good = reference / "checkpoint_iter_4.pt"
@@ -562,7 +583,9 @@ def test_resume_skips_bad_checkpoints_and_falls_back(launcher, data, reference, 
     out = r.stdout
     for it, kind in placed.items():
         p = run_dir / f"checkpoint_iter_{it}.pt"
-        assert re.search(rf"^Skipping {re.escape(str(p))}: \S", out, re.M), f"no 'Skipping {p}: <reason>' ({kind})\n{r.describe()}"
+        assert re.search(rf"^Skipping {re.escape(str(p))}: \S", out, re.M), (
+            f"no 'Skipping {p}: <reason>' ({kind})\n{r.describe()}"
+        )
     m = RESUMING_LINE.search(out)
     assert m and Path(m.group(1)) == run_dir / "checkpoint_iter_2.pt" and m.group(2) == "2", r.describe()
     assert out.index("Skipping") < out.index("Resuming from")
@@ -702,9 +725,14 @@ def test_single_nonfinite_steps_are_skipped(launcher, data, reference, tmp_path)
     assert sorted(int(e["step"]) for e in ev) == [3, 7], f"nonfinite events logged: {ev}"
     assert_weights_equal(run_dir / "checkpoint_iter_2.pt", reference / "checkpoint_iter_2.pt")
     for bad in (3, 7):
-        before, after = load_pt(run_dir / f"checkpoint_iter_{bad - 1}.pt"), load_pt(run_dir / f"checkpoint_iter_{bad}.pt")
+        before, after = (
+            load_pt(run_dir / f"checkpoint_iter_{bad - 1}.pt"),
+            load_pt(run_dir / f"checkpoint_iter_{bad}.pt"),
+        )
         assert_state_equal(before["model"], after["model"], f"weights changed by the skipped step {bad}")
-        assert_state_equal(optimizer_tensors(before), optimizer_tensors(after), f"optimizer state changed by skipped step {bad}")
+        assert_state_equal(
+            optimizer_tensors(before), optimizer_tensors(after), f"optimizer state changed by skipped step {bad}"
+        )
     assert_weights_equal(run_dir / "checkpoint_iter_3.pt", run_dir / "checkpoint_iter_2.pt")
     moved = load_pt(run_dir / "checkpoint_iter_4.pt")["model"]
     assert any(not torch.equal(v, load_pt(run_dir / "checkpoint_iter_3.pt")["model"][k]) for k, v in moved.items()), \
@@ -751,7 +779,9 @@ def test_grad_scaler_skips_are_counted_not_failures(launcher, data, tmp_path):
     assert r.poll() == 0, r.describe()
     skips = sorted(int(e["step"]) for e in events(run_dir, "scaler_skip"))
     assert skips == [3, 4, 5, 6], f"scaler_skip events: {skips}"
-    assert not events(run_dir, "nonfinite") and "Non-finite loss" not in r.stdout, "scaler skips were counted as bad steps"
+    assert not events(run_dir, "nonfinite") and "Non-finite loss" not in r.stdout, (
+        "scaler skips were counted as bad steps"
+    )
     for s in (3, 4, 5, 6):
         assert_weights_equal(run_dir / f"checkpoint_iter_{s}.pt", run_dir / "checkpoint_iter_2.pt")
     final = load_pt(run_dir / f"checkpoint_iter_{MAX_ITERS}.pt")
@@ -771,7 +801,9 @@ def _bad_data_cases(d: Path) -> list[tuple[str, list[str], Path, tuple[str, ...]
     a = rng.integers(0, VOCAB, 5000, dtype=np.uint16)
     a[1234] = 70
     np.save(d / "oob.npy", a)
-    cases.append(("out_of_range", ["--train_data_path", str(d / "oob.npy")], d / "oob.npy", ("1234", "70"), ("range", "vocab")))
+    cases.append(
+        ("out_of_range", ["--train_data_path", str(d / "oob.npy")], d / "oob.npy", ("1234", "70"), ("range", "vocab"))
+    )
 
     # Past the first validation chunk (16M ids would be too big for a unit test; 3M still checks
     # the scan runs to the end of the file rather than sampling its head).
@@ -784,7 +816,15 @@ def _bad_data_cases(d: Path) -> list[tuple[str, list[str], Path, tuple[str, ...]
     neg = rng.integers(0, VOCAB, 500, dtype=np.int32)
     neg[5] = -1
     np.save(d / "neg_val.npy", neg)
-    cases.append(("negative_val", ["--val_data_path", str(d / "neg_val.npy")], d / "neg_val.npy", ("-1", "5"), ("range", "negative")))
+    cases.append(
+        (
+            "negative_val",
+            ["--val_data_path", str(d / "neg_val.npy")],
+            d / "neg_val.npy",
+            ("-1", "5"),
+            ("range", "negative"),
+        )
+    )
 
     # uint16 ids read as uint32: pairs fuse into ids >= 65536 (or the size is not a multiple of 4).
     rng.integers(0, VOCAB, 2000, dtype=np.uint16).tofile(d / "u16_even.bin")
@@ -795,17 +835,31 @@ def _bad_data_cases(d: Path) -> list[tuple[str, list[str], Path, tuple[str, ...]
                   d / "u16_odd.bin", (), ("dtype",)))  # fmt: skip
 
     np.save(d / "empty.npy", np.zeros(0, dtype=np.uint16))
-    cases.append(("empty_npy", ["--train_data_path", str(d / "empty.npy")], d / "empty.npy", (), ("empty", "no tokens")))
+    cases.append(
+        ("empty_npy", ["--train_data_path", str(d / "empty.npy")], d / "empty.npy", (), ("empty", "no tokens"))
+    )
     (d / "empty.bin").write_bytes(b"")
     cases.append(("empty_bin", ["--val_data_path", str(d / "empty.bin")], d / "empty.bin", (), ("empty", "no tokens")))
     np.save(d / "short.npy", np.arange(10, dtype=np.uint16))
-    cases.append(("too_short", ["--train_data_path", str(d / "short.npy")], d / "short.npy", ("10", "16"), ("short", "context")))
-    cases.append(("missing", ["--train_data_path", str(d / "nope.npy")], d / "nope.npy", (), ("no such", "not found", "missing")))
+    cases.append(
+        ("too_short", ["--train_data_path", str(d / "short.npy")], d / "short.npy", ("10", "16"), ("short", "context"))
+    )
+    cases.append(
+        ("missing", ["--train_data_path", str(d / "nope.npy")], d / "nope.npy", (), ("no such", "not found", "missing"))
+    )
     # A .npy holding pickled Python objects (one would run code if unpickled): refused, never loaded.
     evil = np.empty(3, dtype=object)
     evil[0] = _Evil(d / "npy_marker")
     np.save(d / "objects.npy", evil, allow_pickle=True)
-    cases.append(("object_npy", ["--train_data_path", str(d / "objects.npy")], d / "objects.npy", (), ("pickle", "object", "integer", "not a")))
+    cases.append(
+        (
+            "object_npy",
+            ["--train_data_path", str(d / "objects.npy")],
+            d / "objects.npy",
+            (),
+            ("pickle", "object", "integer", "not a"),
+        )
+    )
     return cases
 
 
@@ -921,7 +975,13 @@ def test_determinism_and_run_record(launcher, data, reference, fresh_process_run
 
     walk(cfg)
     assert flat.get("seed") == SEED, f"seed not recorded in run_config.json: {cfg}"
-    for key, want in (("d_model", 32), ("batch_size", 4), ("max_iters", MAX_ITERS), ("lr", 3e-3), ("vocab_size", VOCAB)):
+    for key, want in (
+        ("d_model", 32),
+        ("batch_size", 4),
+        ("max_iters", MAX_ITERS),
+        ("lr", 3e-3),
+        ("vocab_size", VOCAB),
+    ):
         assert flat.get(key) == want, f"run_config.json {key}={flat.get(key)!r}, expected {want!r}"
     assert any("torch" in str(k).lower() for k in flat), "torch version not recorded"
     # The guarantee is for default settings: these runs used torch's default thread count (2 on a

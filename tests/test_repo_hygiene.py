@@ -17,7 +17,12 @@ def test_folders_the_readme_writes_into_are_ignored():
 def test_no_file_refers_to_places_outside_the_repository():
     bad = re.compile(r"\.\./shared|shared/spec|shared/data|[\x27\"]shared[\x27\"]")
     hits = []
-    for path in [REPO / "README.md", *REPO.glob("cs336_basics/**/*.py"), *REPO.glob("scripts/*"), *REPO.glob("tests/*.py")]:
+    for path in [
+        REPO / "README.md",
+        *REPO.glob("cs336_basics/**/*.py"),
+        *REPO.glob("scripts/*"),
+        *REPO.glob("tests/*.py"),
+    ]:
         if path.name == Path(__file__).name or not path.is_file():
             continue
         for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):

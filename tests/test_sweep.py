@@ -15,8 +15,23 @@ from cs336_basics.tools import sweep as sw
 
 from ._train_utils import REPO, subprocess_env, write_pattern_data
 
-FLAGS = frozenset({"train_data_path", "val_data_path", "lr", "min_lr", "batch_size", "d_model", "max_iters",
-                   "remove_rope", "ffn_type", "d_ff", "device", "checkpoint_dir", "resume"})
+FLAGS = frozenset(
+    {
+        "train_data_path",
+        "val_data_path",
+        "lr",
+        "min_lr",
+        "batch_size",
+        "d_model",
+        "max_iters",
+        "remove_rope",
+        "ffn_type",
+        "d_ff",
+        "device",
+        "checkpoint_dir",
+        "resume",
+    }
+)
 
 TINY_BASE = """
 [base]
@@ -52,7 +67,9 @@ def _write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
 # sweep files
 # ------------------------------------------------------------------------------------------------
 def test_grid_expansion_and_named_variants(tmp_path):
-    p = _write(tmp_path, """
+    p = _write(
+        tmp_path,
+        """
 name = "demo"
 [base]
 train_data_path = "t.npy"
@@ -69,14 +86,22 @@ remove_rope = true
 [[variants]]
 ffn_type = "silu"
 d_ff = 256
-""")
+""",
+    )
     s = sw.load_sweep(p, FLAGS)
     names = [v.name for v in s.variants]
     assert names == [f"lr={lr},batch_size={b}" for lr in ("0.001", "0.003") for b in (8, 16, 32)] + [
-        "nope", "ffn_type=silu,d_ff=256"]
+        "nope",
+        "ffn_type=silu,d_ff=256",
+    ]
     by = {v.name: v for v in s.variants}
-    assert by["lr=0.003,batch_size=16"].flags == {"train_data_path": "t.npy", "val_data_path": "v.npy",
-                                                  "lr": 0.003, "d_model": 64, "batch_size": 16}
+    assert by["lr=0.003,batch_size=16"].flags == {
+        "train_data_path": "t.npy",
+        "val_data_path": "v.npy",
+        "lr": 0.003,
+        "d_model": 64,
+        "batch_size": 16,
+    }
     assert by["nope"].flags["lr"] == 1e-3 and by["nope"].flags["remove_rope"] is True
     assert by["nope"].overrides == {"remove_rope": True}
     assert s.out_dir == Path("runs/sweeps/demo")
@@ -92,17 +117,17 @@ d_ff = 256
 @pytest.mark.parametrize(
     "body,needle",
     [
-        ('[base]\nlearning_rate = 1e-3', "learning_rate"),
-        ('lr = 1e-3\n[base]', "'lr'"),
+        ("[base]\nlearning_rate = 1e-3", "learning_rate"),
+        ("lr = 1e-3\n[base]", "'lr'"),
         ('[base]\ncheckpoint_dir = "x"', "checkpoint_dir"),
-        ('[grid]\nlr = 1e-3', "[grid] lr"),
-        ('[grid]\nlr = []', "[grid] lr"),
-        ('[grid]\nbatchsize = [1, 2]', "batchsize"),
+        ("[grid]\nlr = 1e-3", "[grid] lr"),
+        ("[grid]\nlr = []", "[grid] lr"),
+        ("[grid]\nbatchsize = [1, 2]", "batchsize"),
         ('[[variants]]\nname = "a"\n[[variants]]\nname = "a"', "'a'"),
         ('[[variants]]\nname = "a/b"\nlr = 1.0', "a/b"),
         ('[[variants]]\nname = "x"\nbeta = 0.9', "beta"),
-        ('[base]\nlr = [1, 2]', "lr"),
-        ('[base\n', "invalid TOML"),
+        ("[base]\nlr = [1, 2]", "lr"),
+        ("[base\n", "invalid TOML"),
     ],
 )
 def test_bad_sweep_file_one_line_error_naming_the_key(tmp_path, body, needle):
@@ -117,7 +142,9 @@ def test_missing_data_path_and_presets(tmp_path):
     p = _write(tmp_path, "[base]\nlr = 1e-3\n")
     with pytest.raises(sw.SweepError, match="train_data_path"):
         sw.load_sweep(p, FLAGS)
-    assert {"lr_sweep", "lr_sweep_cpu", "batch_size", "batch_size_cpu", "ablations", "ablations_cpu"} <= set(sw.list_presets())
+    assert {"lr_sweep", "lr_sweep_cpu", "batch_size", "batch_size_cpu", "ablations", "ablations_cpu"} <= set(
+        sw.list_presets()
+    )
     assert sw.resolve_config("lr_sweep") == sw.PRESET_DIR / "lr_sweep.toml"
     with pytest.raises(sw.SweepError, match="no_such_preset"):
         sw.resolve_config("no_such_preset")
@@ -138,8 +165,14 @@ def test_presets_are_valid_against_the_real_training_flags():
             assert silu["ffn_type"] == "silu" and silu["d_ff"] == 4 * d
             assert abs(2 * d * silu["d_ff"] - 3 * d * by["baseline"]["d_ff"]) < 0.05 * 3 * d * by["baseline"]["d_ff"]
         if not name.endswith("_cpu"):  # the course's model
-            assert (base["d_model"], base["num_layers"], base["num_heads"], base["d_ff"], base["context_length"],
-                    base["vocab_size"]) == (512, 4, 16, 1344, 256, 10000)
+            assert (
+                base["d_model"],
+                base["num_layers"],
+                base["num_heads"],
+                base["d_ff"],
+                base["context_length"],
+                base["vocab_size"],
+            ) == (512, 4, 16, 1344, 256, 10000)
         if name.startswith("lr_sweep"):
             assert any(v.name == "diverge" for v in s.variants)
 
@@ -289,14 +322,19 @@ def test_real_sweep_finish_skip_resume_diverge(tmp_path, monkeypatch):
     for k, v in subprocess_env().items():
         monkeypatch.setenv(k, v)
     data = write_pattern_data(tmp_path / "data")
-    p = _write(tmp_path, 'name = "tiny"\n' + TINY_BASE.format(train=data["train"], val=data["val"]) + """
+    p = _write(
+        tmp_path,
+        'name = "tiny"\n'
+        + TINY_BASE.format(train=data["train"], val=data["val"])
+        + """
 [[variants]]
 name = "ok"
 [[variants]]
 name = "diverge"
 lr = 1e6
 min_lr = 1e5
-""")
+""",
+    )
     out = tmp_path / "out"
     s = sw.load_sweep(p, sw.training_flag_names(), out_dir=out)
     results, completed = sw.run_sweep(s, poll_s=0.1)
@@ -346,8 +384,14 @@ min_lr = 1e5
 
 def test_cli_bad_config_is_one_line(tmp_path):
     p = _write(tmp_path, 'learnig_rate = 0.1\n[base]\ntrain_data_path = "t"\nval_data_path = "v"\n')
-    r = subprocess.run([sys.executable, "-m", "cs336_basics.tools.sweep", "--config", str(p), "--out_dir", str(tmp_path / "o")],
-                       cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "cs336_basics.tools.sweep", "--config", str(p), "--out_dir", str(tmp_path / "o")],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: ") and r.stderr.strip().count("\n") == 0
     assert "learnig_rate" in r.stderr and "Traceback" not in r.stderr

@@ -53,7 +53,6 @@ def test_chunk_offsets_never_change_tokenization(tok_dir):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_output_equals_encode(tok_dir, tmp_path, workers, monkeypatch):
-    import cs336_basics.tokenize_data as td
 
     text = tricky_text(300_000, 1)
     src = tmp_path / "in.txt"
@@ -136,9 +135,20 @@ def test_cli(tok_dir, tmp_path, capsys):
     assert "tokens" in capsys.readouterr().out
     # Errors: one line on stderr, exit status 2, no traceback.
     r = subprocess.run(
-        [sys.executable, "-m", "cs336_basics.tokenize_data", "--tokenizer", str(tok_dir),
-         "--input", str(tmp_path / "missing.txt"), "--output", str(out)],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+        [
+            sys.executable,
+            "-m",
+            "cs336_basics.tokenize_data",
+            "--tokenizer",
+            str(tok_dir),
+            "--input",
+            str(tmp_path / "missing.txt"),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and "missing.txt" in r.stderr and "Traceback" not in r.stderr

@@ -17,10 +17,10 @@ import pytest
 
 from cs336_basics.bpe_reference import reference_encode, reference_train_bpe
 from cs336_basics.data import RAW_SUFFIXES, tokenizer_fingerprint, tokens_meta_path
-from cs336_basics.utils.errors import run_cli
 from cs336_basics.tokenize_data import main as tokenize_main
 from cs336_basics.tokenizer import Tokenizer
 from cs336_basics.train_bpe import main as train_main
+from cs336_basics.utils.errors import run_cli
 
 EOT = "<|endoftext|>"
 TEXT = "Hello world, the cat sat.<|endoftext|>Another doc: 42 cats!\n" * 20
@@ -105,8 +105,13 @@ def test_sidecar_records_the_tokenizer(tok_dir, src, tmp_path, capsys, trained) 
     meta = json.loads(tokens_meta_path(out).read_text(encoding="utf-8"))
     n = len(reference_encode(TEXT, *trained, [EOT]))
     assert meta == {
-        "vocab_size": len(trained[0]), "tokenizer_sha256": tokenizer_fingerprint(tok_dir), "tokenizer_dir": str(tok_dir),
-        "special_tokens": [EOT], "dtype": "uint16", "num_tokens": n, "source": str(src),
+        "vocab_size": len(trained[0]),
+        "tokenizer_sha256": tokenizer_fingerprint(tok_dir),
+        "tokenizer_dir": str(tok_dir),
+        "special_tokens": [EOT],
+        "dtype": "uint16",
+        "num_tokens": n,
+        "source": str(src),
     }
 
 

@@ -45,7 +45,9 @@ def tiktoken_for(vocab: dict[int, bytes], specials: list[str]) -> tiktoken.Encod
     special_bytes = {s.encode() for s in specials}
     ranks = {b: i for i, b in vocab.items() if b not in special_bytes}
     return tiktoken.Encoding(
-        name="test", pat_str=GPT2_PAT, mergeable_ranks=ranks,
+        name="test",
+        pat_str=GPT2_PAT,
+        mergeable_ranks=ranks,
         special_tokens={s: i for i, b in vocab.items() for s in specials if b == s.encode()},
     )
 

@@ -8,23 +8,27 @@ import sys
 
 import pytest
 
-from cs336_basics.tools import tokenizer_stats as ts
 from cs336_basics.bpe import train_bpe
 from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.tools import tokenizer_stats as ts
 
 from ._train_utils import REPO, subprocess_env
 
 EOT = "<|endoftext|>"
-WORDS = ("the cat dog sat ran on a mat little girl boy park happy sun tree big red ball played "
-         "with her his friend every day once upon time there was named Lily Tom café naïve").split()
+WORDS = (
+    "the cat dog sat ran on a mat little girl boy park happy sun tree big red ball played "
+    "with her his friend every day once upon time there was named Lily Tom café naïve"
+).split()
 
 
 def _corpus(seed: int, n_docs: int) -> list[str]:
     rng = random.Random(seed)
     docs = []
     for i in range(n_docs):
-        sents = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
-                 for _ in range(rng.randint(1, 4))]
+        sents = [
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
+            for _ in range(rng.randint(1, 4))
+        ]
         docs.append(f"Story {i}: " + " ".join(sents) + "\n")
     return docs
 
@@ -91,13 +95,24 @@ def test_compare_same_sample_for_every_tokenizer(setup, tmp_path):
     other.write_text(EOT.join(_corpus(9, 50)).replace("the", "THE"), encoding="utf-8")
     inputs = {"stories": ts.load_documents(setup["text"], 8), "other": ts.load_documents(other, 8)}
     stats = ts.compare({"a": setup["toks"][300], "b": setup["toks"][600]}, inputs)
-    assert [(s.input, s.tokenizer) for s in stats] == [("stories", "a"), ("stories", "b"), ("other", "a"), ("other", "b")]
+    assert [(s.input, s.tokenizer) for s in stats] == [
+        ("stories", "a"),
+        ("stories", "b"),
+        ("other", "a"),
+        ("other", "b"),
+    ]
     assert stats[0].bytes == stats[1].bytes and stats[2].bytes == stats[3].bytes
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cs336_basics.tools.tokenizer_stats", *map(str, args)], cwd=REPO,
-                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cs336_basics.tools.tokenizer_stats", *map(str, args)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_and_bad_input(setup, tmp_path):

@@ -30,6 +30,7 @@ from tests._train_utils import (
     train_losses,
     write_pattern_data,
 )
+
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 SEED = 77
@@ -99,7 +100,9 @@ def test_ddp_run_stops_together_and_reports(ddp_run, single_run):
     # Only rank 1 got the signal; both ranks finished iteration 5 and stopped.
     assert "Received SIGTERM: finishing iteration 5 and saving a checkpoint" in out
     assert out.count("Saved checkpoint to") == 3  # iterations 3, 4, 5, printed once (rank 0)
-    assert sorted(p.name for p in run_dir.glob("checkpoint_iter_*.pt")) == [f"checkpoint_iter_{i}.pt" for i in (3, 4, 5)]
+    assert sorted(p.name for p in run_dir.glob("checkpoint_iter_*.pt")) == [
+        f"checkpoint_iter_{i}.pt" for i in (3, 4, 5)
+    ]
     assert re.search(r"^DDP check: weights identical on all 2 ranks", out, re.M), out
     assert sorted(train_losses(run_dir)) == [3, 4, 5]  # one log, from rank 0
     assert [r["step"] for r in records(run_dir, "eval")] == [4]

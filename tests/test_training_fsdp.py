@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ._train_utils import REPO, assert_weights_equal, base_argv, load_pt, subprocess_env, train_losses, write_pattern_data
+from ._train_utils import (
+    REPO,
+    assert_weights_equal,
+    base_argv,
+    load_pt,
+    subprocess_env,
+    train_losses,
+    write_pattern_data,
+)
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed (gloo)")
 
@@ -85,6 +93,11 @@ def test_fsdp_resume_is_exact_and_checkpoints_move_between_fsdp_ddp_and_one_proc
 
 def test_fsdp_needs_torchrun(tmp_path):
     data = write_pattern_data(tmp_path / "data")
-    cmd = [sys.executable, "-m", "cs336_basics.training_together", *base_argv(data, tmp_path / "run", "--fsdp", **FLAGS)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cs336_basics.training_together",
+        *base_argv(data, tmp_path / "run", "--fsdp", **FLAGS),
+    ]
     p = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "--fsdp" in p.stderr and "torchrun" in p.stderr, p.stderr

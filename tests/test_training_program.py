@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cs336_basics.training import step as train_step_mod
 from cs336_basics import training_together as tt
-from cs336_basics.optim import lr_cosine_schedule
-from cs336_basics.training.settings import parse_settings
 from cs336_basics.checkpoint import CheckpointError, CheckpointManager
+from cs336_basics.optim import lr_cosine_schedule
+from cs336_basics.training import step as train_step_mod
+from cs336_basics.training.settings import parse_settings
 from tests._train_utils import (
     PYTHON,
     REPO,
@@ -33,10 +33,12 @@ from tests._train_utils import (
     train_losses,
     write_pattern_data,
 )
+
 from ._torch_threads import default_torch_threads, one_torch_thread  # noqa: F401  (fixtures)
 
 ITER_LINE = re.compile(
-    r"^Iter +(\d+) \| Loss: \d+\.\d{4} \| LR: \d\.\d\de[-+]\d\d \| Time: \d+\.\dms \| Tokens/sec: \d+ \| MFU: n/a \| ETA \d+:\d\d:\d\d$", re.M
+    r"^Iter +(\d+) \| Loss: \d+\.\d{4} \| LR: \d\.\d\de[-+]\d\d \| Time: \d+\.\dms \| Tokens/sec: \d+ \| MFU: n/a \| ETA \d+:\d\d:\d\d$",
+    re.M,
 )
 
 
@@ -79,7 +81,7 @@ def test_tiny_run_learns_and_writes_everything(data, tmp_path, capsys):
     run_dir = tmp_path / "run"
     cfg = tmp_path / "cfg.toml"
     # Part of the settings from a config file (grouped), the rest on the command line.
-    cfg.write_text('[optim]\nlr = 1e-2\nmin_lr = 1e-3\nwarmup_iters = 5\n[run]\nmax_iters = 60\n')
+    cfg.write_text("[optim]\nlr = 1e-2\nmin_lr = 1e-3\nwarmup_iters = 5\n[run]\nmax_iters = 60\n")
     argv = base_argv(data, run_dir, "--config", str(cfg), eval_interval=20, checkpoint_interval=30, log_interval=10)
     argv = [a for a in argv]  # base_argv sets lr/min_lr/warmup/max_iters: drop them so the file's apply
     for flag in ("--lr", "--min_lr", "--warmup_iters", "--max_iters"):
@@ -95,7 +97,9 @@ def test_tiny_run_learns_and_writes_everything(data, tmp_path, capsys):
         assert want in lines, f"missing line {want!r}\n{out}"
     assert re.search(r"^Train data size: 20,000 tokens$", out, re.M)
     assert re.search(r"^Validation data size: 2,000 tokens$", out, re.M)
-    assert re.search(r"^Total parameters: [\d,]+$", out, re.M) and re.search(r"^Trainable parameters: [\d,]+$", out, re.M)
+    assert re.search(r"^Total parameters: [\d,]+$", out, re.M) and re.search(
+        r"^Trainable parameters: [\d,]+$", out, re.M
+    )
     assert re.search(r"^Train loss: \d+\.\d{4} \| Val loss: \d+\.\d{4}$", out, re.M)
     # The first iteration is shown at once (signs of life on a slow machine), then every --log_interval.
     assert [int(m) for m in ITER_LINE.findall(out)] == [1, 10, 20, 30, 40, 50, 60], out
@@ -132,7 +136,9 @@ def test_tiny_run_learns_and_writes_everything(data, tmp_path, capsys):
     assert set(ck["rng"]) >= {"python", "numpy", "torch", "cuda", "data"} and len(ck["rng"]["data"]) == 1
     assert ck["scaler"] is None and ck["best_val_loss"] == pytest.approx(final["val_loss"])
     side = json.loads((run_dir / "checkpoint_iter_60.json").read_text())
-    assert side["iteration"] == 60 and side["model_config"]["num_layers"] == 2 and side["train_config"]["max_iters"] == 60
+    assert (
+        side["iteration"] == 60 and side["model_config"]["num_layers"] == 2 and side["train_config"]["max_iters"] == 60
+    )
     rc_json = json.loads((run_dir / "run_config.json").read_text())
     assert rc_json["seed"] == 1234 and rc_json["world_size"] == 1 and rc_json["torch_version"] == torch.__version__
     assert rc_json["train_config"]["lr"] == 1e-2 and rc_json["train_config"]["batch_size"] == 8
@@ -181,7 +187,10 @@ def test_keep_last_best_and_early_stopping(data, tmp_path, capsys):
     rc, out, err = run(base_argv(data, run_dir, "--keep_last", "2", max_iters=12, checkpoint_interval=2,
                                  eval_interval=4), capsys)  # fmt: skip
     assert rc == 0, err
-    assert sorted(p.name for p in run_dir.glob("checkpoint_iter_*.pt")) == ["checkpoint_iter_10.pt", "checkpoint_iter_12.pt"]
+    assert sorted(p.name for p in run_dir.glob("checkpoint_iter_*.pt")) == [
+        "checkpoint_iter_10.pt",
+        "checkpoint_iter_12.pt",
+    ]
     best = load_pt(run_dir / "best.pt")
     vals = [r["val_loss"] for r in records(run_dir, "eval") + records(run_dir, "final")]
     assert best["best_val_loss"] == pytest.approx(min(vals))
@@ -261,7 +270,9 @@ def test_sigterm_stops_after_the_step_and_resume_is_exact(data, reference_cosine
     assert signal.getsignal(signal.SIGTERM) is not None  # handlers restored (pytest keeps working)
 
     monkeypatch.undo()
-    rc, out, err = run(base_argv(data, run_dir, "--resume", max_iters=16, checkpoint_interval=100, eval_interval=5), capsys)
+    rc, out, err = run(
+        base_argv(data, run_dir, "--resume", max_iters=16, checkpoint_interval=100, eval_interval=5), capsys
+    )
     assert rc == 0, err
     assert f"Resuming from {run_dir / 'checkpoint_iter_6.pt'} (iteration 6)" in out
     assert_weights_equal(run_dir / "checkpoint_iter_16.pt", reference_cosine / "checkpoint_iter_16.pt")
@@ -273,11 +284,15 @@ def test_resume_skips_a_corrupt_newest_checkpoint(data, reference_cosine, tmp_pa
     run_dir.mkdir()
     for it in (8, 10):
         for suffix in (".pt", ".json"):
-            (run_dir / f"checkpoint_iter_{it}{suffix}").write_bytes((reference_cosine / f"checkpoint_iter_{it}{suffix}").read_bytes())
+            (run_dir / f"checkpoint_iter_{it}{suffix}").write_bytes(
+                (reference_cosine / f"checkpoint_iter_{it}{suffix}").read_bytes()
+            )
     blob = bytearray((run_dir / "checkpoint_iter_10.pt").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     (run_dir / "checkpoint_iter_10.pt").write_bytes(bytes(blob))
-    rc, out, err = run(base_argv(data, run_dir, "--resume", max_iters=16, checkpoint_interval=2, eval_interval=5), capsys)
+    rc, out, err = run(
+        base_argv(data, run_dir, "--resume", max_iters=16, checkpoint_interval=2, eval_interval=5), capsys
+    )
     assert rc == 0, err
     assert re.search(rf"^Skipping {re.escape(str(run_dir / 'checkpoint_iter_10.pt'))}: .*sha256", out, re.M), out
     assert f"Resuming from {run_dir / 'checkpoint_iter_8.pt'} (iteration 8)" in out
@@ -300,7 +315,10 @@ def test_checkpoint_from_another_run_dir_with_resume_from(data, reference_cosine
 def test_nan_streak_stops_with_last_good_checkpoint(data, reference_cosine, tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "run"
     # Iterations 5 and 6: NaN loss (with NaN gradients); 7: NaN loss with *finite* gradients.
-    patch_loss(monkeypatch, lambda call, loss: loss * float("nan") if call in (5, 6) else (loss + float("nan") if call == 7 else None))
+    patch_loss(
+        monkeypatch,
+        lambda call, loss: loss * float("nan") if call in (5, 6) else (loss + float("nan") if call == 7 else None),
+    )
     rc, out, err = run(base_argv(data, run_dir, "--max_bad_steps", "3", max_iters=16, checkpoint_interval=100,
                                  eval_interval=5), capsys)  # fmt: skip
     assert rc == 1
@@ -321,7 +339,9 @@ def test_nan_streak_stops_with_last_good_checkpoint(data, reference_cosine, tmp_
         assert torch.equal(got["optimizer"]["state"][pid]["exp_avg"], want["optimizer"]["state"][pid]["exp_avg"])
     # ... including the data stream: resuming it replays the uninterrupted run exactly.
     monkeypatch.undo()
-    rc, out, err = run(base_argv(data, run_dir, "--resume", max_iters=16, checkpoint_interval=2, eval_interval=5), capsys)
+    rc, out, err = run(
+        base_argv(data, run_dir, "--resume", max_iters=16, checkpoint_interval=2, eval_interval=5), capsys
+    )
     assert rc == 0, err
     assert_weights_equal(run_dir / "checkpoint_iter_16.pt", reference_cosine / "checkpoint_iter_16.pt")
 
@@ -343,7 +363,9 @@ def test_grad_scaler_overflow_is_a_logged_skip_not_a_failure(data, tmp_path, cap
     the update and lowers the scale; it is counted as a "scaler_skip" event, not a bad step."""
     from cs336_basics.training import runtime
 
-    monkeypatch.setattr(runtime, "make_grad_scaler", lambda device, dtype: torch.amp.GradScaler("cpu", init_scale=1024.0))
+    monkeypatch.setattr(
+        runtime, "make_grad_scaler", lambda device, dtype: torch.amp.GradScaler("cpu", init_scale=1024.0)
+    )
 
     class InfGrad(torch.autograd.Function):
         @staticmethod
@@ -421,7 +443,9 @@ def test_sigterm_to_a_real_process_then_resume(data, tmp_path):
     assert load_pt(run_dir / f"checkpoint_iter_{n}.pt")["iteration"] == n
     assert max(train_losses(run_dir)) == n
 
-    rc = tt.main(base_argv(data, run_dir, "--resume", max_iters=n + 2, checkpoint_interval=100_000, eval_interval=100_000))
+    rc = tt.main(
+        base_argv(data, run_dir, "--resume", max_iters=n + 2, checkpoint_interval=100_000, eval_interval=100_000)
+    )
     assert rc == 0
     assert load_pt(run_dir / f"checkpoint_iter_{n + 2}.pt")["iteration"] == n + 2
     assert sorted(train_losses(run_dir)) == list(range(1, n + 3))
@@ -440,7 +464,9 @@ def test_config_file_precedence(tmp_path):
     assert (args.d_model, args.num_layers, args.lr, args.batch_size, args.compile) == (48, 3, 0.01, 3, True)
     assert args.rope_theta == 500.0 and isinstance(args.rope_theta, float)
     assert args.train_data_path == "a.npy" and args.d_ff == 2048  # untouched default
-    args = parse_settings(["--config", str(cfg), "--lr", "0.02", "--no-compile", "--d_model", "64", "--val_data_path", "c.npy"])
+    args = parse_settings(
+        ["--config", str(cfg), "--lr", "0.02", "--no-compile", "--d_model", "64", "--val_data_path", "c.npy"]
+    )
     assert (args.lr, args.compile, args.d_model, args.val_data_path, args.num_layers) == (0.02, False, 64, "c.npy", 3)
     # Without the file the defaults are the design notes' table.
     args = parse_settings(["--train_data_path", "a", "--val_data_path", "b"])
@@ -568,7 +594,9 @@ def test_missing_optional_integration_is_a_clear_error(data, tmp_path, capsys, m
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("wandb", "tensorboard") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("wandb", "tensorboard") else real(name, *a)
+    )
     rc, out, err = run(base_argv(data, tmp_path / "run", "--use_wandb"), capsys)
     assert rc == 2 and "uv sync --extra wandb" in err
     rc, out, err = run(base_argv(data, tmp_path / "run", "--tensorboard_dir", str(tmp_path / "tb")), capsys)
@@ -649,7 +677,10 @@ def test_training_without_validation(data, tmp_path, capsys, how):
     assert "Validation: none (no evaluation, no best.pt)" in out and "Evaluating" not in out
     assert records(run_dir, "eval") == [] and records(run_dir, "final") == []
     assert not (run_dir / "best.pt").exists()
-    assert sorted(p.name for p in run_dir.glob("checkpoint_iter_*.pt")) == ["checkpoint_iter_3.pt", "checkpoint_iter_6.pt"]
+    assert sorted(p.name for p in run_dir.glob("checkpoint_iter_*.pt")) == [
+        "checkpoint_iter_3.pt",
+        "checkpoint_iter_6.pt",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -153,7 +153,9 @@ def flop_shares(s: Shape, contexts: Sequence[int]) -> list[dict[str, float]]:
 # ------------------------------------------------------------------------------------------------
 # memory
 # ------------------------------------------------------------------------------------------------
-def activation_elements(s: Shape, batch_size: int, seq_len: int | None = None, *, keep_scores: bool = True) -> dict[str, int]:
+def activation_elements(
+    s: Shape, batch_size: int, seq_len: int | None = None, *, keep_scores: bool = True
+) -> dict[str, int]:
     """Activation elements kept for the backward pass (the course handout's list), by component.
 
     Per layer and token: RMSNorm inputs ``2d``; q/k/v ``3d``; attention scores ``Q K^T`` and their
@@ -205,7 +207,9 @@ def max_batch_size(s: Shape, memory_bytes: float, seq_len: int | None = None, **
     return int((memory_bytes - fixed) // per_seq)
 
 
-def training_days(s: Shape, steps: int, batch_size: int, peak_flops: float, mfu: float, seq_len: int | None = None) -> float:
+def training_days(
+    s: Shape, steps: int, batch_size: int, peak_flops: float, mfu: float, seq_len: int | None = None
+) -> float:
     """Days for ``steps`` AdamW steps at ``mfu`` of ``peak_flops`` FLOP/s (3x forward per step)."""
     step_flops = 3 * forward_flops(s, seq_len, batch_size)["total"]
     return steps * step_flops / (peak_flops * mfu) / 86400.0
@@ -214,8 +218,17 @@ def training_days(s: Shape, steps: int, batch_size: int, peak_flops: float, mfu:
 # ------------------------------------------------------------------------------------------------
 # report + CLI
 # ------------------------------------------------------------------------------------------------
-def report(s: Shape, *, batch_size: int, contexts: Sequence[int], memory_gb: float, steps: int,
-           train_batch: int, peak_tflops: float, mfu: float) -> dict:
+def report(
+    s: Shape,
+    *,
+    batch_size: int,
+    contexts: Sequence[int],
+    memory_gb: float,
+    steps: int,
+    train_batch: int,
+    peak_tflops: float,
+    mfu: float,
+) -> dict:
     """Everything the CLI prints, as plain data."""
     return {
         "shape": asdict(s),
@@ -272,17 +285,26 @@ def format_report(r: dict, name: str) -> str:
         f"## Forward-pass matmul FLOPs (one sequence of {s['context_length']} tokens)",
         f"{'component':<28}{'FLOPs':>16}{'share':>9}",
     ]
-    labels = {"attention_proj": "attention q/k/v/out proj", "attention_scores": "attention QK^T and PV",
-              "ffn": "ffn", "lm_head": "lm_head"}
+    labels = {
+        "attention_proj": "attention q/k/v/out proj",
+        "attention_scores": "attention QK^T and PV",
+        "ffn": "ffn",
+        "lm_head": "lm_head",
+    }
     for k in FLOP_COMPONENTS:
         lines.append(f"{labels[k]:<28}{_h(f[k]):>16}{100 * f[k] / f['total']:>8.1f}%")
     lines.append(f"{'total':<28}{_h(f['total']):>16}   (training step ~3x: {_h(3 * f['total'])})")
     short = {"attention_proj": "attn proj", "attention_scores": "attn QK^T/PV", "ffn": "ffn", "lm_head": "lm_head"}
-    lines += ["", "## Share of forward FLOPs by context length",
-              f"{'context':>8}{'total':>12}" + "".join(f"{short[k]:>16}" for k in FLOP_COMPONENTS)]
+    lines += [
+        "",
+        "## Share of forward FLOPs by context length",
+        f"{'context':>8}{'total':>12}" + "".join(f"{short[k]:>16}" for k in FLOP_COMPONENTS),
+    ]
     for row in r["flop_shares"]:
-        lines.append(f"{row['context_length']:>8}{_h(row['total']):>12}"
-                     + "".join(f"{100 * row[k]:>15.1f}%" for k in FLOP_COMPONENTS))
+        lines.append(
+            f"{row['context_length']:>8}{_h(row['total']):>12}"
+            + "".join(f"{100 * row[k]:>15.1f}%" for k in FLOP_COMPONENTS)
+        )
     m = r["memory"]
     b, br = m["bytes"], m["bytes_recompute_scores"]
     lines += [
@@ -323,14 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cs336_basics.tools.accounting",
         description="Parameters, forward FLOPs and AdamW training memory of this project's Transformer LM.",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="GPT-2 shapes with this architecture (d_ff = 4*d_model), or the course's TinyStories model; "
-                        "shape flags given as well override the preset")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="GPT-2 shapes with this architecture (d_ff = 4*d_model), or the course's TinyStories model; "
+        "shape flags given as well override the preset",
+    )
     for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
         p.add_argument(f"--{name}", type=_pos_int, default=None)
     p.add_argument("--ffn_type", choices=("swiglu", "silu"), default=None)
     p.add_argument("--batch_size", type=_pos_int, default=1, help="batch for the memory estimate")
-    p.add_argument("--contexts", default="1024,4096,16384", help="comma-separated context lengths for the FLOP-share table")
+    p.add_argument(
+        "--contexts", default="1024,4096,16384", help="comma-separated context lengths for the FLOP-share table"
+    )
     p.add_argument("--memory_gb", type=float, default=80.0, help="device memory for the largest-batch estimate")
     p.add_argument("--train_steps", type=_pos_int, default=400_000)
     p.add_argument("--train_batch", type=_pos_int, default=1024)
@@ -349,7 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             base[k] = getattr(args, k)
     missing = [k for k in dims if k not in base]
     if missing:
-        raise AccountingError(f"give --preset or all of the shape flags; missing: {', '.join('--' + k for k in missing)}")
+        raise AccountingError(
+            f"give --preset or all of the shape flags; missing: {', '.join('--' + k for k in missing)}"
+        )
     shape = Shape(**base).validate()
     try:
         contexts = [int(c) for c in args.contexts.split(",") if c.strip()]
@@ -361,8 +391,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise AccountingError(f"--mfu must be in (0, 1], got {args.mfu}")
     if args.peak_tflops <= 0 or args.memory_gb <= 0:
         raise AccountingError("--peak_tflops and --memory_gb must be positive")
-    r = report(shape, batch_size=args.batch_size, contexts=contexts, memory_gb=args.memory_gb,
-               steps=args.train_steps, train_batch=args.train_batch, peak_tflops=args.peak_tflops, mfu=args.mfu)
+    r = report(
+        shape,
+        batch_size=args.batch_size,
+        contexts=contexts,
+        memory_gb=args.memory_gb,
+        steps=args.train_steps,
+        train_batch=args.train_batch,
+        peak_tflops=args.peak_tflops,
+        mfu=args.mfu,
+    )
     print(json.dumps(r, indent=2) if args.json else format_report(r, args.preset or "custom"))
     return 0
 

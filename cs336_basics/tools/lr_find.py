@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cs336_basics.training import runtime
 from cs336_basics.data import get_batch
-from cs336_basics.utils.errors import run_cli
-from cs336_basics.utils.fsutil import atomic_write_text
 from cs336_basics.model import TransformerLM
+from cs336_basics.training import runtime
 from cs336_basics.training.settings import ConfigError, TrainSettings, parse_settings_and_extras
 from cs336_basics.training.step import StepResult, train_step
 from cs336_basics.training_together import build_optimizer, load_data
+from cs336_basics.utils.errors import run_cli
+from cs336_basics.utils.fsutil import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,9 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--end_lr", type=float, default=1.0, help="last learning rate of the sweep")
     g.add_argument("--num_steps", type=int, default=100, help="steps of the sweep (one LR each)")
     g.add_argument("--smoothing", type=float, default=0.05, help="weight of the newest loss in the moving average")
-    g.add_argument("--divergence", type=float, default=4.0, help="stop once the smoothed loss exceeds this many times its best")
+    g.add_argument(
+        "--divergence", type=float, default=4.0, help="stop once the smoothed loss exceeds this many times its best"
+    )
     g.add_argument("--csv", type=str, default=None, help="also write step,lr,loss,smoothed to this CSV file")
     g.add_argument("--plot", type=str, default="lr_find.png", help="plot file (written when matplotlib is installed)")
 
@@ -166,10 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in points:
         if p.step % every == 0 or p is points[-1]:
             print(f"{p.step:5d} {p.lr:10.3e} {p.loss:9.4f} {p.smoothed:9.4f}")
-    end = f"diverged at lr {lr_at(len(points), extras['num_steps'], extras['start_lr'], extras['end_lr']):.3e}" if diverged else "did not diverge"
+    end = (
+        f"diverged at lr {lr_at(len(points), extras['num_steps'], extras['start_lr'], extras['end_lr']):.3e}"
+        if diverged
+        else "did not diverge"
+    )
     print(f"Swept {len(points)} steps ({end}).")
     if suggestion is None:
-        print("No suggestion: the smoothed loss never fell; try a wider range (--start_lr/--end_lr) or more --num_steps.")
+        print(
+            "No suggestion: the smoothed loss never fell; try a wider range (--start_lr/--end_lr) or more --num_steps."
+        )
     else:
         print(f"Suggested --lr {suggestion:.2e} (steepest descent of the smoothed loss); "
               f"for a long run with warmup, about {suggestion / 3:.1e} is a safe start.")  # fmt: skip

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.training.metrics import finite_number, read_records
+from cs336_basics.utils.errors import UserError, run_cli
 
 
 class MetricsError(UserError, ValueError):
@@ -45,8 +45,10 @@ def output_kind(out: str | os.PathLike) -> str:
         return "csv"
     if suffix in IMAGE_SUFFIXES:
         return "image"
-    raise MetricsError(f"--out {out}: unknown file type {suffix or '(no suffix)'!r}; use .csv for the table "
-                       "or an image suffix (.png, .pdf, .svg, ...)")
+    raise MetricsError(
+        f"--out {out}: unknown file type {suffix or '(no suffix)'!r}; use .csv for the table "
+        "or an image suffix (.png, .pdf, .svg, ...)"
+    )
 
 
 @dataclass
@@ -149,11 +151,24 @@ def plot(curves: Sequence[Curves], out: str | os.PathLike, title: str | None = N
         for ax, xi, xlabel in ((axes[0], 0, "optimizer step"), (axes[1], 1, f"wall-clock time ({t_unit})")):
             scale = 1.0 if xi == 0 else t_scale
             if c.train:
-                ax.plot([p[xi] * scale for p in c.train], [p[2] for p in c.train], color=col, alpha=0.35,
-                        lw=1, label=f"{c.name} train" if multi else "train loss")
+                ax.plot(
+                    [p[xi] * scale for p in c.train],
+                    [p[2] for p in c.train],
+                    color=col,
+                    alpha=0.35,
+                    lw=1,
+                    label=f"{c.name} train" if multi else "train loss",
+                )
             if c.val:
-                ax.plot([p[xi] * scale for p in c.val], [p[2] for p in c.val], color=col, marker="o", ms=3,
-                        lw=1.8, label=f"{c.name} val" if multi else "val loss")
+                ax.plot(
+                    [p[xi] * scale for p in c.val],
+                    [p[2] for p in c.val],
+                    color=col,
+                    marker="o",
+                    ms=3,
+                    lw=1.8,
+                    label=f"{c.name} val" if multi else "val loss",
+                )
             ax.set_xlabel(xlabel)
             ax.set_ylabel("loss (nats/token)")
             ax.grid(True, alpha=0.3)
@@ -175,9 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cs336_basics.tools.plot_metrics",
         description="Plot train/val loss vs steps and vs wall-clock time from RUN_DIR/metrics.jsonl.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory (the trainer's --checkpoint_dir) or a metrics.jsonl; several overlay")
-    p.add_argument("--out", default=None, help="output file: .png/.pdf/.svg draws the curves, .csv writes the table (default: RUN_DIR/curves.png)")
-    p.add_argument("--csv", default=None, metavar="FILE", help="also (or, without matplotlib, instead) write the curves as CSV")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run directory (the trainer's --checkpoint_dir) or a metrics.jsonl; several overlay",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output file: .png/.pdf/.svg draws the curves, .csv writes the table (default: RUN_DIR/curves.png)",
+    )
+    p.add_argument(
+        "--csv", default=None, metavar="FILE", help="also (or, without matplotlib, instead) write the curves as CSV"
+    )
     p.add_argument("--title", default=None)
     return p
 

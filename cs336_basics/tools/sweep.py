@@ -60,9 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cs336_basics.training.metrics import finite_number, read_records
 from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.utils.fsutil import atomic_write_text, read_toml
-from cs336_basics.training.metrics import finite_number, read_records
 
 __all__ = [
     "SweepError",
@@ -86,10 +86,12 @@ PRESET_DIR = Path(__file__).resolve().parent / "experiments"
 TRAINER = "cs336_basics.training_together"
 SWEEP_KEYS = ("name", "description", "out_dir", "base", "grid", "variants")
 # Set by the sweep itself for every variant.
-RESERVED = {"checkpoint_dir": "the sweep puts each run in OUT/runs/NAME",
-            "resume": "the sweep resumes interrupted variants itself",
-            "resume_from": "the sweep resumes interrupted variants itself",
-            "config": "a sweep file cannot include another config"}
+RESERVED = {
+    "checkpoint_dir": "the sweep puts each run in OUT/runs/NAME",
+    "resume": "the sweep resumes interrupted variants itself",
+    "resume_from": "the sweep resumes interrupted variants itself",
+    "config": "a sweep file cannot include another config",
+}
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 
 
@@ -291,7 +293,9 @@ def load_sweep(
         if vname is None:
             vname = _grid_name(over) if over else "base"
         if not isinstance(vname, str) or not _NAME_OK.match(vname):
-            raise SweepError(f"{path}: [[variants]] #{i + 1} name {vname!r} must be a plain file name (letters, digits, ._=,+-)")
+            raise SweepError(
+                f"{path}: [[variants]] #{i + 1} name {vname!r} must be a plain file name (letters, digits, ._=,+-)"
+            )
         variants.append(Variant(vname, over, {**base, **over}))
     if not variants:
         variants.append(Variant("base", {}, dict(base)))
@@ -309,7 +313,9 @@ def load_sweep(
     for v in variants:
         for need in ("train_data_path", "val_data_path"):
             if need not in v.flags:
-                raise SweepError(f"{path}: variant {v.name!r} has no {need} (set it in [base] or with --set {need}=...)")
+                raise SweepError(
+                    f"{path}: variant {v.name!r} has no {need} (set it in [base] or with --set {need}=...)"
+                )
 
     out = Path(out_dir) if out_dir is not None else Path(data.get("out_dir") or f"runs/sweeps/{name}")
     return Sweep(name, data.get("description", ""), out, variants, path, dict(sets or {}))
@@ -419,11 +425,14 @@ def _last_error(log: Path) -> str:
 def classify(res: VariantResult, exit_code: int | None, log: Path | None = None) -> VariantResult:
     """Set ``status``/``note`` from the run's metrics and the process's exit status."""
     res.exit_code = exit_code
-    rose = (res.first_loss is not None and res.final_val_loss is not None
-            and res.final_val_loss > res.first_loss)
+    rose = res.first_loss is not None and res.final_val_loss is not None and res.final_val_loss > res.first_loss
     if res.status == "finished" and (res.nonfinite or rose or res.final_val_loss is None):
         res.status = "diverged"
-        res.note = "non-finite loss" if res.nonfinite or res.final_val_loss is None else "final loss above the first logged loss"
+        res.note = (
+            "non-finite loss"
+            if res.nonfinite or res.final_val_loss is None
+            else "final loss above the first logged loss"
+        )
     elif res.status == "finished":
         res.note = ""
     elif exit_code == 1 and res.nonfinite:
@@ -513,7 +522,7 @@ def schedule(
                 time.sleep(poll_s)
         return True
     except KeyboardInterrupt:
-        for job, _slot, proc in running.values():
+        for _job, _slot, proc in running.values():
             if proc.poll() is None:
                 try:
                     # SIGTERM, not SIGINT: after a terminal's Ctrl-C (which reached the children too)
@@ -685,11 +694,18 @@ def format_summary(sweep: Sweep, results: Sequence[VariantResult], plot_note: st
     if sweep.description:
         lines += [sweep.description.strip(), ""]
     src = Path(sweep.source).resolve()
-    source = (f"preset `{src.stem}` (cs336_basics/tools/experiments/{src.name})" if src.parent == PRESET_DIR
-              else f"`{sweep.source}`")
+    source = (
+        f"preset `{src.stem}` (cs336_basics/tools/experiments/{src.name})"
+        if src.parent == PRESET_DIR
+        else f"`{sweep.source}`"
+    )
     lines.append(f"Source: {source}; runs in `{sweep.out_dir / 'runs'}`, logs in `{sweep.out_dir / 'logs'}`.")
     if sweep.sets:
-        lines.append("Overrides for every variant: " + " ".join(f"`--set {k}={_fmt_value(v)}`" for k, v in sweep.sets.items()) + ".")
+        lines.append(
+            "Overrides for every variant: "
+            + " ".join(f"`--set {k}={_fmt_value(v)}`" for k, v in sweep.sets.items())
+            + "."
+        )
     lines += [
         "",
         "| variant | changes | status | final val loss | best val loss | steps | tokens | wall time | diverged | exit |",
@@ -710,7 +726,9 @@ def format_summary(sweep: Sweep, results: Sequence[VariantResult], plot_note: st
     if ok:
         best = min(ok, key=lambda r: r.final_val_loss)
         lines.append(f"Lowest final val loss: **{best.name}** ({best.final_val_loss:.4f}).")
-    counts = {s: sum(r.status == s for r in results) for s in ("finished", "diverged", "failed", "interrupted", "pending")}
+    counts = {
+        s: sum(r.status == s for r in results) for s in ("finished", "diverged", "failed", "interrupted", "pending")
+    }
     lines.append("Variants: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".")
     if plot_note:
         lines += ["", plot_note]
@@ -763,11 +781,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="sweep TOML file, or a preset name (see --list)")
     p.add_argument("--list", action="store_true", help="list the shipped presets and exit")
-    p.add_argument("--out_dir", default=None, help="sweep directory (default: the file's out_dir, else runs/sweeps/NAME)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a [base] training flag for every variant (repeatable), e.g. --set device=cuda")
+    p.add_argument(
+        "--out_dir", default=None, help="sweep directory (default: the file's out_dir, else runs/sweeps/NAME)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a [base] training flag for every variant (repeatable), e.g. --set device=cuda",
+    )
     p.add_argument("--only", default=None, help="comma-separated variant names to run (the others are left alone)")
-    p.add_argument("--gpus", default="auto", help="'auto' (every visible GPU), a count, or ids like 0,2; one variant per GPU")
+    p.add_argument(
+        "--gpus", default="auto", help="'auto' (every visible GPU), a count, or ids like 0,2; one variant per GPU"
+    )
     p.add_argument("--dry_run", action="store_true", help="show what would run (and the commands) without running")
     return p
 
@@ -791,10 +818,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Sweep {sweep.name}: {len(sweep.variants)} variant(s) -> {sweep.out_dir} ({where})")
     if args.dry_run:
         for p in plan(sweep):
-            cmd = f"python -m {TRAINER} --config {sweep.config_path(p.variant)}" + (" --resume" if p.action == "resume" else "")
+            cmd = f"python -m {TRAINER} --config {sweep.config_path(p.variant)}" + (
+                " --resume" if p.action == "resume" else ""
+            )
             extra = f" ({p.reason})" if p.reason else ""
             print(f"  {p.variant.name}: {p.action}{extra}" + ("" if p.action == "skip" else f": {cmd}"))
         return 0
+
     def on_term(signum, frame):
         raise KeyboardInterrupt  # handled in schedule(): stop the running variants gracefully
 

@@ -24,11 +24,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.tokenizer import Tokenizer, token_to_str
+from cs336_basics.utils.errors import UserError, run_cli
 
-__all__ = ["StatsError", "EOT", "TokenizerStats", "read_documents", "sample_documents", "load_documents",
-           "leading_documents", "measure", "longest_tokens", "compare"]
+__all__ = [
+    "StatsError",
+    "EOT",
+    "TokenizerStats",
+    "read_documents",
+    "sample_documents",
+    "load_documents",
+    "leading_documents",
+    "measure",
+    "longest_tokens",
+    "compare",
+]
 
 EOT = "<|endoftext|>"
 
@@ -99,7 +109,9 @@ def sample_documents(docs: Sequence[str], num_docs: int, seed: int = 0) -> list[
     return [docs[i] for i in picked]
 
 
-def load_documents(path: str | os.PathLike, num_docs: int, seed: int = 0, max_bytes: int | None = 100_000_000) -> list[str]:
+def load_documents(
+    path: str | os.PathLike, num_docs: int, seed: int = 0, max_bytes: int | None = 100_000_000
+) -> list[str]:
     """``sample_documents(read_documents(path, max_bytes), num_docs, seed)``."""
     sample_documents([], num_docs)  # check num_docs before reading
     return sample_documents(read_documents(path, max_bytes), num_docs, seed)
@@ -116,8 +128,15 @@ def leading_documents(docs: Sequence[str], max_bytes: int) -> list[str]:
     return out
 
 
-def measure(tok: Tokenizer, docs: Sequence[str], *, name: str = "", input_name: str = "",
-            project_gb: float | None = None, throughput_docs: Sequence[str] | None = None) -> TokenizerStats:
+def measure(
+    tok: Tokenizer,
+    docs: Sequence[str],
+    *,
+    name: str = "",
+    input_name: str = "",
+    project_gb: float | None = None,
+    throughput_docs: Sequence[str] | None = None,
+) -> TokenizerStats:
     """Compression on ``docs`` (each encoded on its own); single-process throughput timed on
     ``throughput_docs`` joined into one text (``<|endoftext|>`` between them when the tokenizer has
     it; default: the per-document encodes of ``docs``, though a few documents mostly measure a cold
@@ -137,9 +156,17 @@ def measure(tok: Tokenizer, docs: Sequence[str], *, name: str = "", input_name: 
         t_bytes = len(text.encode("utf-8"))
     rate = t_bytes / seconds if seconds > 0 else float("inf")
     return TokenizerStats(
-        tokenizer=name, input=input_name, vocab_size=tok.vocab_size, num_docs=len(docs), bytes=n_bytes,
-        tokens=n_tokens, bytes_per_token=n_bytes / n_tokens if n_tokens else float("nan"),
-        seconds=seconds, bytes_per_s=rate, throughput_bytes=t_bytes, project_gb=project_gb,
+        tokenizer=name,
+        input=input_name,
+        vocab_size=tok.vocab_size,
+        num_docs=len(docs),
+        bytes=n_bytes,
+        tokens=n_tokens,
+        bytes_per_token=n_bytes / n_tokens if n_tokens else float("nan"),
+        seconds=seconds,
+        bytes_per_s=rate,
+        throughput_bytes=t_bytes,
+        project_gb=project_gb,
         projected_s=(project_gb * 1e9 / rate) if project_gb is not None and rate > 0 else None,
     )
 
@@ -152,13 +179,19 @@ def longest_tokens(tok: Tokenizer, k: int = 5) -> list[tuple[int, bytes]]:
     return entries[:k]
 
 
-def compare(tokenizers: dict[str, Tokenizer], inputs: dict[str, list[str]], project_gb: float | None = None,
-            throughput: dict[str, list[str]] | None = None) -> list[TokenizerStats]:
+def compare(
+    tokenizers: dict[str, Tokenizer],
+    inputs: dict[str, list[str]],
+    project_gb: float | None = None,
+    throughput: dict[str, list[str]] | None = None,
+) -> list[TokenizerStats]:
     """Every tokenizer on every input's sample (the same documents for all tokenizers); throughput
     timed on ``throughput[input]`` when given."""
-    return [measure(tok, docs, name=tn, input_name=inp, project_gb=project_gb,
-                    throughput_docs=(throughput or {}).get(inp))
-            for inp, docs in inputs.items() for tn, tok in tokenizers.items()]
+    return [
+        measure(tok, docs, name=tn, input_name=inp, project_gb=project_gb, throughput_docs=(throughput or {}).get(inp))
+        for inp, docs in inputs.items()
+        for tn, tok in tokenizers.items()
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,13 +210,15 @@ def _duration(s: float | None) -> str:
 
 
 def _short(name: str, n: int) -> str:
-    return name if len(name) <= n else "..." + name[-(n - 3):]
+    return name if len(name) <= n else "..." + name[-(n - 3) :]
 
 
 def format_table(stats: Sequence[TokenizerStats]) -> str:
     proj = next((s.project_gb for s in stats if s.project_gb is not None), None)
-    head = (f"{'tokenizer':<26}{'input':<36}{'vocab':>7}{'docs':>6}{'MB':>8}{'tokens':>10}{'bytes/tok':>10}{'MB/s':>7}"
-            + (f"  {f'time for {proj:g} GB':>16}" if proj is not None else ""))
+    head = (
+        f"{'tokenizer':<26}{'input':<36}{'vocab':>7}{'docs':>6}{'MB':>8}{'tokens':>10}{'bytes/tok':>10}{'MB/s':>7}"
+        + (f"  {f'time for {proj:g} GB':>16}" if proj is not None else "")
+    )
     lines = [head, "-" * len(head)]
     for s in stats:
         lines.append(
@@ -199,16 +234,34 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cs336_basics.tools.tokenizer_stats",
         description="Compression (bytes/token), throughput and longest tokens of BPE tokenizers on sampled documents.",
     )
-    p.add_argument("--tokenizer", action="append", required=True, metavar="DIR",
-                   help="tokenizer directory (vocab.json, merges.txt, special_tokens.json); repeat to compare")
-    p.add_argument("--input", action="append", required=True, metavar="FILE",
-                   help="UTF-8 text with documents separated by <|endoftext|>; repeat for several corpora")
-    p.add_argument("--num_docs", type=int, default=10, help="documents sampled per input (default: 10, as in the handout)")
+    p.add_argument(
+        "--tokenizer",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="tokenizer directory (vocab.json, merges.txt, special_tokens.json); repeat to compare",
+    )
+    p.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="UTF-8 text with documents separated by <|endoftext|>; repeat for several corpora",
+    )
+    p.add_argument(
+        "--num_docs", type=int, default=10, help="documents sampled per input (default: 10, as in the handout)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--max_mb", type=float, default=100.0, help="read at most this many MB of each input")
-    p.add_argument("--throughput_mb", type=float, default=2.0,
-                   help="time encoding on the first this-many MB of each input (default: 2)")
-    p.add_argument("--project_gb", type=float, default=825.0, help="project the time to tokenize this many GB (the Pile: 825)")
+    p.add_argument(
+        "--throughput_mb",
+        type=float,
+        default=2.0,
+        help="time encoding on the first this-many MB of each input (default: 2)",
+    )
+    p.add_argument(
+        "--project_gb", type=float, default=825.0, help="project the time to tokenize this many GB (the Pile: 825)"
+    )
     p.add_argument("--top", type=int, default=5, help="longest tokens to list per tokenizer")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     return p
@@ -240,15 +293,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = compare(tokenizers, inputs, args.project_gb, timed)
     longest = {n: longest_tokens(t, args.top) for n, t in tokenizers.items()}
     if args.json:
-        out = {"stats": [asdict(s) for s in stats],
-               "longest_tokens": {n: [{"id": i, "bytes": len(b), "token": b.decode("utf-8", "replace")} for i, b in v]
-                                  for n, v in longest.items()}}
+        out = {
+            "stats": [asdict(s) for s in stats],
+            "longest_tokens": {
+                n: [{"id": i, "bytes": len(b), "token": b.decode("utf-8", "replace")} for i, b in v]
+                for n, v in longest.items()
+            },
+        }
         print(json.dumps(out, indent=2))
         return 0
     print(format_table(stats))
     mb = sorted({round(s.throughput_bytes / 1e6, 2) for s in stats})
-    print(f"(bytes/tok on {args.num_docs} sampled documents; MB/s: one process encoding the first "
-          f"{'/'.join(map(str, mb))} MB of each input; tokenize_data runs several workers)")
+    print(
+        f"(bytes/tok on {args.num_docs} sampled documents; MB/s: one process encoding the first "
+        f"{'/'.join(map(str, mb))} MB of each input; tokenize_data runs several workers)"
+    )
     if args.top:
         for n, toks in longest.items():
             print(f"\nLongest tokens of {n}:")

@@ -365,14 +365,10 @@ class RunLogger(Logger):
     def final(self, record: dict[str, Any]) -> None:
         self.console(RULE)
         self.console(f"Final evaluation: Train loss: {record['train_loss']:.4f} | Val loss: {record['val_loss']:.4f}")
-        self.console(
-            f"Val perplexity: {record['val_perplexity']:.2f} | Val accuracy: {record['val_accuracy']:.4f}"
-        )
+        self.console(f"Val perplexity: {record['val_perplexity']:.2f} | Val accuracy: {record['val_accuracy']:.4f}")
         self.console(RULE)
         self._write({"type": "final", **record})
-        self._scalars(
-            record["step"], {"final/train_loss": record["train_loss"], "final/val_loss": record["val_loss"]}
-        )
+        self._scalars(record["step"], {"final/train_loss": record["train_loss"], "final/val_loss": record["val_loss"]})
 
     def event(self, step: int, event: str, detail: str = "", **extra: Any) -> None:
         self._write({"type": "event", "step": step, "event": event, "detail": detail, **extra})

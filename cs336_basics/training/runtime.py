@@ -188,7 +188,9 @@ class Runtime:
         return self.info.rank
 
 
-def setup_runtime(device: str = "auto", dtype: str = "fp32", tf32: bool = False, deterministic: bool = False) -> Runtime:
+def setup_runtime(
+    device: str = "auto", dtype: str = "fp32", tf32: bool = False, deterministic: bool = False
+) -> Runtime:
     """Resolve device + dtype and validate them; no process group yet (see :func:`init_process_group`)."""
     global _INFO
     info = dist_info_from_env()

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cs336_basics.utils.errors import UserError
-from cs336_basics.utils.fsutil import read_toml
 from cs336_basics.model import ATTENTION_TYPES, FFN_TYPES, ModelConfig
 from cs336_basics.optim import OPTIMIZERS
+from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.fsutil import read_toml
 
 # The settings that define the architecture: they build the ModelConfig, and a resumed checkpoint
 # must agree with them.
@@ -64,11 +64,22 @@ class TrainSettings:
     """Every setting of a training run (the flags, with the course's names and defaults)."""
 
     # -- data ------------------------------------------------------------------------------------
-    train_data_path: str = field(default="", metadata=_opt("data", "training tokens (.npy, or raw ids: .bin/.ids)", required=True))
-    val_data_path: str | None = field(default=None, metadata=_opt("data", "validation tokens (.npy or raw ids); without it no evaluation runs"))
-    data_dtype: str = field(default="uint16", metadata=_opt("data", "element type of raw token files (.bin/.ids)", choices=("uint16", "uint32", "int32", "int64")))
+    train_data_path: str = field(
+        default="", metadata=_opt("data", "training tokens (.npy, or raw ids: .bin/.ids)", required=True)
+    )
+    val_data_path: str | None = field(
+        default=None, metadata=_opt("data", "validation tokens (.npy or raw ids); without it no evaluation runs")
+    )
+    data_dtype: str = field(
+        default="uint16",
+        metadata=_opt(
+            "data", "element type of raw token files (.bin/.ids)", choices=("uint16", "uint32", "int32", "int64")
+        ),
+    )
     # -- model -----------------------------------------------------------------------------------
-    vocab_size: int = field(default=10000, metadata=_opt("model", "tokenizer vocabulary size (every id must be below it)"))
+    vocab_size: int = field(
+        default=10000, metadata=_opt("model", "tokenizer vocabulary size (every id must be below it)")
+    )
     context_length: int = field(default=256, metadata=_opt("model", "tokens per training sequence"))
     d_model: int = field(default=512, metadata=_opt("model", "residual stream width"))
     num_heads: int = field(default=8, metadata=_opt("model", "attention heads (must divide d_model)"))
@@ -79,53 +90,174 @@ class TrainSettings:
     use_post_norm: bool = field(default=False, metadata=_opt("model", "ablation: post-norm blocks"))
     remove_rope: bool = field(default=False, metadata=_opt("model", "ablation: no positional encoding (NoPE)"))
     ffn_type: str = field(default="swiglu", metadata=_opt("model", "feed-forward type", choices=FFN_TYPES))
-    attention: str = field(default="fast", metadata=_opt("model", "attention implementation: fast (blocked, recomputing) or plain (the handout's); same weights, so either can resume the other", choices=ATTENTION_TYPES))
+    attention: str = field(
+        default="fast",
+        metadata=_opt(
+            "model",
+            "attention implementation: fast (blocked, recomputing) or plain (the handout's); same weights, so either can resume the other",
+            choices=ATTENTION_TYPES,
+        ),
+    )
     # -- optimization ----------------------------------------------------------------------------
-    optimizer: str = field(default="adamw", metadata=_opt("optimization", "adamw, or muon (orthogonalised updates for the blocks' matrices; AdamW for embeddings, head and gains)", choices=OPTIMIZERS))
+    optimizer: str = field(
+        default="adamw",
+        metadata=_opt(
+            "optimization",
+            "adamw, or muon (orthogonalised updates for the blocks' matrices; AdamW for embeddings, head and gains)",
+            choices=OPTIMIZERS,
+        ),
+    )
     lr: float = field(default=6e-4, metadata=_opt("optimization", "maximum learning rate"))
-    lr_hidden: float | None = field(default=None, metadata=_opt("optimization", "muon: peak LR of the blocks' matrices (default: --lr)"))
-    lr_embed: float | None = field(default=None, metadata=_opt("optimization", "muon: peak LR of the token embeddings (default: --lr)"))
-    lr_head: float | None = field(default=None, metadata=_opt("optimization", "muon: peak LR of the LM head (default: --lr)"))
-    lr_scalar: float | None = field(default=None, metadata=_opt("optimization", "muon: peak LR of the 1-D gains (default: --lr)"))
-    min_lr: float | None = field(default=None, metadata=_opt("optimization", "learning rate at the end of the cosine decay (default: lr/10)"))
-    weight_decay: float = field(default=0.1, metadata=_opt("optimization", "AdamW decoupled weight decay (matrices and embeddings; not norm gains)"))
+    lr_hidden: float | None = field(
+        default=None, metadata=_opt("optimization", "muon: peak LR of the blocks' matrices (default: --lr)")
+    )
+    lr_embed: float | None = field(
+        default=None, metadata=_opt("optimization", "muon: peak LR of the token embeddings (default: --lr)")
+    )
+    lr_head: float | None = field(
+        default=None, metadata=_opt("optimization", "muon: peak LR of the LM head (default: --lr)")
+    )
+    lr_scalar: float | None = field(
+        default=None, metadata=_opt("optimization", "muon: peak LR of the 1-D gains (default: --lr)")
+    )
+    min_lr: float | None = field(
+        default=None, metadata=_opt("optimization", "learning rate at the end of the cosine decay (default: lr/10)")
+    )
+    weight_decay: float = field(
+        default=0.1,
+        metadata=_opt("optimization", "AdamW decoupled weight decay (matrices and embeddings; not norm gains)"),
+    )
     beta1: float = field(default=0.9, metadata=_opt("optimization", "AdamW beta1"))
     beta2: float = field(default=0.95, metadata=_opt("optimization", "AdamW beta2"))
     eps: float = field(default=1e-8, metadata=_opt("optimization", "AdamW epsilon"))
     batch_size: int = field(default=64, metadata=_opt("optimization", "sequences per micro-batch per process"))
     grad_accum_steps: int = field(default=1, metadata=_opt("optimization", "micro-batches per optimizer step"))
     max_iters: int = field(default=100000, metadata=_opt("optimization", "optimizer steps; the cosine decay ends here"))
-    warmup_iters: int | None = field(default=None, metadata=_opt("optimization", f"linear warmup steps (default: 10%% of --max_iters, at most {COURSE_WARMUP_ITERS})"))
-    grad_clip: float = field(default=1.0, metadata=_opt("optimization", "global gradient-norm clip (<= 0 disables clipping)"))
-    max_bad_steps: int = field(default=3, metadata=_opt("optimization", "stop after this many consecutive non-finite steps"))
+    warmup_iters: int | None = field(
+        default=None,
+        metadata=_opt(
+            "optimization", f"linear warmup steps (default: 10%% of --max_iters, at most {COURSE_WARMUP_ITERS})"
+        ),
+    )
+    grad_clip: float = field(
+        default=1.0, metadata=_opt("optimization", "global gradient-norm clip (<= 0 disables clipping)")
+    )
+    max_bad_steps: int = field(
+        default=3, metadata=_opt("optimization", "stop after this many consecutive non-finite steps")
+    )
     # -- evaluation, logging, checkpoints ----------------------------------------------------------
-    eval_interval: int = field(default=500, metadata=_opt("evaluation, logging, checkpoints", "evaluate every N steps (and at the end)"))
-    eval_iters: int = field(default=100, metadata=_opt("evaluation, logging, checkpoints", "batches per split per evaluation"))
-    skip_validation: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "never evaluate (no best.pt; early stopping is refused)"))
-    log_interval: int = field(default=100, metadata=_opt("evaluation, logging, checkpoints", "print/log a train line every N steps"))
-    heartbeat_s: float = field(default=30.0, metadata=_opt("evaluation, logging, checkpoints", "also print a train line when this many seconds passed without one (0: off)"))
-    log_norms: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "log per-layer weight and activation RMS"))
-    checkpoint_dir: str = field(default="checkpoints", metadata=_opt("evaluation, logging, checkpoints", "run directory: checkpoints, metrics.jsonl, run_config.json"))
-    checkpoint_interval: int = field(default=5000, metadata=_opt("evaluation, logging, checkpoints", "checkpoint every N steps (and at the end)"))
-    keep_last: int | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "keep only the newest N numbered checkpoints (default: keep all)"))
-    early_stopping_patience: int | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "stop after N evaluations without a new best val loss (default: off)"))
-    allow_checkpoint_failure: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "keep training (with a warning) if a checkpoint cannot be written"))
-    resume: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "continue from the newest intact checkpoint in --checkpoint_dir (a fresh run if there is none)"))
-    resume_from: str | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "continue from exactly this checkpoint file"))
-    use_wandb: bool = field(default=False, metadata=_opt("evaluation, logging, checkpoints", "log to Weights & Biases (uv sync --extra wandb)"))
-    wandb_project: str = field(default="transformer-lm", metadata=_opt("evaluation, logging, checkpoints", "wandb project"))
-    wandb_run_name: str | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "wandb run name"))
-    tensorboard_dir: str | None = field(default=None, metadata=_opt("evaluation, logging, checkpoints", "also write TensorBoard scalars here (uv sync --extra tensorboard)"))
+    eval_interval: int = field(
+        default=500, metadata=_opt("evaluation, logging, checkpoints", "evaluate every N steps (and at the end)")
+    )
+    eval_iters: int = field(
+        default=100, metadata=_opt("evaluation, logging, checkpoints", "batches per split per evaluation")
+    )
+    skip_validation: bool = field(
+        default=False,
+        metadata=_opt("evaluation, logging, checkpoints", "never evaluate (no best.pt; early stopping is refused)"),
+    )
+    log_interval: int = field(
+        default=100, metadata=_opt("evaluation, logging, checkpoints", "print/log a train line every N steps")
+    )
+    heartbeat_s: float = field(
+        default=30.0,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "also print a train line when this many seconds passed without one (0: off)",
+        ),
+    )
+    log_norms: bool = field(
+        default=False, metadata=_opt("evaluation, logging, checkpoints", "log per-layer weight and activation RMS")
+    )
+    checkpoint_dir: str = field(
+        default="checkpoints",
+        metadata=_opt("evaluation, logging, checkpoints", "run directory: checkpoints, metrics.jsonl, run_config.json"),
+    )
+    checkpoint_interval: int = field(
+        default=5000, metadata=_opt("evaluation, logging, checkpoints", "checkpoint every N steps (and at the end)")
+    )
+    keep_last: int | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints", "keep only the newest N numbered checkpoints (default: keep all)"
+        ),
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints", "stop after N evaluations without a new best val loss (default: off)"
+        ),
+    )
+    allow_checkpoint_failure: bool = field(
+        default=False,
+        metadata=_opt(
+            "evaluation, logging, checkpoints", "keep training (with a warning) if a checkpoint cannot be written"
+        ),
+    )
+    resume: bool = field(
+        default=False,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "continue from the newest intact checkpoint in --checkpoint_dir (a fresh run if there is none)",
+        ),
+    )
+    resume_from: str | None = field(
+        default=None, metadata=_opt("evaluation, logging, checkpoints", "continue from exactly this checkpoint file")
+    )
+    use_wandb: bool = field(
+        default=False,
+        metadata=_opt("evaluation, logging, checkpoints", "log to Weights & Biases (uv sync --extra wandb)"),
+    )
+    wandb_project: str = field(
+        default="transformer-lm", metadata=_opt("evaluation, logging, checkpoints", "wandb project")
+    )
+    wandb_run_name: str | None = field(
+        default=None, metadata=_opt("evaluation, logging, checkpoints", "wandb run name")
+    )
+    tensorboard_dir: str | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints", "also write TensorBoard scalars here (uv sync --extra tensorboard)"
+        ),
+    )
     # -- runtime ---------------------------------------------------------------------------------
-    device: str = field(default="auto", metadata=_opt("runtime", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"))
-    dtype: str = field(default="fp32", metadata=_opt("runtime", "autocast precision (fp16 uses a grad scaler)", choices=("fp32", "bf16", "fp16")))
+    device: str = field(
+        default="auto", metadata=_opt("runtime", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    )
+    dtype: str = field(
+        default="fp32",
+        metadata=_opt("runtime", "autocast precision (fp16 uses a grad scaler)", choices=("fp32", "bf16", "fp16")),
+    )
     compile: bool = field(default=False, metadata=_opt("runtime", "torch.compile the model"))
     tf32: bool = field(default=False, metadata=_opt("runtime", "allow TF32 matmuls on CUDA"))
-    fsdp: bool = field(default=False, metadata=_opt("runtime", "under torchrun: shard weights, gradients and optimizer state across ranks (torch FSDP2) instead of replicating them (DDP)"))
-    activation_checkpointing: bool = field(default=False, metadata=_opt("runtime", "recompute each Transformer block in backward instead of keeping its activations (less memory, ~1 more forward)"))
-    deterministic: bool = field(default=False, metadata=_opt("runtime", "deterministic algorithms everywhere (slower; on CUDA also fixes cuBLAS's workspace)"))
-    seed: int = field(default=42, metadata=_opt("runtime", "seeds init and the data order (rank r draws from seed + r * 1000003)"))
-    config: str | None = field(default=None, metadata=_opt("config", "TOML file with the same keys as the flags (flat or in [tables]); flags given on the command line win"))
+    fsdp: bool = field(
+        default=False,
+        metadata=_opt(
+            "runtime",
+            "under torchrun: shard weights, gradients and optimizer state across ranks (torch FSDP2) instead of replicating them (DDP)",
+        ),
+    )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata=_opt(
+            "runtime",
+            "recompute each Transformer block in backward instead of keeping its activations (less memory, ~1 more forward)",
+        ),
+    )
+    deterministic: bool = field(
+        default=False,
+        metadata=_opt("runtime", "deterministic algorithms everywhere (slower; on CUDA also fixes cuBLAS's workspace)"),
+    )
+    seed: int = field(
+        default=42, metadata=_opt("runtime", "seeds init and the data order (rank r draws from seed + r * 1000003)")
+    )
+    config: str | None = field(
+        default=None,
+        metadata=_opt(
+            "config",
+            "TOML file with the same keys as the flags (flat or in [tables]); flags given on the command line win",
+        ),
+    )
 
     # -- derived -----------------------------------------------------------------------------------
     def model_config(self) -> ModelConfig:
@@ -372,9 +504,13 @@ def schedule_notes(s: TrainSettings) -> list[str]:
     if s.validation and s.eval_interval > s.max_iters:
         notes.append(f"--eval_interval {s.eval_interval} > --max_iters {s.max_iters}: evaluation runs only at the end")
     if s.checkpoint_interval > s.max_iters:
-        notes.append(f"--checkpoint_interval {s.checkpoint_interval} > --max_iters {s.max_iters}: a checkpoint is written only at the end")
+        notes.append(
+            f"--checkpoint_interval {s.checkpoint_interval} > --max_iters {s.max_iters}: a checkpoint is written only at the end"
+        )
     if s.log_interval > s.max_iters:
-        notes.append(f"--log_interval {s.log_interval} > --max_iters {s.max_iters}: train lines come only from the first iteration and the heartbeat")
+        notes.append(
+            f"--log_interval {s.log_interval} > --max_iters {s.max_iters}: train lines come only from the first iteration and the heartbeat"
+        )
     return notes
 
 
@@ -383,7 +519,9 @@ def changed_settings(saved: Any, now: dict[str, Any]) -> list[str]:
     if not isinstance(saved, dict):
         return []
     ignore = {*RESUME_NEUTRAL, *MODEL_FIELDS}
-    return [f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now) if k not in ignore and k in saved and saved[k] != now[k]]
+    return [
+        f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now) if k not in ignore and k in saved and saved[k] != now[k]
+    ]
 
 
 def run_dir(s: TrainSettings) -> Path:

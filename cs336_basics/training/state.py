@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_basics.training import runtime
 from cs336_basics.checkpoint import CheckpointError, CheckpointManager, read_checkpoint
 from cs336_basics.model import ModelConfig
+from cs336_basics.training import runtime
 from cs336_basics.training.settings import MODEL_FIELDS
 
 # Offsets that give every rank its own data stream from one --seed (a large odd constant, so

@@ -19,9 +19,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
-from cs336_basics.training import runtime
 from cs336_basics.data import get_batch
 from cs336_basics.nn_utils import clip_grad_norm, cross_entropy
+from cs336_basics.training import runtime
 from cs336_basics.training.state import Snapshot, TrainState, make_eval_rng
 
 Batch = tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]

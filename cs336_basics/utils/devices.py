@@ -25,7 +25,9 @@ def _mps_available() -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def resolve_device(name: str | torch.device = "auto", default_cuda_index: int = 0, what: str = "device") -> torch.device:
+def resolve_device(
+    name: str | torch.device = "auto", default_cuda_index: int = 0, what: str = "device"
+) -> torch.device:
     """Parse ``name`` and check the device exists; a bare ``cuda`` becomes ``cuda:default_cuda_index``.
 
     ``what`` names the value in errors (``--device`` for a CLI flag).
