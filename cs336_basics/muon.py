@@ -44,13 +44,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from cs336_basics.optim import _check_hparams, adamw_group_step, local_tensor
-
-try:
-    from torch.distributed.tensor import DTensor, distribute_tensor
-except ImportError:  # pragma: no cover - torch without distributed
-    DTensor = None  # type: ignore[assignment,misc]
-    distribute_tensor = None  # type: ignore[assignment]
+from cs336_basics.optim import _check_hparams, adamw_group_step
+from cs336_basics.utils.dtensor import DTensor, is_dtensor, local_tensor
 
 __all__ = ["Muon", "newton_schulz", "NS_COEFFS", "MATCHED_RMS"]
 
@@ -99,10 +94,6 @@ def _check_muon_hparams(lr: Any, momentum: Any, ns_steps: Any, weight_decay: Any
         raise ValueError(f"Muon: invalid weight_decay={weight_decay!r} (must be a finite number >= 0)")
     if not isinstance(nesterov, bool):
         raise ValueError(f"Muon: nesterov must be True or False, got {nesterov!r}")
-
-
-def _is_dtensor(t: Tensor) -> bool:
-    return DTensor is not None and isinstance(t, DTensor)
 
 
 class Muon(torch.optim.Optimizer):
@@ -199,7 +190,7 @@ class Muon(torch.optim.Optimizer):
             buf = local_tensor(state["momentum_buffer"])
             buf.lerp_(g, 1.0 - mu)
             u = torch.lerp(g, buf, mu) if group["nesterov"] else buf
-            if _is_dtensor(p):
+            if is_dtensor(p):
                 # Newton-Schulz mixes all rows: gather the whole matrix from the shards.
                 u = DTensor.from_local(
                     u, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
@@ -221,9 +212,11 @@ class Muon(torch.optim.Optimizer):
             assert o is not None
             rows, cols = p.shape
             scale = MATCHED_RMS * math.sqrt(max(rows, cols))
-            if _is_dtensor(p):
+            if is_dtensor(p):
                 # Back to this rank's shard: src_data_rank=None slices locally, no communication
                 # (every rank holds the same full result).
+                from torch.distributed.tensor import distribute_tensor
+
                 o = distribute_tensor(o, p.device_mesh, p.placements, src_data_rank=None).to_local()
             w = local_tensor(p)
             if wd != 0.0:

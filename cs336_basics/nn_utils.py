@@ -14,12 +14,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["cross_entropy", "perplexity", "clip_grad_norm"]
+from cs336_basics.utils.dtensor import is_dtensor, local_tensor
 
-try:  # torch builds without distributed support have no DTensor (and no FSDP2 gradients)
-    from torch.distributed.tensor import DTensor as _DTensor
-except ImportError:  # pragma: no cover
-    _DTensor = None
+__all__ = ["cross_entropy", "perplexity", "clip_grad_norm"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -148,7 +145,7 @@ def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_norm: float, forea
     plain: list[Tensor] = []
     sharded: dict[tuple, list[Tensor]] = {}  # (mesh, placements) -> local shards
     for g in grads:
-        if _DTensor is not None and isinstance(g, _DTensor):
+        if is_dtensor(g):
             sharded.setdefault((g.device_mesh, tuple(g.placements)), []).append(g._local_tensor)
         else:
             plain.append(g)
@@ -163,7 +160,7 @@ def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_norm: float, forea
     total_norm = float(total.item())  # the single host sync
     if math.isfinite(total_norm) and total_norm > max_norm:
         scale = max_norm / (total_norm + 1e-6)
-        local = [g._local_tensor if (_DTensor is not None and isinstance(g, _DTensor)) else g for g in grads]
+        local = [local_tensor(g) for g in grads]
         for group in _group_by_device_dtype(local).values():
             if use_foreach:
                 torch._foreach_mul_(group, scale)

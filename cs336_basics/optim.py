@@ -13,12 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["AdamW", "adamw_group_step", "local_tensor", "lr_cosine_schedule", "param_groups", "OPTIMIZERS"]
+from cs336_basics.utils.dtensor import local_tensor
 
-try:  # torch builds without distributed support have no DTensor (and no FSDP2 parameters)
-    from torch.distributed.tensor import DTensor as _DTensor
-except ImportError:  # pragma: no cover
-    _DTensor = None
+__all__ = ["AdamW", "adamw_group_step", "lr_cosine_schedule", "param_groups", "OPTIMIZERS"]
 
 
 def _check_hparams(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
@@ -90,18 +87,6 @@ class AdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             adamw_group_step(self.state, group)
         return loss
-
-
-def local_tensor(t: Tensor) -> Tensor:
-    """The rank-local storage of a DTensor (e.g. an FSDP2 shard), or ``t`` itself.
-
-    Elementwise optimizer math is the same on each shard as on the whole tensor, so it runs on the
-    plain local tensors: no DTensor dispatch per op, and the multi-tensor kernels see plain tensors.
-    In-place ops on the result update the DTensor (it is the same storage).
-    """
-    if _DTensor is not None and isinstance(t, _DTensor):
-        return t._local_tensor
-    return t
 
 
 def adamw_group_step(state: dict, group: dict[str, Any]) -> None:

@@ -50,8 +50,9 @@ from cs336_basics.training.metrics import (
     check_extras,
     peak_flops,
 )
-from cs336_basics.training.runtime import StopRequest, print0
+from cs336_basics.training.runtime import print0
 from cs336_basics.training.settings import TrainSettings, changed_settings, parse_settings, schedule_notes
+from cs336_basics.training.signals import StopRequest
 from cs336_basics.training.state import TrainState, find_resume
 from cs336_basics.training.step import NonFiniteGuard, StepResult, evaluate, train_step
 from cs336_basics.utils.errors import UserError

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cs336_basics.training.runtime import console_write
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import atomic_write_text
 
@@ -308,7 +309,7 @@ class RunLogger(Logger):
 
     # -- sinks -------------------------------------------------------------------------------------
     def console(self, line: str = "") -> None:
-        print(line, flush=True)
+        console_write(line)
 
     def _write(self, record: dict[str, Any]) -> None:
         try:

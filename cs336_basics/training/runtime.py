@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -23,7 +22,6 @@ import torch.distributed as dist
 
 from cs336_basics.utils.devices import resolve_device
 from cs336_basics.utils.errors import UserError
-from cs336_basics.utils.fsutil import discard_partial_writes
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -66,17 +64,29 @@ def dist_info_from_env(env: dict[str, str] | None = None) -> DistInfo:
 _INFO = DistInfo()
 
 
-def print0(*args: Any, **kwargs: Any) -> None:
-    """print() on rank 0 only (every rank runs the same code; one console is enough)."""
+# One writer at a time: the signal watcher thread prints too, and print() writes the text and its
+# newline separately, so two threads' lines could interleave mid-line. Each call writes whole lines.
+_CONSOLE_LOCK = threading.Lock()
+
+
+def console_write(text: str, file: Any = None) -> None:
+    """Write ``text`` plus a newline as one write under the console lock, then flush."""
+    stream = sys.stdout if file is None else file
+    with _CONSOLE_LOCK:
+        stream.write(text + "\n")
+        stream.flush()
+
+
+def print0(*args: Any, sep: str = " ", file: Any = None, flush: bool = True) -> None:
+    """print() on rank 0 only (every rank runs the same code; one console is enough), whole lines,
+    always flushed (``flush`` is accepted for print()'s signature)."""
     if _INFO.is_main:
-        kwargs.setdefault("flush", True)
-        print(*args, **kwargs)
+        console_write(sep.join(str(a) for a in args), file)
 
 
 def eprint0(*args: Any) -> None:
     """Like print0, to stderr."""
-    if _INFO.is_main:
-        print(*args, file=sys.stderr, flush=True)
+    print0(*args, file=sys.stderr)
 
 
 def check_dtype(device: torch.device, dtype_name: str) -> torch.dtype:
@@ -116,53 +126,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Global RNG states as plain values/tensors (safe for ``torch.load(weights_only=True)``)."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "algorithm": str(np_state[0]),
-            "keys": [int(v) for v in np_state[1]],
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-    return state
-
-
-def _as_tuple(value: Any) -> Any:
-    """random.setstate wants nested tuples; a checkpoint may hand back lists."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_as_tuple(v) for v in value)
-    return value
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`; missing entries are left alone."""
-    if state.get("python") is not None:
-        random.setstate(_as_tuple(state["python"]))
-    np_state = state.get("numpy")
-    if np_state is not None:
-        np.random.set_state(
-            (
-                np_state["algorithm"],
-                np.asarray(np_state["keys"], dtype=np.uint32),
-                np_state["pos"],
-                np_state["has_gauss"],
-                np_state["cached_gaussian"],
-            )
-        )
-    if state.get("torch") is not None:
-        torch.set_rng_state(state["torch"].cpu())
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
 
 
 @dataclass
@@ -314,69 +277,6 @@ def shard_model(model: torch.nn.Module, rt: Runtime) -> None:
     fully_shard(model, mesh=mesh)
 
 
-def _is_dtensor(t: Any) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(t, DTensor)
-
-
-def full_tensors(obj: Any) -> Any:
-    """A (nested) state dict with every DTensor replaced by the whole tensor, on the CPU.
-
-    Collective under FSDP (an all-gather per sharded tensor): every rank must call it, in the same
-    order; a no-op copy of the structure otherwise. Checkpoints therefore always hold whole tensors,
-    so they load in one process, under DDP and under FSDP alike.
-    """
-    if _is_dtensor(obj):
-        return obj.full_tensor().cpu()
-    if isinstance(obj, dict):
-        return {k: full_tensors(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [full_tensors(v) for v in obj]
-    return obj
-
-
-def load_model_state(model: torch.nn.Module, state: dict[str, Any]) -> None:
-    """``model.load_state_dict`` that also fills sharded (FSDP2) parameters from whole tensors."""
-    params = dict(model.named_parameters())
-    if not any(_is_dtensor(p) for p in params.values()):
-        model.load_state_dict(state)
-        return
-    from torch.distributed.tensor import distribute_tensor
-
-    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-    if missing or unexpected:
-        raise RuntimeError(f"state dict keys differ: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    with torch.no_grad():
-        for name, p in params.items():
-            full = state[name]
-            if tuple(full.shape) != tuple(p.shape):
-                raise RuntimeError(f"size mismatch for {name}: checkpoint {tuple(full.shape)}, model {tuple(p.shape)}")
-            p.copy_(distribute_tensor(full.to(p.device, p.dtype), p.device_mesh, p.placements))
-
-
-def shard_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
-    """An optimizer state dict of whole tensors, with each per-parameter tensor that has its
-    parameter's shape sharded like that (DTensor) parameter; unchanged without FSDP."""
-    from torch.distributed.tensor import distribute_tensor
-
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    if not any(_is_dtensor(p) for p in params):
-        return state
-    saved_ids = [i for g in state["param_groups"] for i in g["params"]]
-    by_id = dict(zip(saved_ids, params, strict=False))
-    out = {**state, "state": {}}
-    for pid, per_param in state["state"].items():
-        p = by_id.get(pid)
-        out["state"][pid] = {
-            k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
-            if p is not None and _is_dtensor(p) and torch.is_tensor(v) and tuple(v.shape) == tuple(p.shape)
-            else v
-            for k, v in per_param.items()
-        }
-    return out
-
-
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 over every parameter's bytes: ranks of a correct DDP run end with the same digest."""
     import hashlib
@@ -392,103 +292,3 @@ def no_sync(model: torch.nn.Module) -> Callable[[], contextlib.AbstractContextMa
     """Context factory for micro-batches that should *not* all-reduce (all but the last one when
     accumulating gradients); a no-op without DDP."""
     return getattr(model, "no_sync", contextlib.nullcontext)
-
-
-# ==============================================================================================
-# graceful stop on SIGTERM / Ctrl-C
-# ==============================================================================================
-class StopRequest:
-    """SIGTERM/SIGINT ask the run to finish its step, checkpoint and exit 0; a second Ctrl-C aborts.
-
-    A signal's Python handler runs only when the main thread is back in Python, which can be many
-    seconds later while it sits inside one long torch call. So the handlers are backed by a watcher
-    thread: CPython writes each signal's number to a "wakeup" pipe the moment it arrives, and the
-    watcher, blocked on that pipe, acknowledges the first signal at once and on a second SIGINT ends
-    the process at once (exit 130; checkpoints are written atomically, so the previous one is intact).
-    The handlers themselves only set attributes: printing from a signal handler can deadlock on the
-    stdout lock.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.signame: str | None = None
-        self._previous: dict[int, Any] = {}
-        self._pipe: tuple[int, int] | None = None
-        self._old_wakeup_fd = -1
-        self._sigints = 0
-
-    @property
-    def requested(self) -> bool:
-        return self.signame is not None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self.signame is not None:
-            raise KeyboardInterrupt  # (only reached without the watcher)
-        if self.signame is None:
-            self.signame = signal.Signals(signum).name
-
-    def _watch(self, read_fd: int) -> None:
-        acknowledged = False
-        while True:
-            try:
-                data = os.read(read_fd, 64)
-            except OSError:
-                data = b""
-            if not data:  # uninstall() closed the write end
-                os.close(read_fd)
-                return
-            for signum in data:
-                if signum not in self.SIGNALS:
-                    continue
-                if signum == signal.SIGINT:
-                    self._sigints += 1
-                    if self._sigints >= 2:
-                        discard_partial_writes()  # a checkpoint being written stays the previous one
-                        os.write(2, b"interrupted: second Ctrl-C, exiting now without a checkpoint\n")
-                        os._exit(130)
-                if not acknowledged:
-                    acknowledged = True
-                    again = " (Ctrl-C again to abort now)" if signum == signal.SIGINT else ""
-                    name = signal.Signals(signum).name
-                    print0(f"Received {name}: stopping after the current step and saving a checkpoint{again}")
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread (e.g. not in some test runners)
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._handle)
-        r, w = os.pipe()
-        os.set_blocking(w, False)
-        self._pipe = (r, w)
-        self._old_wakeup_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, args=(r,), name="stop-request-watcher", daemon=True).start()
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._previous.clear()
-        if self._pipe is not None:
-            with contextlib.suppress(ValueError):
-                signal.set_wakeup_fd(self._old_wakeup_fd)
-            r, w = self._pipe
-            os.close(w)  # the watcher reads EOF and ends; it closes nothing itself
-            self._pipe = None
-
-    def agree(self, device: torch.device) -> str | None:
-        """Collective: the signal any rank received (SIGTERM first), so all ranks stop at the same step.
-
-        The answer comes only from the reduced flags: a signal landing on one rank *during* this call
-        is seen by every rank at the next one, never by that rank alone.
-        """
-        local = self.signame
-        if not (dist.is_available() and dist.is_initialized()):
-            return local
-        flags = torch.tensor([local == "SIGTERM", local == "SIGINT"], dtype=torch.float32, device=device)
-        all_reduce_sum(flags)
-        agreed = "SIGTERM" if flags[0] > 0 else "SIGINT" if flags[1] > 0 else None
-        if agreed is not None and self.signame is None:
-            self.signame = agreed  # another rank got it
-        return agreed

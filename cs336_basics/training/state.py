@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ from torch import nn
 
 from cs336_basics.checkpoint import CheckpointError, CheckpointManager, read_checkpoint
 from cs336_basics.model import ModelConfig
-from cs336_basics.training import runtime
 from cs336_basics.training.settings import MODEL_FIELDS
+from cs336_basics.utils.dtensor import is_dtensor
 
 # Offsets that give every rank its own data stream from one --seed (a large odd constant, so
 # seed+rank streams never coincide for small seeds).
@@ -37,6 +38,116 @@ RANK_SEED_STRIDE = 1_000_003
 _EVAL_STREAM = {"train": 1, "val": 2}
 
 
+# ==============================================================================================
+# the global RNGs, and whole tensors in and out of sharded (FSDP2) state
+# ==============================================================================================
+def capture_rng_state() -> dict[str, Any]:
+    """Global RNG states as plain values/tensors (safe for ``torch.load(weights_only=True)``)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "algorithm": str(np_state[0]),
+            "keys": [int(v) for v in np_state[1]],
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    return state
+
+
+def _as_tuple(value: Any) -> Any:
+    """random.setstate wants nested tuples; a checkpoint may hand back lists."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuple(v) for v in value)
+    return value
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`; missing entries are left alone."""
+    if state.get("python") is not None:
+        random.setstate(_as_tuple(state["python"]))
+    np_state = state.get("numpy")
+    if np_state is not None:
+        np.random.set_state(
+            (
+                np_state["algorithm"],
+                np.asarray(np_state["keys"], dtype=np.uint32),
+                np_state["pos"],
+                np_state["has_gauss"],
+                np_state["cached_gaussian"],
+            )
+        )
+    if state.get("torch") is not None:
+        torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
+
+
+def full_tensors(obj: Any) -> Any:
+    """A (nested) state dict with every DTensor replaced by the whole tensor, on the CPU.
+
+    Collective under FSDP (an all-gather per sharded tensor): every rank must call it, in the same
+    order; a no-op copy of the structure otherwise. Checkpoints therefore always hold whole tensors,
+    so they load in one process, under DDP and under FSDP alike.
+    """
+    if is_dtensor(obj):
+        return obj.full_tensor().cpu()
+    if isinstance(obj, dict):
+        return {k: full_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [full_tensors(v) for v in obj]
+    return obj
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """``model.load_state_dict`` that also fills sharded (FSDP2) parameters from whole tensors."""
+    params = dict(model.named_parameters())
+    if not any(is_dtensor(p) for p in params.values()):
+        model.load_state_dict(state)
+        return
+    from torch.distributed.tensor import distribute_tensor
+
+    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise RuntimeError(f"state dict keys differ: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    with torch.no_grad():
+        for name, p in params.items():
+            full = state[name]
+            if tuple(full.shape) != tuple(p.shape):
+                raise RuntimeError(f"size mismatch for {name}: checkpoint {tuple(full.shape)}, model {tuple(p.shape)}")
+            p.copy_(distribute_tensor(full.to(p.device, p.dtype), p.device_mesh, p.placements))
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state dict of whole tensors, with each per-parameter tensor that has its
+    parameter's shape sharded like that (DTensor) parameter; unchanged without FSDP."""
+    from torch.distributed.tensor import distribute_tensor
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if not any(is_dtensor(p) for p in params):
+        return state
+    saved_ids = [i for g in state["param_groups"] for i in g["params"]]
+    by_id = dict(zip(saved_ids, params, strict=False))
+    out = {**state, "state": {}}
+    for pid, per_param in state["state"].items():
+        p = by_id.get(pid)
+        out["state"][pid] = {
+            k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
+            if p is not None and is_dtensor(p) and torch.is_tensor(v) and tuple(v.shape) == tuple(p.shape)
+            else v
+            for k, v in per_param.items()
+        }
+    return out
+
+
+# ==============================================================================================
+# the run's state
+# ==============================================================================================
 def make_data_rng(seed: int, rank: int) -> np.random.Generator:
     """The training-batch stream of one rank; its state is saved in every checkpoint."""
     return np.random.Generator(np.random.PCG64(seed + rank * RANK_SEED_STRIDE))
@@ -117,12 +228,12 @@ class TrainState:
         Collective under FSDP (sharded tensors are gathered whole): call it on every rank.
         """
         return {
-            "model": runtime.full_tensors(self.model.state_dict()),
-            "optimizer": runtime.full_tensors(self.optimizer.state_dict()),
+            "model": full_tensors(self.model.state_dict()),
+            "optimizer": full_tensors(self.optimizer.state_dict()),
             "iteration": int(self.iteration),
             "model_config": self.model_config.to_dict(),
             "train_config": self.train_config,
-            "rng": {**runtime.capture_rng_state(), "data": data_states},
+            "rng": {**capture_rng_state(), "data": data_states},
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "best_val_loss": self.best_val_loss,
             "evals_since_best": self.evals_since_best,
@@ -139,12 +250,12 @@ class TrainState:
         back the saved ones, so each group's settings are put back after loading.
         """
         try:
-            runtime.load_model_state(self.model, payload["model"])
+            load_model_state(self.model, payload["model"])
         except (RuntimeError, KeyError, TypeError) as err:
             raise CheckpointError(f"{source}: cannot load model weights: {str(err).splitlines()[0]}") from None
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
-            self.optimizer.load_state_dict(runtime.shard_optimizer_state(self.optimizer, payload["optimizer"]))
+            self.optimizer.load_state_dict(shard_optimizer_state(self.optimizer, payload["optimizer"]))
         except (ValueError, KeyError, RuntimeError, TypeError) as err:
             raise CheckpointError(f"{source}: optimizer state does not fit: {str(err).splitlines()[0]}") from None
         for group, settings in zip(self.optimizer.param_groups, hyper, strict=True):
@@ -160,7 +271,7 @@ class TrainState:
         self._t0 = time.perf_counter()
         rng = payload.get("rng") or {}
         with contextlib.suppress(Exception):  # global RNGs are not used by training; best effort
-            runtime.restore_rng_state(rng)
+            restore_rng_state(rng)
         data_states = rng.get("data") or []
         if self.rank < len(data_states) and data_states[self.rank] is not None:
             try:
