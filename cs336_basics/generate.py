@@ -35,7 +35,7 @@ class GenerateError(UserError, ValueError):
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A ``.pt`` path as given, or for a directory: ``best.pt``, else the newest ``checkpoint_iter_N.pt``."""
-    from cs336_basics.checkpoint import CheckpointManager
+    from cs336_basics.training.checkpoints import CheckpointManager
 
     path = Path(path)
     if not path.exists():
@@ -64,31 +64,16 @@ def find_tokenizer_dir(checkpoint: Path) -> Path | None:
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu"):
     """Load a trained model for inference -> ``(model, payload, resolved_path)``.
 
-    Reads with ``checkpoint.read_checkpoint`` (weights_only) and rebuilds the model from the
-    ``model_config`` stored in the payload, so no flags need repeating.
+    ``checkpoint`` is a ``.pt`` file or a run directory. The model is rebuilt from the
+    ``model_config`` stored in the checkpoint, so no flags need repeating; in a notebook::
+
+        model, payload, path = load_model("runs/quickstart/model")
     """
-    from cs336_basics.checkpoint import read_checkpoint
-    from cs336_basics.model import ModelConfig, TransformerLM
+    from cs336_basics.training.checkpoints import model_from_checkpoint, read_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     payload = read_checkpoint(path)
-    if not isinstance(payload, dict) or "model" not in payload:
-        raise GenerateError(f"{path}: not a model checkpoint (no 'model' entry)")
-    cfg_dict = payload.get("model_config")
-    if not isinstance(cfg_dict, dict):
-        raise GenerateError(f"{path}: checkpoint has no model_config; it was not written by this project's trainer")
-    try:
-        config = ModelConfig.from_dict(cfg_dict)
-    except (TypeError, ValueError) as err:
-        raise GenerateError(f"{path}: bad model_config: {err}") from None
-    model = TransformerLM(config, device=torch.device(device))
-    # Tolerate state dicts saved from a torch.compile / DDP wrapper.
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in payload["model"].items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise GenerateError(f"{path}: weights do not match its model_config: {' '.join(first[:2])}") from None
+    model = model_from_checkpoint(payload, path, device)
     model.eval()
     return model, payload, path
 

@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_basics.checkpoint import CheckpointError, CheckpointManager
 from cs336_basics.data import get_batch, load_tokens, read_tokens_meta
 from cs336_basics.model import TransformerLM
 from cs336_basics.muon import Muon
 from cs336_basics.nn_utils import perplexity
 from cs336_basics.optim import AdamW, lr_cosine_schedule, param_groups
 from cs336_basics.training import runtime
+from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager
 from cs336_basics.training.metrics import (
     RULE,
     Logger,

@@ -12,20 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from cs336_basics import checkpoint as ckpt_mod
-from cs336_basics.checkpoint import (
+from cs336_basics.checkpoint import load_checkpoint, save_checkpoint
+from cs336_basics.model import unwrap_model
+from cs336_basics.optim import AdamW
+from cs336_basics.training import checkpoints as ckpt_mod
+from cs336_basics.training.checkpoints import (
     CheckpointError,
     CheckpointManager,
     build_payload,
-    load_checkpoint,
     read_checkpoint,
-    save_checkpoint,
     sidecar_path,
-    unwrap_model,
     verify_checkpoint,
     write_sidecar,
 )
-from cs336_basics.optim import AdamW
 from cs336_basics.utils.errors import UserError
 
 

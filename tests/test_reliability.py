@@ -518,7 +518,7 @@ def test_malicious_pickle_payload_is_live(tmp_path):
 
 
 def test_read_checkpoint_rejects_bad_files(reference, foreign_ckpt, tmp_path):
-    from cs336_basics.checkpoint import CheckpointError, read_checkpoint, verify_checkpoint
+    from cs336_basics.training.checkpoints import CheckpointError, read_checkpoint, verify_checkpoint
 
     marker = tmp_path / "marker"
     bad = make_bad_checkpoints(reference, foreign_ckpt, tmp_path / "bad", marker)

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from cs336_basics import training_together as tt
-from cs336_basics.checkpoint import CheckpointError, CheckpointManager
 from cs336_basics.optim import lr_cosine_schedule
 from cs336_basics.training import step as train_step_mod
+from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager
 from cs336_basics.training.settings import parse_settings
 from tests._train_utils import (
     PYTHON,

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_basics.checkpoint import CheckpointError, CheckpointManager, read_checkpoint
 from cs336_basics.model import ModelConfig
+from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager, load_model_weights, read_checkpoint
 from cs336_basics.training.settings import MODEL_FIELDS
 from cs336_basics.utils.dtensor import is_dtensor
 
@@ -102,25 +102,6 @@ def full_tensors(obj: Any) -> Any:
     if isinstance(obj, list):
         return [full_tensors(v) for v in obj]
     return obj
-
-
-def load_model_state(model: torch.nn.Module, state: dict[str, Any]) -> None:
-    """``model.load_state_dict`` that also fills sharded (FSDP2) parameters from whole tensors."""
-    params = dict(model.named_parameters())
-    if not any(is_dtensor(p) for p in params.values()):
-        model.load_state_dict(state)
-        return
-    from torch.distributed.tensor import distribute_tensor
-
-    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-    if missing or unexpected:
-        raise RuntimeError(f"state dict keys differ: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    with torch.no_grad():
-        for name, p in params.items():
-            full = state[name]
-            if tuple(full.shape) != tuple(p.shape):
-                raise RuntimeError(f"size mismatch for {name}: checkpoint {tuple(full.shape)}, model {tuple(p.shape)}")
-            p.copy_(distribute_tensor(full.to(p.device, p.dtype), p.device_mesh, p.placements))
 
 
 def shard_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
@@ -249,10 +230,7 @@ class TrainState:
         Hyperparameters stay those of this run's flags: ``Optimizer.load_state_dict`` would bring
         back the saved ones, so each group's settings are put back after loading.
         """
-        try:
-            load_model_state(self.model, payload["model"])
-        except (RuntimeError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{source}: cannot load model weights: {str(err).splitlines()[0]}") from None
+        load_model_weights(self.model, payload, source)
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(shard_optimizer_state(self.optimizer, payload["optimizer"]))
