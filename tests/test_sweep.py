@@ -151,7 +151,7 @@ def test_missing_data_path_and_presets(tmp_path):
 
 
 def test_presets_are_valid_against_the_real_training_flags():
-    flags = sw.training_flag_names()  # parsed from the training program's --help
+    flags = sw.training_flag_names()  # the fields of the training settings
     assert {"lr", "remove_rmsnorm", "use_post_norm", "remove_rope", "ffn_type"} <= flags
     for name in sw.list_presets():
         s = sw.load_sweep(sw.resolve_config(name), flags)

@@ -43,7 +43,7 @@ Exit status: 0 when every variant finished or diverged, 1 when one failed, 2 for
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
 import itertools
 import json
 import math
@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cs336_basics.training.metrics import finite_number, read_records
+from cs336_basics.training.settings import TrainSettings, flatten_toml
 from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.utils.fsutil import atomic_write_text, read_toml
 
@@ -166,38 +167,14 @@ def resolve_config(arg: str) -> Path:
     raise SweepError(f"--config {arg}: no such file or preset (presets: {', '.join(list_presets())})")
 
 
-@functools.lru_cache(maxsize=1)
 def training_flag_names() -> frozenset[str]:
-    """The training program's flags, read from its ``--help`` (it is only ever used as a subprocess)."""
-    try:
-        r = subprocess.run([sys.executable, "-m", TRAINER, "--help"], capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise SweepError(f"cannot run `python -m {TRAINER} --help` to read its flags: {err}") from None
-    if r.returncode != 0:
-        raise SweepError(f"`python -m {TRAINER} --help` failed (exit {r.returncode}): {r.stderr.strip()[-200:]}")
-    names = set(re.findall(r"--([A-Za-z][A-Za-z0-9_]*)", r.stdout)) - {"help", "config"}
-    if "lr" not in names:
-        raise SweepError(f"could not read the training flags from `python -m {TRAINER} --help`")
-    return frozenset(names)
+    """The training program's flags: the fields of its settings dataclass (``--config`` aside)."""
+    return frozenset(f.name for f in dataclasses.fields(TrainSettings)) - {"config"}
 
 
 def _flatten(path: str, table: str, d: dict[str, Any]) -> dict[str, tuple[Any, str]]:
     """``{key: (value, where)}``; nested tables only group keys (as in the training program's --config)."""
-    out: dict[str, tuple[Any, str]] = {}
-
-    def walk(d: dict[str, Any], prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}.{k}")
-                continue
-            key = k.replace("-", "_")
-            where = f"[{prefix}] {k}"
-            if key in out:
-                raise SweepError(f"{path}: key {key!r} is set twice ({out[key][1]} and {where})")
-            out[key] = (v, where)
-
-    walk(d, table)
-    return out
+    return flatten_toml(path, d, table=table, error=SweepError)
 
 
 def _check_flag(path: str, key: str, where: str, value: Any, flags: frozenset[str]) -> None:
@@ -258,7 +235,7 @@ def load_sweep(
         if key in data and not isinstance(data[key], dict):
             raise SweepError(f"{path}: {key} must be a table ([{key}]), got {data[key]!r}")
 
-    flags = training_flag_names() if flags is None else flags  # (a subprocess: only once the file parses)
+    flags = training_flag_names() if flags is None else flags
     name = data.get("name") or Path(path).stem
     base: dict[str, Any] = {}
     for key, (value, where) in _flatten(path, "base", data.get("base", {})).items():

@@ -347,8 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
 # ==============================================================================================
 # TOML config files
 # ==============================================================================================
-def _flatten_toml(path: str, data: dict[str, Any]) -> dict[str, tuple[Any, str]]:
-    """``{key: (value, where)}`` from flat keys and keys grouped in (nested) tables."""
+def flatten_toml(
+    path: str, data: dict[str, Any], table: str = "", error: type[UserError] = ConfigError
+) -> dict[str, tuple[Any, str]]:
+    """``{key: (value, where)}`` from flat keys and keys grouped in (nested) tables.
+
+    Tables only group keys (``[optim] lr = 1e-3`` is ``--lr 1e-3``); a key set twice is an ``error``
+    naming both places. ``table`` names the enclosing table in messages (the sweep's ``[base]``).
+    """
     out: dict[str, tuple[Any, str]] = {}
 
     def walk(d: dict[str, Any], table: str) -> None:
@@ -359,10 +365,10 @@ def _flatten_toml(path: str, data: dict[str, Any]) -> dict[str, tuple[Any, str]]
             key = k.replace("-", "_")
             where = f"[{table}] {k}" if table else k
             if key in out:
-                raise ConfigError(f"{path}: key {key!r} is set twice ({out[key][1]} and {where})")
+                raise error(f"{path}: key {key!r} is set twice ({out[key][1]} and {where})")
             out[key] = (v, where)
 
-    walk(data, "")
+    walk(data, table)
     return out
 
 
@@ -395,7 +401,7 @@ def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, An
     data = read_toml(path, ConfigError)
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
     values: dict[str, Any] = {}
-    for key, (value, where) in _flatten_toml(path, data).items():
+    for key, (value, where) in flatten_toml(path, data).items():
         action = actions.get(key)
         if action is None:
             close = _did_you_mean(key, [f"--{a}" for a in actions])
