@@ -47,6 +47,9 @@ __all__ = [
 
 FFN_TYPES = ("swiglu", "silu")
 ATTENTION_TYPES = ("fast", "plain")
+# ModelConfig fields that choose how, not what, is computed: same parameters and function, so a
+# checkpoint resumes under either value.
+IMPLEMENTATION_FIELDS = ("attention",)
 _ATTENTION_CLASSES: dict[str, type[CausalMultiHeadSelfAttention]] = {
     "fast": FastCausalMultiHeadSelfAttention,
     "plain": CausalMultiHeadSelfAttention,

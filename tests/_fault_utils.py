@@ -1,4 +1,4 @@
-"""Fault-injection harness for tests/test_reliability.py (stdlib only at import time).
+"""Fault-injection harness for tests/test_training_together_reliability.py (stdlib only at import time).
 
 Why a harness: the reliability guarantees are about *processes* (kill -9, signals, exit codes,
 files left on disk), so every run under test is a separate process. Importing torch costs ~3 s, so

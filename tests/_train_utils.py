@@ -1,4 +1,4 @@
-"""Helpers for tests/test_training_program.py and tests/test_training_ddp.py.
+"""Helpers for tests/test_training_together_program.py and tests/test_training_together_ddp.py.
 
 Tiny models (d_model 32, 2 layers, vocab 64, context 16) on token data written to tmp_path, so a
 whole training run takes about a second in-process.

@@ -29,3 +29,33 @@ def test_no_file_refers_to_places_outside_the_repository():
             if bad.search(line):
                 hits.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+def _tests_for(module: Path) -> list[Path]:
+    """The test files tests/README.md's rule and table give for ``module`` (a path under the package)."""
+    rel = module.relative_to(REPO / "cs336_basics").with_suffix("")
+    stem = "_".join(rel.parts)
+    found = [*REPO.glob(f"tests/test_{stem}.py"), *REPO.glob(f"tests/test_{stem}_*.py")]
+    table = (REPO / "tests" / "README.md").read_text()
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 2 and cells[1] == f"`cs336_basics/{rel.as_posix()}.py`":
+            found += [REPO / "tests" / name for name in re.findall(r"`(test_[\w]+\.py)`", cells[2])]
+    return found
+
+
+def test_every_module_has_tests_found_by_the_rule_and_they_import_it():
+    problems = []
+    for module in sorted(REPO.glob("cs336_basics/**/*.py")):
+        if module.name == "__init__.py":
+            continue
+        rel = module.relative_to(REPO).with_suffix("")
+        dotted, name = ".".join(rel.parts), rel.parts[-1]
+        files = [f for f in _tests_for(module) if f.is_file()]
+        if not files:
+            problems.append(f"{rel}.py: no tests/test_{'_'.join(rel.parts[1:])}*.py and no row in tests/README.md")
+            continue
+        imports = re.compile(rf"\b{re.escape(dotted)}\b|from [\w.]+ import .*\b{name}\b")
+        if not any(imports.search(f.read_text()) for f in files):
+            problems.append(f"{rel}.py: none of {', '.join(f.name for f in files)} imports it")
+    assert not problems, "\n".join(problems)

@@ -23,26 +23,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cs336_basics.model import ATTENTION_TYPES, FFN_TYPES, ModelConfig
+from cs336_basics.model import ATTENTION_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
 from cs336_basics.optim import OPTIMIZERS
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import read_toml
 
-# The settings that define the architecture: they build the ModelConfig, and a resumed checkpoint
-# must agree with them.
-MODEL_FIELDS = (
-    "vocab_size",
-    "context_length",
-    "d_model",
-    "num_layers",
-    "num_heads",
-    "d_ff",
-    "rope_theta",
-    "remove_rmsnorm",
-    "use_post_norm",
-    "remove_rope",
-    "ffn_type",
-)
+# The settings that define the architecture: ModelConfig's fields (the one place they are declared)
+# less the implementation choices, which a resumed run may change freely.
+MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in IMPLEMENTATION_FIELDS)
+_MODEL_DEFAULTS = ModelConfig()
 # Settings that may differ on resume without comment (where the data lives, how it is logged).
 RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_data_path", "val_data_path",
                   "use_wandb", "wandb_project", "wandb_run_name", "tensorboard_dir")  # fmt: skip
@@ -57,6 +46,11 @@ class ConfigError(UserError, ValueError):
 
 def _opt(group: str, help: str, *, choices: Sequence[str] | None = None, required: bool = False) -> dict[str, Any]:
     return {"group": group, "help": help, "choices": choices, "required": required}
+
+
+def _model(name: str, help: str, *, choices: Sequence[str] | None = None) -> Any:
+    """A model flag: its default is ModelConfig's, so the two can't drift apart."""
+    return field(default=getattr(_MODEL_DEFAULTS, name), metadata=_opt("model", help, choices=choices))
 
 
 @dataclass
@@ -77,26 +71,21 @@ class TrainSettings:
         ),
     )
     # -- model -----------------------------------------------------------------------------------
-    vocab_size: int = field(
-        default=10000, metadata=_opt("model", "tokenizer vocabulary size (every id must be below it)")
-    )
-    context_length: int = field(default=256, metadata=_opt("model", "tokens per training sequence"))
-    d_model: int = field(default=512, metadata=_opt("model", "residual stream width"))
-    num_heads: int = field(default=8, metadata=_opt("model", "attention heads (must divide d_model)"))
-    d_ff: int = field(default=2048, metadata=_opt("model", "feed-forward inner width"))
-    num_layers: int = field(default=6, metadata=_opt("model", "Transformer blocks"))
-    rope_theta: float = field(default=10000.0, metadata=_opt("model", "RoPE base"))
-    remove_rmsnorm: bool = field(default=False, metadata=_opt("model", "ablation: no RMSNorm anywhere"))
-    use_post_norm: bool = field(default=False, metadata=_opt("model", "ablation: post-norm blocks"))
-    remove_rope: bool = field(default=False, metadata=_opt("model", "ablation: no positional encoding (NoPE)"))
-    ffn_type: str = field(default="swiglu", metadata=_opt("model", "feed-forward type", choices=FFN_TYPES))
-    attention: str = field(
-        default="fast",
-        metadata=_opt(
-            "model",
-            "attention implementation: fast (blocked, recomputing) or plain (the handout's); same weights, so either can resume the other",
-            choices=ATTENTION_TYPES,
-        ),
+    vocab_size: int = _model("vocab_size", "tokenizer vocabulary size (every id must be below it)")
+    context_length: int = _model("context_length", "tokens per training sequence")
+    d_model: int = _model("d_model", "residual stream width")
+    num_heads: int = _model("num_heads", "attention heads (must divide d_model)")
+    d_ff: int = _model("d_ff", "feed-forward inner width")
+    num_layers: int = _model("num_layers", "Transformer blocks")
+    rope_theta: float = _model("rope_theta", "RoPE base")
+    remove_rmsnorm: bool = _model("remove_rmsnorm", "ablation: no RMSNorm anywhere")
+    use_post_norm: bool = _model("use_post_norm", "ablation: post-norm blocks")
+    remove_rope: bool = _model("remove_rope", "ablation: no positional encoding (NoPE)")
+    ffn_type: str = _model("ffn_type", "feed-forward type", choices=FFN_TYPES)
+    attention: str = _model(
+        "attention",
+        "attention implementation: fast (blocked, recomputing) or plain (the handout's); same weights, so either can resume the other",
+        choices=ATTENTION_TYPES,
     )
     # -- optimization ----------------------------------------------------------------------------
     optimizer: str = field(
@@ -261,7 +250,7 @@ class TrainSettings:
 
     # -- derived -----------------------------------------------------------------------------------
     def model_config(self) -> ModelConfig:
-        return ModelConfig(**{f: getattr(self, f) for f in MODEL_FIELDS}, attention=self.attention)
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
 
     @property
     def validation(self) -> bool:

@@ -1,6 +1,6 @@
 """The plain (handout) attention and the fast one agree: outputs, gradients, KV cache, whole LM.
 
-Both are also checked against torch built-ins in test_layers_ref.py / test_lm_ref.py; here the point
+Both are also checked against torch built-ins in test_layers_ref.py / test_model_ref.py; here the point
 is that swapping ``ModelConfig.attention`` changes nothing but speed, including under bf16, and that
 the fast bf16 backward is no less accurate than plain bf16 autograd (float64 reference).
 """

@@ -1,0 +1,42 @@
+"""TrainSettings: the model flags are ModelConfig's fields with its defaults; TOML tables; flag typos."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from cs336_basics.model import IMPLEMENTATION_FIELDS, ModelConfig
+from cs336_basics.training.settings import MODEL_FIELDS, ConfigError, TrainSettings, flatten_toml, parse_settings
+
+
+def test_every_model_field_is_a_flag_with_modelconfigs_default():
+    flags = {f.name: f for f in fields(TrainSettings)}
+    for f in fields(ModelConfig):
+        assert f.name in flags, f"ModelConfig.{f.name} has no training flag"
+        assert flags[f.name].default == f.default, f.name
+    assert set(MODEL_FIELDS) == {f.name for f in fields(ModelConfig)} - set(IMPLEMENTATION_FIELDS)
+
+
+def test_model_config_comes_from_the_flags():
+    s = parse_settings(["--train_data_path", "t.npy", "--d_model", "64", "--num_heads", "4", "--attention", "plain"])
+    cfg = s.model_config()
+    assert (cfg.d_model, cfg.num_heads, cfg.attention, cfg.vocab_size) == (64, 4, "plain", ModelConfig().vocab_size)
+
+
+def test_flatten_toml_groups_by_table_and_refuses_a_key_set_twice():
+    data = {"lr": 1e-3, "optim": {"beta1": 0.8, "inner": {"max-iters": 5}}}
+    assert flatten_toml("c.toml", data) == {
+        "lr": (1e-3, "lr"),
+        "beta1": (0.8, "[optim] beta1"),
+        "max_iters": (5, "[optim.inner] max-iters"),
+    }
+    with pytest.raises(ConfigError, match=r"c.toml: key 'lr' is set twice \(lr and \[optim\] lr\)"):
+        flatten_toml("c.toml", {"lr": 1, "optim": {"lr": 2}})
+
+
+def test_a_misspelled_flag_gets_a_suggestion(capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_settings(["--train_data_path", "t.npy", "--learning_rate", "1e-3"])
+    assert info.value.code == 2
+    assert "--lr" in capsys.readouterr().err
