@@ -97,36 +97,11 @@ class Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
-class _EmbeddingLookup(torch.autograd.Function):
-    """``weight[ids]`` whose backward adds gradient rows in a fixed order (deterministic on CPU).
-
-    Autograd's own backward for ``weight[ids]`` is an accumulating ``index_put_``, which on CPU with
-    more than one thread adds float32 rows with atomics: repeated ids (common tokens) then sum in
-    a thread-timing-dependent order, so two identical training runs drift apart. ``index_add_``
-    along dim 0 on CPU walks the ids in order (each row add is elementwise), so the sum order is
-    fixed at any thread count. (On CUDA ``index_add_`` uses atomics, like torch's own embedding.)
-    """
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, token_ids: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(token_ids)
-        ctx.num_embeddings = weight.shape[0]
-        flat = token_ids.reshape(-1)
-        return weight.index_select(0, flat).view(*token_ids.shape, weight.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (token_ids,) = ctx.saved_tensors
-        d = grad_out.shape[-1]
-        grad_weight = grad_out.new_zeros(ctx.num_embeddings, d)
-        grad_weight.index_add_(0, token_ids.reshape(-1), grad_out.reshape(-1, d))
-        return grad_weight, None
-
-
 class Embedding(nn.Module):
     """Lookup table ``[num_embeddings, embedding_dim]``; init N(0, 1) truncated to [-3, 3].
 
-    The backward is deterministic on CPU at any thread count (see ``_EmbeddingLookup``).
+    The forward is a row lookup: ``weight[token_ids]``. (The model uses a twin with the same weights
+    whose backward is deterministic on a multi-threaded CPU: ``fast_layers.DeterministicEmbedding``.)
     """
 
     def __init__(
@@ -146,7 +121,7 @@ class Embedding(nn.Module):
         trunc_normal_(self.weight, std=1.0, a=-3.0, b=3.0)
 
     def forward(self, token_ids: Int[Tensor, " ..."]) -> Float[Tensor, "... d_model"]:
-        return _EmbeddingLookup.apply(self.weight, token_ids)
+        return self.weight[token_ids]
 
     def extra_repr(self) -> str:
         return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
+from cs336_basics.fast_layers import DeterministicEmbedding
 from cs336_basics.layers import (
     CausalMultiHeadSelfAttention,
     Embedding,
@@ -42,18 +43,21 @@ __all__ = [
     "KVCache",
     "FFN_TYPES",
     "ATTENTION_TYPES",
+    "EMBEDDING_TYPES",
     "unwrap_model",
 ]
 
 FFN_TYPES = ("swiglu", "silu")
 ATTENTION_TYPES = ("fast", "plain")
+EMBEDDING_TYPES = ("deterministic", "plain")
 # ModelConfig fields that choose how, not what, is computed: same parameters and function, so a
 # checkpoint resumes under either value.
-IMPLEMENTATION_FIELDS = ("attention",)
+IMPLEMENTATION_FIELDS = ("attention", "embedding")
 _ATTENTION_CLASSES: dict[str, type[CausalMultiHeadSelfAttention]] = {
     "fast": FastCausalMultiHeadSelfAttention,
     "plain": CausalMultiHeadSelfAttention,
 }
+_EMBEDDING_CLASSES = {"deterministic": DeterministicEmbedding, "plain": Embedding}
 
 
 @dataclass
@@ -66,9 +70,9 @@ class ModelConfig:
     ``ffn_type="silu"`` uses the non-gated ``W2(SiLU(W1 x))`` FFN with ``d_ff`` as given (use
     4 * d_model to match a SwiGLU's parameter count).
 
-    ``attention`` is an implementation choice, not an architecture change: "fast" (default) or
-    "plain" compute the same function with the same parameters. Dicts saved before the field
-    existed load with the default.
+    ``attention`` and ``embedding`` are implementation choices, not architecture changes: "fast"
+    (default) or "plain" attention, "deterministic" (default) or "plain" embedding compute the same
+    function with the same parameters. Dicts saved before these fields existed load with the defaults.
     """
 
     vocab_size: int = 10000
@@ -83,6 +87,7 @@ class ModelConfig:
     remove_rope: bool = False
     ffn_type: str = "swiglu"
     attention: str = "fast"
+    embedding: str = "deterministic"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (round-trips through ``from_dict``)."""
@@ -129,6 +134,10 @@ class ModelConfig:
         if self.attention not in ATTENTION_TYPES:
             raise ValueError(
                 f"model config attention must be one of {', '.join(ATTENTION_TYPES)}, got {self.attention!r}"
+            )
+        if self.embedding not in EMBEDDING_TYPES:
+            raise ValueError(
+                f"model config embedding must be one of {', '.join(EMBEDDING_TYPES)}, got {self.embedding!r}"
             )
         return self
 
@@ -206,7 +215,7 @@ class TransformerLM(nn.Module):
         config.validate()
         self.config = config
         c = config
-        self.token_embeddings = Embedding(c.vocab_size, c.d_model, device=device, dtype=dtype)
+        self.token_embeddings = _EMBEDDING_CLASSES[c.embedding](c.vocab_size, c.d_model, device=device, dtype=dtype)
         # One RoPE table shared by every layer (its buffers are non-persistent: not in the state dict).
         rope = (
             None

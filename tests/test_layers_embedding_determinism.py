@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cs336_basics.fast_layers import DeterministicEmbedding
 from cs336_basics.layers import Embedding
 from cs336_basics.model import ModelConfig, TransformerLM
 
@@ -44,9 +45,11 @@ def test_lm_gradients_bit_identical_across_repeats(threads):
         torch.set_num_threads(before)
 
 
-def test_embedding_matches_f_embedding_forward_and_grad():
+@pytest.mark.parametrize("cls", [Embedding, DeterministicEmbedding])
+def test_embedding_matches_f_embedding_forward_and_grad(cls):
+    """The handout's lookup and its deterministic twin both equal torch's F.embedding."""
     torch.manual_seed(0)
-    emb = Embedding(20, 8)
+    emb = cls(20, 8)
     w = emb.weight.detach().clone().requires_grad_()
     ids = torch.randint(0, 20, (3, 50))  # many repeats
     g = torch.randn(3, 50, 8)
@@ -57,9 +60,15 @@ def test_embedding_matches_f_embedding_forward_and_grad():
     torch.testing.assert_close(emb.weight.grad, w.grad)
     # a 0-d id and a bf16 table work too
     torch.testing.assert_close(emb(torch.tensor(3)), w.detach()[3])
-    e16 = Embedding(5, 4, dtype=torch.bfloat16)
+    e16 = cls(5, 4, dtype=torch.bfloat16)
     out16 = e16(torch.tensor([[1, 1, 4]]))
     assert out16.dtype == torch.bfloat16 and out16.shape == (1, 3, 4)
     out16.float().sum().backward()
     assert e16.weight.grad.dtype == torch.bfloat16
     assert torch.equal(e16.weight.grad[1], torch.full((4,), 2.0, dtype=torch.bfloat16))
+
+
+def test_the_model_uses_the_deterministic_twin_by_default_and_the_plain_one_on_request():
+    assert isinstance(TransformerLM(ModelConfig(**CFG)).token_embeddings, DeterministicEmbedding)
+    plain = TransformerLM(ModelConfig(**CFG, embedding="plain")).token_embeddings
+    assert type(plain) is Embedding

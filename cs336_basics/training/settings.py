@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cs336_basics.model import ATTENTION_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
+from cs336_basics.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
 from cs336_basics.optim import OPTIMIZERS
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import read_toml
@@ -86,6 +86,11 @@ class TrainSettings:
         "attention",
         "attention implementation: fast (blocked, recomputing) or plain (the handout's); same weights, so either can resume the other",
         choices=ATTENTION_TYPES,
+    )
+    embedding: str = _model(
+        "embedding",
+        "embedding backward: deterministic (gradient rows summed in a fixed order, bit-exact CPU runs) or plain (the handout's lookup)",
+        choices=EMBEDDING_TYPES,
     )
     # -- optimization ----------------------------------------------------------------------------
     optimizer: str = field(
