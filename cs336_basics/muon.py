@@ -37,14 +37,14 @@ exchange, which only pays off for large models.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from cs336_basics.optim import _check_hparams, adamw_group_step
+from cs336_basics.optim import GroupStepOptimizer, _check_hparams, adamw_group_step
 from cs336_basics.utils.dtensor import DTensor, is_dtensor, local_tensor
 
 __all__ = ["Muon", "newton_schulz", "NS_COEFFS", "MATCHED_RMS"]
@@ -96,7 +96,7 @@ def _check_muon_hparams(lr: Any, momentum: Any, ns_steps: Any, weight_decay: Any
         raise ValueError(f"Muon: nesterov must be True or False, got {nesterov!r}")
 
 
-class Muon(torch.optim.Optimizer):
+class Muon(GroupStepOptimizer):
     """Muon for ``use_muon`` groups (2-D), AdamW (the course's, decay after the step) for the rest.
 
     Build the groups with :func:`cs336_basics.optim.param_groups` (``optimizer="muon"``); a plain
@@ -161,18 +161,11 @@ class Muon(torch.optim.Optimizer):
         except ValueError as err:
             raise ValueError(f"{err}{name}") from None
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            if group["use_muon"]:
-                self._muon_group_step(group)
-            else:
-                adamw_group_step(self.state, group)
-        return loss
+    def group_step(self, group: dict[str, Any]) -> None:
+        if group["use_muon"]:
+            self._muon_group_step(group)
+        else:
+            adamw_group_step(self.state, group)
 
     def _muon_group_step(self, group: dict[str, Any]) -> None:
         lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]

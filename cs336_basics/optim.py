@@ -35,7 +35,25 @@ def _check_hparams(lr: float, betas: tuple[float, float], eps: float, weight_dec
         raise ValueError(f"AdamW: invalid weight_decay={weight_decay!r} (must be a finite number >= 0)")
 
 
-class AdamW(torch.optim.Optimizer):
+class GroupStepOptimizer(torch.optim.Optimizer):
+    """``torch.optim.Optimizer`` with the usual ``step(closure)``: evaluate the closure (with grad
+    enabled) if one is given, then update each param group with :meth:`group_step`."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self.group_step(group)
+        return loss
+
+    def group_step(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class AdamW(GroupStepOptimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter), exactly as the course specifies.
 
     For each parameter with a gradient, with ``t`` counting that parameter's updates from 1::
@@ -78,15 +96,8 @@ class AdamW(torch.optim.Optimizer):
         g = self.param_groups[-1]
         _check_hparams(g["lr"], g["betas"], g["eps"], g["weight_decay"])
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            adamw_group_step(self.state, group)
-        return loss
+    def group_step(self, group: dict[str, Any]) -> None:
+        adamw_group_step(self.state, group)
 
 
 def adamw_group_step(state: dict, group: dict[str, Any]) -> None:
