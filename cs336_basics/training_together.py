@@ -65,7 +65,7 @@ class TrainingFailure(Exception):
 
 @dataclass
 class Run:
-    """Everything :func:`setup` decides once; the loop only reads it."""
+    """Everything :func:`setup` decides once; the loop reads it (and ``save`` records the run's state)."""
 
     settings: TrainSettings
     rt: runtime.Runtime

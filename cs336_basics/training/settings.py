@@ -20,7 +20,6 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from cs336_basics.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
@@ -522,7 +521,3 @@ def changed_settings(saved: Any, now: dict[str, Any]) -> list[str]:
     return [
         f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now) if k not in ignore and k in saved and saved[k] != now[k]
     ]
-
-
-def run_dir(s: TrainSettings) -> Path:
-    return Path(s.checkpoint_dir)
