@@ -6,9 +6,9 @@ cluster job script passes it):
 
 * ``standalone``: ``torchrun --standalone --nproc_per_node 2``, the one-machine yardstick;
 * ``two_nodes``: ``torchrun --nnodes 2 --nproc_per_node 1 --rdzv_backend c10d ...`` started twice;
-* ``restarted``: the same with ``--max-restarts 1``; the worker of rank 1 pauses once (first attempt
-  only) at the start of the iteration after the first checkpoint, and the test kills it with
-  SIGKILL. Its node's agent restarts the group, both workers resume from that checkpoint.
+* ``restarted``: the same (``--max_restarts 1``) with a small wrapper around the program: the worker
+  of rank 1 pauses once at the start of the iteration after the first checkpoint, and the test kills
+  it with SIGKILL. Its node's agent restarts the group, both workers resume from that checkpoint.
 
 On CPU at one thread the runs are deterministic, so every checkpoint of both multi-node runs must
 equal the standalone run's bit for bit. The run directory is shared (as a cluster's shared file
@@ -32,7 +32,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
+from cs336_basics.training import runtime
 from tests._train_utils import assert_weights_equal, base_argv, metrics, subprocess_env, write_pattern_data
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process-tree handling assumes Linux")
@@ -92,11 +94,12 @@ def node_env() -> dict[str, str]:
     return env
 
 
-def two_node_cmds(port: int, rdzv_id: str, target: list[str], max_restarts: int = 0) -> list[list[str]]:
-    """The command for each node: identical on both (torchrun assigns node ranks at rendezvous)."""
+def two_node_cmds(port: int, rdzv_id: str, target: list[str]) -> list[list[str]]:
+    """The command for each node (the README's): identical on both, torchrun assigns node ranks at
+    rendezvous. ``--max_restarts 1``: a failed worker on either node restarts both nodes' workers."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
            "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", rdzv_id,
-           "--local_addr", "127.0.0.1", "--max_restarts", str(max_restarts), *target]  # fmt: skip
+           "--local_addr", "127.0.0.1", "--max_restarts", "1", *target]  # fmt: skip
     return [cmd, list(cmd)]
 
 
@@ -159,7 +162,7 @@ def runs(tmp_path_factory):
         nodes.append(start("standalone", standalone + module + argv["standalone"], root))
         for i, cmd in enumerate(two_node_cmds(free_port(), f"two_{tag}", module + argv["two_nodes"])):
             nodes.append(start(f"two_nodes_{i}", cmd, root))
-        restart_cmds = two_node_cmds(free_port(), f"restart_{tag}", [str(wrapper), *argv["restarted"]], max_restarts=1)
+        restart_cmds = two_node_cmds(free_port(), f"restart_{tag}", [str(wrapper), *argv["restarted"]])
         for i, cmd in enumerate(restart_cmds):
             nodes.append(start(f"restarted_{i}", cmd, root))
 
@@ -248,3 +251,32 @@ def test_killed_worker_restarts_the_group_from_its_checkpoint(runs):
     # The killed node's agent saw its worker die by SIGKILL (and restarted the group).
     victim = nodes[killed["node"]].output
     assert re.search(rf"exitcode: -9\b.*\(pid: {killed['pid']}\)", victim), victim[-3000:]
+
+
+def test_resume_disagreement_message():
+    assert runtime.resume_disagreement([4, 4, 4], "runs/x") is None
+    assert runtime.resume_disagreement([None, None], "runs/x") is None
+    msg = runtime.resume_disagreement([4, 4, None, None, None], "runs/x")
+    assert msg == (
+        "the ranks found different checkpoints to resume in runs/x (iteration 4 on 2 ranks (rank 0, ...); none on "
+        "3 ranks (rank 2, ...)); on several machines --checkpoint_dir must be one directory that every node reads "
+        "(a shared file system)"
+    )
+
+
+def test_ranks_that_disagree_on_the_checkpoint_refuse_to_start(tmp_path, monkeypatch, capsys):
+    """A --checkpoint_dir that only rank 0's node sees (node-local disks): rank 0 would resume, the
+    others start afresh. Simulated in one process: the gather reports a second rank without one."""
+    from cs336_basics import training_together as tt
+
+    torch.set_num_threads(1)
+    data = write_pattern_data(tmp_path / "data", n_train=4_000, n_val=1_000)
+    flags = {**FLAGS, "max_iters": 2}
+    assert tt.main(base_argv(data, tmp_path / "run", **flags)) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(runtime, "all_gather_object", lambda obj: [obj, None])
+    assert tt.main(base_argv(data, tmp_path / "run", "--resume", **{**flags, "max_iters": 4})) == 2
+    err = capsys.readouterr().err
+    assert "the ranks found different checkpoints to resume" in err and "iteration 2 on 1 rank (rank 0)" in err
+    assert err.strip().count("\n") == 0
+    assert not (tmp_path / "run" / "checkpoint_iter_4.pt").exists()
