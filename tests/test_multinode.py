@@ -76,15 +76,17 @@ WRAPPER = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all held open while choosing, so no two are the same)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def node_env() -> dict[str, str]:
     env = subprocess_env()
-    env["MASTER_ADDR"] = "127.0.0.1"
     # A fresh store for the workers of each restart: torchrun's default (workers share the agents'
     # rendezvous store) keeps the previous attempt's keys, and a restarted rank can read its peer's
     # stale address (pytorch/pytorch issue 135712). The README and the SLURM script set it too.
@@ -160,9 +162,10 @@ def runs(tmp_path_factory):
     try:
         standalone = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
         nodes.append(start("standalone", standalone + module + argv["standalone"], root))
-        for i, cmd in enumerate(two_node_cmds(free_port(), f"two_{tag}", module + argv["two_nodes"])):
+        port_a, port_b = free_ports(2)
+        for i, cmd in enumerate(two_node_cmds(port_a, f"two_{tag}", module + argv["two_nodes"])):
             nodes.append(start(f"two_nodes_{i}", cmd, root))
-        restart_cmds = two_node_cmds(free_port(), f"restart_{tag}", [str(wrapper), *argv["restarted"]])
+        restart_cmds = two_node_cmds(port_b, f"restart_{tag}", [str(wrapper), *argv["restarted"]])
         for i, cmd in enumerate(restart_cmds):
             nodes.append(start(f"restarted_{i}", cmd, root))
 

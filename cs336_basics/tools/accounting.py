@@ -3,7 +3,7 @@
     uv run python -m cs336_basics.tools.accounting --preset gpt2-xl
     uv run python -m cs336_basics.tools.accounting --d_model 512 --num_layers 4 --num_heads 16 --d_ff 1344 \\
         --vocab_size 10000 --context_length 256 --batch_size 32
-    uv run python -m cs336_basics.tools.accounting --preset gpt2-xl --gpus 64 --tokens 50e9 --batch_size 8 --gpu H100
+    uv run python -m cs336_basics.tools.accounting --preset gpt2-xl --gpus 64 --tokens 50e9 --batch_size 2 --gpu H100
 
 The architecture is the one ``cs336_basics.model.TransformerLM`` builds: token embedding, pre-norm
 blocks of causal multi-head attention (q/k/v/output projections, no biases, RoPE has no weights) and
@@ -280,7 +280,8 @@ def cluster_estimate(
       gradients: ``3 (N-1)/N * P * bytes`` (1.5x DDP; ZeRO-3 in Rajbhandari et al. 2020; a little
       less here, as the root's weights stay gathered for backward);
     * at ``interconnect_gbps`` Gbit/s each way per GPU. DDP overlaps the all-reduce with backward,
-      so a step takes about ``max(compute, communication)``: the larger one bounds it.
+      FSDP its all-gathers with the neighbouring blocks' compute, so a step takes about
+      ``max(compute, communication)``: the larger one bounds it.
 
     The run's time is its optimizer steps (``ceil(tokens / tokens_per_step)``) at that bound.
     """
@@ -360,7 +361,8 @@ def report(
         },
     }
     if cluster is not None:
-        out["cluster"] = {"gpu": cluster.pop("gpu", None), **cluster_estimate(s, **cluster)}
+        kw = {k: v for k, v in cluster.items() if k != "gpu"}
+        out["cluster"] = {"gpu": cluster.get("gpu"), **cluster_estimate(s, **kw)}
     return out
 
 
