@@ -61,7 +61,13 @@ GPUS_PER_NODE=${SLURM_GPUS_PER_NODE:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE##*:} # "h100:8" -> "8"
 
 # The rendezvous endpoint: the first node of the allocation (every node computes the same name).
-HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
+# (pipefail off in this subshell: head exits after one line, and scontrol, still writing the other
+# names, then dies of SIGPIPE, which pipefail would turn into a failed script.)
+HEAD_NODE=$(set +o pipefail; scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
+if [[ -z "$HEAD_NODE" ]]; then
+    echo "error: scontrol show hostnames gave no node for SLURM_JOB_NODELIST=${SLURM_JOB_NODELIST}" >&2
+    exit 2
+fi
 
 # Each training process runs one GPU; a few CPU threads each for the data loading and the host side.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}

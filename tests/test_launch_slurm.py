@@ -18,9 +18,11 @@ SCRIPT = REPO / "scripts" / "launch_slurm.sh"
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="needs bash")
 
-# Stand-ins: scontrol lists two hosts; srun records its arguments, one per line, and exits 0.
+# Stand-ins: scontrol lists two hosts (the second after a pause, as a long list arrives in pieces: a
+# reader that stops after the first line leaves it writing into a closed pipe); srun records its
+# arguments, one per line, and exits 0.
 SCONTROL = """#!/bin/bash
-if [[ "$1 $2" == "show hostnames" ]]; then printf 'gpu-node-07\\ngpu-node-08\\n'; exit 0; fi
+if [[ "$1 $2" == "show hostnames" ]]; then echo gpu-node-07; sleep 0.5; echo gpu-node-08; exit 0; fi
 echo "scontrol $*" >> "$STUB_LOG"
 """
 SRUN = """#!/bin/bash
@@ -60,12 +62,12 @@ def _run_with_stubs(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedPro
         "CONFIG": "base.toml",
     }
     p = subprocess.run([BASH, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     return p, (tmp_path / "srun_args").read_text().splitlines()
 
 
 def test_srun_torchrun_command(tmp_path):
     p, argv = _run_with_stubs(tmp_path, "--max_iters", "40000")
-    assert p.returncode == 0, p.stderr
     assert "2 nodes x 4 GPUs, rendezvous gpu-node-07:29500" in p.stdout
     torchrun = str(tmp_path / ".venv" / "bin" / "torchrun")
     i = argv.index(torchrun)
