@@ -145,6 +145,7 @@ def setup(s: TrainSettings) -> Run:
     train_data, val_data, tokenizer = load_data(s)
 
     runtime.init_process_group(rt)
+    runtime.agree_on_resume(int(resume[1]["iteration"]) if resume else None, manager.directory)
     runtime.seed_everything(s.seed)  # the same initial weights on every rank
     print0("Initializing model...")
     model = TransformerLM(cfg, device=rt.device)

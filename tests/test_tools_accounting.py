@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import subprocess
 import sys
 
@@ -169,3 +171,88 @@ def test_cli_preset_and_bad_input():
     assert bad.stderr.strip().count("\n") == 0 and "--vocab_size" in bad.stderr
     bad = _cli("--preset", "gpt2-xl", "--num_heads", "7")
     assert bad.returncode == 2 and "--num_heads 7" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# --gpus N --tokens T: data-parallel time, traffic and memory (every number below worked by hand)
+# ------------------------------------------------------------------------------------------------
+TINY = acc.Shape(vocab_size=10, context_length=4, d_model=8, num_layers=2, num_heads=2, d_ff=16)
+# P = 2*V*d (embedding + lm_head) + L*(4d^2 + 3*d*d_ff + 2d) + d = 160 + 2*656 + 8
+TINY_P = 1480
+
+
+def test_cluster_estimate_tiny_handworked():
+    c = acc.cluster_estimate(
+        TINY, gpus=4, tokens=1000, batch_size=3, grad_accum_steps=2, peak_flops=1e6, mfu=0.5, interconnect_gbps=8e-6
+    )  # fmt: skip  (8000 bit/s = 1000 bytes/s)
+    assert c["tokens_per_step"] == 3 * 4 * 2 * 4 == 96
+    assert c["steps"] == 11  # 10 steps are 960 tokens, short of 1000
+    # Forward FLOPs of one 4-token sequence: per layer 8*T*d^2 (2048) + 4*T^2*d (512) + 6*T*d*d_ff (3072),
+    # two layers, plus lm_head 2*T*d*V (640) = 11904; a step is 3x that for 3 x 2 sequences per GPU.
+    assert c["step_flops_per_gpu"] == 3 * 6 * 11904 == 214272
+    assert c["compute_s_per_step"] == pytest.approx(214272 / 0.5e6)
+    # Ring all-reduce: each GPU sends 2*(N-1)/N of the fp32 gradients; FSDP 3*(N-1)/N.
+    assert c["comm_bytes_per_step"]["ddp"] == pytest.approx(2 * 0.75 * TINY_P * 4) == 8880
+    assert c["comm_bytes_per_step"]["fsdp"] == pytest.approx(3 * 0.75 * TINY_P * 4) == 13320
+    assert c["comm_s_per_step"]["ddp"] == pytest.approx(8.88)
+    assert c["comm_s_per_step"]["fsdp"] == pytest.approx(13.32)
+    assert c["bound"] == {"ddp": "communication", "fsdp": "communication"}
+    assert c["step_s"]["ddp"] == pytest.approx(8.88) and c["run_s"]["ddp"] == pytest.approx(11 * 8.88)
+    assert c["compute_run_s"] == pytest.approx(11 * 0.428544)
+    # Memory per GPU. Activations of 3 sequences x 4 tokens x 316 elements per token (see
+    # test_training_memory_handworked), fp32: 15168 bytes, the same under DDP and FSDP.
+    ddp, fsdp = c["memory_per_gpu"]["ddp"], c["memory_per_gpu"]["fsdp"]
+    assert ddp["total"] == 16 * TINY_P + 15168 == 38848
+    assert fsdp["parameters"] == fsdp["gradients"] == TINY_P * 4 / 4 and fsdp["optimizer_state"] == 2 * TINY_P
+    # Unsharded: weights + gradient (8 bytes/param) of the root (embedding 80 + lm_head 80 + final norm 8)
+    # and of one block (656).
+    assert fsdp["unsharded"] == 8 * (168 + 656) == 6592
+    assert fsdp["activations"] == 15168
+    assert fsdp["total"] == 1480 + 1480 + 2960 + 6592 + 15168 == 27680
+
+
+def test_cluster_estimate_gpt2_small_bound_flips_with_batch():
+    """gpt2-small shapes (untied head, SwiGLU: P = 190,460,160) on 8 H100s at 40% MFU, 400 Gbit/s."""
+    kw = dict(gpus=8, tokens=1e9, peak_flops=989e12, mfu=0.4, interconnect_gbps=400)
+    big = acc.cluster_estimate(acc.PRESETS["gpt2-small"], batch_size=16, **kw)
+    # DDP sends 2 * 7/8 * 190,460,160 * 4 bytes = 1.333 GB per step over 50 GB/s: 26.7 ms.
+    assert big["comm_bytes_per_step"]["ddp"] == pytest.approx(1_333_221_120)
+    assert big["comm_s_per_step"]["ddp"] == pytest.approx(0.0266644224)
+    assert big["comm_s_per_step"]["fsdp"] == pytest.approx(0.0399966336)
+    # One 1024-token sequence is 349,630,365,696 forward FLOPs; 16 per GPU x 3 at 395.6 TFLOP/s: 42.4 ms.
+    assert big["step_flops_per_gpu"] == 16 * 3 * 349_630_365_696
+    assert big["compute_s_per_step"] == pytest.approx(0.0424222890632)
+    assert big["bound"] == {"ddp": "compute", "fsdp": "compute"}
+    assert big["tokens_per_step"] == 16 * 1024 * 8 and big["steps"] == 7630  # ceil(1e9 / 131072)
+    # Half the batch halves the compute (21.2 ms), not the traffic: both become communication-bound.
+    small = acc.cluster_estimate(acc.PRESETS["gpt2-small"], batch_size=8, **kw)
+    assert small["compute_s_per_step"] == pytest.approx(0.0212111445316)
+    assert small["bound"] == {"ddp": "communication", "fsdp": "communication"}
+    assert small["run_s"]["ddp"] == pytest.approx(15259 * 0.0266644224)  # ceil(1e9 / 65536) steps
+    # Accumulating 2 micro-batches per step restores the compute per all-reduce.
+    acc2 = acc.cluster_estimate(acc.PRESETS["gpt2-small"], batch_size=8, grad_accum_steps=2, **kw)
+    assert acc2["bound"]["ddp"] == "compute" and acc2["steps"] == 7630
+
+
+def test_cluster_estimate_one_gpu_has_no_traffic():
+    c = acc.cluster_estimate(TINY, gpus=1, tokens=16, batch_size=1, peak_flops=1e6, mfu=1.0, interconnect_gbps=1)
+    assert c["comm_bytes_per_step"] == {"ddp": 0, "fsdp": 0} and c["bound"]["ddp"] == "compute"
+    assert c["steps"] == 4 and c["memory_per_gpu"]["fsdp"]["parameters"] == 4 * TINY_P
+
+
+def test_cli_gpus_tokens():
+    r = _cli("--preset", "gpt2-small", "--gpus", "8", "--tokens", "1e9", "--batch_size", "8", "--mfu", "0.4")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "## 8 GPUs (H100, 989 TFLOP/s peak, 40% MFU)" in out
+    assert "tokens per optimizer step: 65,536 (batch 8 x context 1024 x accum 1 x 8 GPUs) -> 15,259 steps" in out
+    assert re.search(r"^DDP .*26\.7 ms .*communication$", out, re.M), out
+    assert "DDP and FSDP: communication, not compute, bounds the step" in out
+    custom = _cli("--preset", "gpt2-small", "--gpus", "8", "--tokens", "1e9", "--gpu_tflops", "100", "--json")
+    assert custom.returncode == 0, custom.stderr
+    assert json.loads(custom.stdout)["cluster"]["peak_flops"] == 100e12
+    for bad, needle in ((["--gpus", "8"], "--tokens"), (["--gpus", "8", "--tokens", "0"], "--tokens"),
+                        (["--gpus", "2", "--tokens", "1e6", "--interconnect_gbps", "-1"], "--interconnect_gbps")):  # fmt: skip
+        b = _cli("--preset", "gpt2-small", *bad)
+        assert b.returncode == 2 and needle in b.stderr and "Traceback" not in b.stderr, b.stderr
+        assert b.stderr.strip().count("\n") == 0

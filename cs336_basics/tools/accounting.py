@@ -3,6 +3,7 @@
     uv run python -m cs336_basics.tools.accounting --preset gpt2-xl
     uv run python -m cs336_basics.tools.accounting --d_model 512 --num_layers 4 --num_heads 16 --d_ff 1344 \\
         --vocab_size 10000 --context_length 256 --batch_size 32
+    uv run python -m cs336_basics.tools.accounting --preset gpt2-xl --gpus 64 --tokens 50e9 --batch_size 2 --gpu H100
 
 The architecture is the one ``cs336_basics.model.TransformerLM`` builds: token embedding, pre-norm
 blocks of causal multi-head attention (q/k/v/output projections, no biases, RoPE has no weights) and
@@ -20,15 +21,22 @@ Counting conventions (the tests check them against ``sum(p.numel())`` of the rea
   and what FlopCounterMode sees when the whole ``T x T`` product is computed. (For ``T >= 128`` the
   model's causal kernel skips most fully-masked blocks, so it executes fewer.)
 * A training step costs about 3x the forward FLOPs (the backward pass is about twice the forward).
+
+The ``--gpus N --tokens T`` estimate (:func:`cluster_estimate`) scales these to data-parallel
+training: compute per GPU at a stated MFU, the gradient traffic per optimizer step (the ring
+all-reduce of DDP, Patarasuk & Yuan 2009; the all-gathers and reduce-scatter of FSDP / ZeRO-3,
+Rajbhandari et al. 2020) against a stated interconnect bandwidth, and the memory each GPU holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from cs336_basics.training.metrics import PEAK_TFLOPS
 from cs336_basics.utils.errors import UserError, run_cli
 
 __all__ = [
@@ -42,6 +50,8 @@ __all__ = [
     "training_memory",
     "max_batch_size",
     "training_days",
+    "fsdp_memory",
+    "cluster_estimate",
 ]
 
 
@@ -216,6 +226,104 @@ def training_days(
 
 
 # ------------------------------------------------------------------------------------------------
+# past one GPU: data parallel (DDP) and fully sharded (FSDP) training on N GPUs
+# ------------------------------------------------------------------------------------------------
+# A GPU's own link to the others in a multi-node ring: one 400 Gbit/s NDR InfiniBand NIC per GPU
+# (as in DGX H100 nodes). Inside one NVLink node the ring runs far faster (H100: 450 GB/s each way).
+DEFAULT_INTERCONNECT_GBPS = 400.0
+
+
+def fsdp_memory(
+    s: Shape, batch_size: int, gpus: int, seq_len: int | None = None, *, bytes_per_value: int = 4
+) -> dict[str, float]:
+    """Bytes per GPU under FSDP2 as this project applies it (each block, then the root, sharded).
+
+    The weights, gradients and AdamW moments of :func:`training_memory` are split ``gpus`` ways;
+    activations are not (each GPU runs its own micro-batch). ``unsharded`` is the transient working
+    set: the full weights and gradient of the root unit (token embedding, ``lm_head``, final norm),
+    which FSDP2 keeps gathered from forward through backward, plus those of one block while it runs
+    (prefetching the next block's weights can add that block's weights on top).
+    """
+    full = training_memory(s, batch_size, seq_len, bytes_per_value=bytes_per_value)
+    p = param_counts(s)
+    root = p["total"] - p["attention"] - p["ffn"] - s.num_layers * p["per_layer_norms"]
+    block = p["per_layer_attention"] + p["per_layer_ffn"] + p["per_layer_norms"]
+    out = {k: full[k] / gpus for k in ("parameters", "gradients", "optimizer_state")}
+    out["unsharded"] = 2 * (root + block) * bytes_per_value  # weights + gradient
+    out["activations"] = full["activations"]
+    out["total"] = sum(out.values())
+    return out
+
+
+def cluster_estimate(
+    s: Shape,
+    *,
+    gpus: int,
+    tokens: float,
+    batch_size: int,
+    peak_flops: float,
+    mfu: float,
+    interconnect_gbps: float = DEFAULT_INTERCONNECT_GBPS,
+    grad_accum_steps: int = 1,
+    seq_len: int | None = None,
+    bytes_per_value: int = 4,
+) -> dict[str, object]:
+    """Time, traffic and memory of training on ``tokens`` tokens with ``gpus`` data-parallel GPUs.
+
+    Each GPU runs ``grad_accum_steps`` micro-batches of ``batch_size`` sequences per optimizer step
+    (as ``training_together`` does under torchrun). Per optimizer step and GPU:
+
+    * compute: 3x the forward FLOPs of its micro-batches, at ``mfu`` of ``peak_flops``;
+    * DDP: one ring all-reduce of the gradients, ``2 (N-1)/N * P * bytes`` sent (and received) by
+      each GPU (a reduce-scatter, then an all-gather, each moving ``(N-1)/N`` of the data);
+    * FSDP: all-gather of the weights for forward and again for backward, reduce-scatter of the
+      gradients: ``3 (N-1)/N * P * bytes`` (1.5x DDP; ZeRO-3 in Rajbhandari et al. 2020; a little
+      less here, as the root's weights stay gathered for backward);
+    * at ``interconnect_gbps`` Gbit/s each way per GPU. DDP overlaps the all-reduce with backward,
+      FSDP its all-gathers with the neighbouring blocks' compute, so a step takes about
+      ``max(compute, communication)``: the larger one bounds it.
+
+    The run's time is its optimizer steps (``ceil(tokens / tokens_per_step)``) at that bound.
+    """
+    P = param_counts(s)["total"]
+    T = s.context_length if seq_len is None else seq_len
+    tokens_per_step = batch_size * T * grad_accum_steps * gpus
+    steps = math.ceil(tokens / tokens_per_step)
+    step_flops = 3 * forward_flops(s, T, batch_size * grad_accum_steps)["total"]  # per GPU
+    compute_s = step_flops / (peak_flops * mfu)
+    link_bytes_per_s = interconnect_gbps * 1e9 / 8
+    ring = (gpus - 1) / gpus
+    comm_bytes = {"ddp": 2 * ring * P * bytes_per_value, "fsdp": 3 * ring * P * bytes_per_value}
+    comm_s = {k: v / link_bytes_per_s for k, v in comm_bytes.items()}
+    bound = {k: "communication" if comm_s[k] > compute_s else "compute" for k in comm_s}
+    step_s = {k: max(compute_s, comm_s[k]) for k in comm_s}
+    return {
+        "gpus": gpus,
+        "tokens": tokens,
+        "batch_size": batch_size,
+        "grad_accum_steps": grad_accum_steps,
+        "context_length": T,
+        "peak_flops": peak_flops,
+        "mfu": mfu,
+        "interconnect_gbps": interconnect_gbps,
+        "tokens_per_step": tokens_per_step,
+        "steps": steps,
+        "step_flops_per_gpu": step_flops,
+        "compute_s_per_step": compute_s,
+        "comm_bytes_per_step": comm_bytes,
+        "comm_s_per_step": comm_s,
+        "bound": bound,
+        "step_s": step_s,
+        "run_s": {k: steps * v for k, v in step_s.items()},
+        "compute_run_s": steps * compute_s,
+        "memory_per_gpu": {
+            "ddp": training_memory(s, batch_size, T, bytes_per_value=bytes_per_value),
+            "fsdp": fsdp_memory(s, batch_size, gpus, T, bytes_per_value=bytes_per_value),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------
 # report + CLI
 # ------------------------------------------------------------------------------------------------
 def report(
@@ -228,9 +336,10 @@ def report(
     train_batch: int,
     peak_tflops: float,
     mfu: float,
+    cluster: dict | None = None,
 ) -> dict:
-    """Everything the CLI prints, as plain data."""
-    return {
+    """Everything the CLI prints, as plain data (``cluster``: :func:`cluster_estimate`'s arguments)."""
+    out = {
         "shape": asdict(s),
         "params": param_counts(s),
         "forward_flops": forward_flops(s),
@@ -251,6 +360,10 @@ def report(
             "days": training_days(s, steps, train_batch, peak_tflops * 1e12, mfu),
         },
     }
+    if cluster is not None:
+        kw = {k: v for k, v in cluster.items() if k != "gpu"}
+        out["cluster"] = {"gpu": cluster.get("gpu"), **cluster_estimate(s, **kw)}
+    return out
 
 
 def _h(n: float) -> str:
@@ -327,7 +440,63 @@ def format_report(r: dict, name: str) -> str:
         f"of {t['peak_tflops']:g} TFLOP/s",
         f"{_h(t['step_flops'])} FLOPs per step -> {t['days']:.1f} days on one device",
     ]
+    if "cluster" in r:
+        lines += format_cluster(r["cluster"])
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def format_cluster(c: dict) -> list[str]:
+    n, gbps = c["gpus"], c["interconnect_gbps"]
+    gpu = f"{c['gpu']}, " if c.get("gpu") else ""
+    comp, comm, bound = c["compute_s_per_step"], c["comm_s_per_step"], c["bound"]
+    m_ddp, m_fsdp = c["memory_per_gpu"]["ddp"], c["memory_per_gpu"]["fsdp"]
+    lines = [
+        "",
+        f"## {n} GPUs ({gpu}{c['peak_flops'] / 1e12:g} TFLOP/s peak, {100 * c['mfu']:g}% MFU), {_h(c['tokens'])} tokens, "
+        f"interconnect {gbps:g} Gbit/s per GPU ({gbps / 8:g} GB/s)",
+        f"tokens per optimizer step: {c['tokens_per_step']:,} (batch {c['batch_size']} x context {c['context_length']} "
+        f"x accum {c['grad_accum_steps']} x {n} GPUs) -> {c['steps']:,} steps",
+        f"compute per step and GPU: {_h(c['step_flops_per_gpu'])} FLOPs -> {_duration(comp)}",
+        f"{'':<6}{'traffic per GPU and step':>28}{'communication':>16}{'step':>12}  bound",
+    ]
+    for k, label, rule in (("ddp", "DDP", "2(N-1)/N x P x 4 B"), ("fsdp", "FSDP", "3(N-1)/N x P x 4 B")):
+        lines.append(
+            f"{label:<6}{_h(c['comm_bytes_per_step'][k]) + 'B (' + rule + ')':>28}{_duration(comm[k]):>16}"
+            f"{_duration(c['step_s'][k]):>12}  {bound[k]}"
+        )
+    lines.append(
+        f"run: {c['steps']:,} steps -> DDP {_duration(c['run_s']['ddp'])}, FSDP {_duration(c['run_s']['fsdp'])} "
+        f"(compute alone {_duration(c['compute_run_s'])}; communication assumed overlapped with backward)"
+    )
+    comm_bound = [label for k, label in (("ddp", "DDP"), ("fsdp", "FSDP")) if bound[k] == "communication"]
+    if comm_bound:
+        lines.append(
+            f"{' and '.join(comm_bound)}: communication, not compute, bounds the step; more tokens per step "
+            "(--batch_size, --grad_accum_steps) or a faster interconnect amortize it"
+        )
+    lines += [
+        "",
+        f"## Memory per GPU, fp32 weights/gradients/AdamW state (batch {c['batch_size']} per GPU, {n} GPUs)",
+        f"{'':<24}{'DDP GB':>10}{'FSDP GB':>10}",
+    ]
+    rows = (("parameters", "parameters"), ("gradients", "gradients"), ("optimizer_state", "optimizer state (m,v)"),
+            ("unsharded", "unsharded root + block"), ("activations", "activations"), ("total", "total"))  # fmt: skip
+    for k, label in rows:
+        ddp = f"{m_ddp[k] / 1e9:.2f}" if k in m_ddp else "-"
+        lines.append(f"{label:<24}{ddp:>10}{m_fsdp[k] / 1e9:>10.2f}")
+    return lines
 
 
 def _pos_int(text: str) -> int:
@@ -355,7 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
         p.add_argument(f"--{name}", type=_pos_int, default=None)
     p.add_argument("--ffn_type", choices=("swiglu", "silu"), default=None)
-    p.add_argument("--batch_size", type=_pos_int, default=1, help="batch for the memory estimate")
+    p.add_argument(
+        "--batch_size", type=_pos_int, default=1, help="batch for the memory estimates (per GPU with --gpus)"
+    )
     p.add_argument(
         "--contexts", default="1024,4096,16384", help="comma-separated context lengths for the FLOP-share table"
     )
@@ -364,6 +535,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_batch", type=_pos_int, default=1024)
     p.add_argument("--peak_tflops", type=float, default=19.5, help="device peak (default: A100 fp32)")
     p.add_argument("--mfu", type=float, default=0.5, help="model FLOPs utilization for the time estimate")
+    g = p.add_argument_group(
+        "past one GPU", "--gpus N --tokens T: time, traffic and memory of data-parallel training (DDP vs FSDP)"
+    )
+    g.add_argument("--gpus", type=_pos_int, default=None, help="data-parallel GPUs (all nodes together)")
+    g.add_argument("--tokens", type=float, default=None, help="training tokens, e.g. 10e9")
+    g.add_argument("--grad_accum_steps", type=_pos_int, default=1, help="micro-batches per optimizer step")
+    g.add_argument(
+        "--gpu",
+        type=str.upper,
+        choices=sorted(PEAK_TFLOPS),
+        default="H100",
+        help="GPU whose dense bf16 peak sets the compute time (the table the training program's MFU uses)",
+    )
+    g.add_argument("--gpu_tflops", type=float, default=None, help="peak TFLOP/s per GPU; overrides --gpu")
+    g.add_argument(
+        "--interconnect_gbps",
+        type=float,
+        default=DEFAULT_INTERCONNECT_GBPS,
+        help="each GPU's link in the gradient ring, Gbit/s each way (default: one 400G InfiniBand NIC per GPU; "
+        "an H100 NVLink node is ~3600)",
+    )
     p.add_argument("--json", action="store_true", help="print the numbers as JSON instead of tables")
     return p
 
@@ -391,6 +583,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise AccountingError(f"--mfu must be in (0, 1], got {args.mfu}")
     if args.peak_tflops <= 0 or args.memory_gb <= 0:
         raise AccountingError("--peak_tflops and --memory_gb must be positive")
+    cluster = None
+    if (args.gpus is None) != (args.tokens is None):
+        raise AccountingError("--gpus and --tokens go together: give both for the multi-GPU estimate")
+    if args.gpus is not None:
+        if not args.tokens > 0 or not math.isfinite(args.tokens):
+            raise AccountingError(f"--tokens must be a positive number, got {args.tokens:g}")
+        for flag in ("gpu_tflops", "interconnect_gbps"):
+            v = getattr(args, flag)
+            if v is not None and not v > 0:
+                raise AccountingError(f"--{flag} must be positive, got {v:g}")
+        custom = args.gpu_tflops is not None
+        cluster = dict(
+            gpu=None if custom else args.gpu, gpus=args.gpus, tokens=args.tokens, batch_size=args.batch_size,
+            grad_accum_steps=args.grad_accum_steps, mfu=args.mfu, interconnect_gbps=args.interconnect_gbps,
+            peak_flops=(args.gpu_tflops if custom else PEAK_TFLOPS[args.gpu]["bf16"]) * 1e12,
+        )  # fmt: skip
     r = report(
         shape,
         batch_size=args.batch_size,
@@ -400,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_batch=args.train_batch,
         peak_tflops=args.peak_tflops,
         mfu=args.mfu,
+        cluster=cluster,
     )
     print(json.dumps(r, indent=2) if args.json else format_report(r, args.preset or "custom"))
     return 0

@@ -236,6 +236,37 @@ def all_gather_object(obj: Any) -> list[Any]:
     return [obj]
 
 
+def resume_disagreement(found: list[int | None], checkpoint_dir: Any) -> str | None:
+    """The error when ranks found different checkpoints to resume (``found[r]``: rank r's iteration,
+    None for a fresh start), or None when they all agree."""
+    if len(set(found)) <= 1:
+        return None
+    ranks: dict[int | None, list[int]] = {}
+    for rank, it in enumerate(found):
+        ranks.setdefault(it, []).append(rank)
+    what = "; ".join(
+        f"{'iteration ' + str(it) if it is not None else 'none'} on {len(rs)} rank{'s' if len(rs) > 1 else ''} "
+        f"(rank {rs[0]}{', ...' if len(rs) > 1 else ''})"
+        for it, rs in ranks.items()
+    )
+    return (
+        f"the ranks found different checkpoints to resume in {checkpoint_dir} ({what}); on several machines "
+        "--checkpoint_dir must be one directory that every node reads (a shared file system)"
+    )
+
+
+def agree_on_resume(iteration: int | None, checkpoint_dir: Any) -> None:
+    """Collective: every rank continues the same checkpoint, or every rank refuses to start (exit 2).
+
+    Each rank finds its checkpoint in its own node's view of ``--checkpoint_dir``. A directory that
+    is not shared (node-local disks) would resume rank 0 and start the others afresh, and their loops
+    would disagree from the first step on. A no-op for a single process.
+    """
+    problem = resume_disagreement(all_gather_object(iteration), checkpoint_dir)
+    if problem is not None:
+        raise RuntimeConfigError(problem)
+
+
 # ==============================================================================================
 # data parallel
 # ==============================================================================================
