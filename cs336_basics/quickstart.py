@@ -16,6 +16,7 @@ mode (tiny corpus and model) used by the tests.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -23,9 +24,11 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from cs336_basics.model import ModelConfig
+from cs336_basics.training.settings import model_flags
 from cs336_basics.utils.errors import UserError, run_cli
 
 EOT = "<|endoftext|>"
@@ -46,12 +49,10 @@ class Settings:
     num_valid_stories: int = 300
     max_train_mb: float = 6.0  # prefix of real TinyStories to use
     max_valid_mb: float = 0.5
-    vocab_size: int | None = None  # default: 1024 synthetic, 2048 real text
-    context_length: int = 128
-    d_model: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    d_ff: int = 384
+    vocab_size: int | None = None  # default: 1024 synthetic, 2048 real text (the model's is the tokenizer's)
+    model: ModelConfig = field(
+        default_factory=lambda: ModelConfig(context_length=128, d_model=128, num_layers=4, num_heads=4, d_ff=384)
+    )
     batch_size: int = 32
     max_iters: int = 300
     lr: float = 3e-3
@@ -69,11 +70,7 @@ QUICK = Settings(
     max_train_mb=0.3,
     max_valid_mb=0.05,
     vocab_size=300,
-    context_length=64,
-    d_model=64,
-    num_layers=2,
-    num_heads=2,
-    d_ff=128,
+    model=ModelConfig(context_length=64, d_model=64, num_layers=2, num_heads=2, d_ff=128),
     batch_size=8,
     max_iters=20,
     lr=5e-3,
@@ -284,8 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"      {train_npy} ({n_train_tok:,} tokens, {n_tr / max(n_train_tok, 1):.2f} bytes/token), "
         f"{valid_npy} ({n_valid_tok:,} tokens) in {timings['tokenize']:.1f}s"
     )
-    if n_valid_tok <= st.context_length or n_train_tok <= st.context_length:
-        raise QuickstartError(f"too little text: need more than {st.context_length} tokens in train and valid")
+    if n_valid_tok <= st.model.context_length or n_train_tok <= st.model.context_length:
+        raise QuickstartError(f"too little text: need more than {st.model.context_length} tokens in train and valid")
 
     # 4. Training ------------------------------------------------------------------------------
     from cs336_basics import training_together
@@ -295,18 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         str(train_npy),
         "--val_data_path",
         str(valid_npy),
-        "--vocab_size",
-        str(tokenizer.vocab_size),
-        "--context_length",
-        str(st.context_length),
-        "--d_model",
-        str(st.d_model),
-        "--num_layers",
-        str(st.num_layers),
-        "--num_heads",
-        str(st.num_heads),
-        "--d_ff",
-        str(st.d_ff),
+        *model_flags(dataclasses.replace(st.model, vocab_size=tokenizer.vocab_size)),
         "--batch_size",
         str(st.batch_size),
         "--max_iters",
@@ -336,10 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--seed",
         str(args.seed),
     ]
-    tokens = st.max_iters * st.batch_size * st.context_length
+    tokens = st.max_iters * st.batch_size * st.model.context_length
     _say(
-        f"[4/5] Training a {st.num_layers}-layer Transformer (d_model {st.d_model}, {st.num_heads} heads, "
-        f"context {st.context_length}) for {st.max_iters} steps x {st.batch_size * st.context_length:,} tokens "
+        f"[4/5] Training a {st.model.num_layers}-layer Transformer (d_model {st.model.d_model}, {st.model.num_heads} heads, "
+        f"context {st.model.context_length}) for {st.max_iters} steps x {st.batch_size * st.model.context_length:,} tokens "
         f"= {tokens / 1e6:.1f}M tokens:"
     )
     _say("      python -m cs336_basics.training_together " + shlex.join(flags))

@@ -7,7 +7,14 @@ from dataclasses import fields
 import pytest
 
 from cs336_basics.model import IMPLEMENTATION_FIELDS, ModelConfig
-from cs336_basics.training.settings import MODEL_FIELDS, ConfigError, TrainSettings, flatten_toml, parse_settings
+from cs336_basics.training.settings import (
+    MODEL_FIELDS,
+    ConfigError,
+    TrainSettings,
+    flatten_toml,
+    model_flags,
+    parse_settings,
+)
 
 
 def test_every_model_field_is_a_flag_with_modelconfigs_default():
@@ -40,3 +47,11 @@ def test_a_misspelled_flag_gets_a_suggestion(capsys):
         parse_settings(["--train_data_path", "t.npy", "--learning_rate", "1e-3"])
     assert info.value.code == 2
     assert "--lr" in capsys.readouterr().err
+
+
+def test_model_flags_rebuild_the_config():
+    cfg = ModelConfig(vocab_size=300, d_model=64, num_heads=2, remove_rope=True, ffn_type="silu", attention="plain")
+    flags = model_flags(cfg)
+    assert flags[:2] == ["--vocab_size", "300"] and "--remove_rope" in flags
+    assert parse_settings(["--train_data_path", "t.npy", *flags]).model_config() == cfg
+    assert model_flags(ModelConfig()) == []

@@ -337,6 +337,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def model_flags(cfg: ModelConfig) -> list[str]:
+    """The training flags that rebuild ``cfg`` (the inverse of ``TrainSettings.model_config``): every
+    field that differs from ModelConfig's default, booleans as ``--X`` / ``--no-X``."""
+    flags: list[str] = []
+    for f in fields(ModelConfig):
+        value = getattr(cfg, f.name)
+        if value == getattr(_MODEL_DEFAULTS, f.name):
+            continue
+        if isinstance(value, bool):
+            flags.append(f"--{f.name}" if value else f"--no-{f.name}")
+        else:
+            flags += [f"--{f.name}", str(value)]
+    return flags
+
+
 # ==============================================================================================
 # TOML config files
 # ==============================================================================================
