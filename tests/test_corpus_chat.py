@@ -174,7 +174,9 @@ def test_malformed_records_are_counted_and_reported_by_line(tok_dir, tok, tmp_pa
     assert not out2.exists() and not (tmp_path / "strict.mask.npy").exists()
 
 
-def test_generate_chat_formats_the_prompt_and_stops_at_the_end_of_the_answer(tok_dir, tok, tmp_path, monkeypatch, capsys):
+def test_generate_chat_formats_the_prompt_and_stops_at_the_end_of_the_answer(
+    tok_dir, tok, tmp_path, monkeypatch, capsys
+):
     from cs336_basics import model as model_mod
     from cs336_basics.model import ModelConfig, TransformerLM
 
