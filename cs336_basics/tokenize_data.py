@@ -14,6 +14,11 @@ else ``uint32``; ``.u16`` insists on uint16, ``.u32`` is always uint32. The outp
 a temporary name and renamed into place only when complete, so a crash or an error never leaves a
 truncated file behind. A JSON sidecar next to it (``data.tokens_meta_path``) records which
 tokenizer made it, so the trainer can warn about a ``--vocab_size`` that does not match.
+
+Every other input goes through :mod:`cs336_basics.corpus` (documents, batched to workers): several
+files and globs, ``.jsonl``/``.json`` records (``--text_field``), ``.gz`` of either, a Hugging Face
+data set (``--hf_dataset``), shards (``--shard_tokens N``), and conversations with a loss mask
+(``--chat``); see :func:`main_documents`.
 """
 
 from __future__ import annotations

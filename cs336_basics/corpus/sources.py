@@ -146,7 +146,8 @@ def _guarded(path: Path, it: Iterator[Record]) -> Iterator[Record]:
     last = "its start"
     try:
         for rec in it:
-            last = rec.where.removeprefix(f"{path}").lstrip(": ") or last
+            rest = rec.where.removeprefix(f"{path}").lstrip(": ")
+            last = f"line {rest}" if rest.isdigit() else rest or last
             yield rec
     except EOFError:
         raise CorpusError(f"{path}: gzip data is truncated (the file was cut short) after {last}") from None
