@@ -105,3 +105,52 @@ def test_short_sft_run_lowers_the_masked_validation_loss(setup, tmp_path):
     # the masked loss is over answers only: the ids at masked targets are all answer words or <|endoftext|>
     mask = np.load(setup["dir"] / "val.mask.npy")
     assert 0 < mask.mean() < 0.5
+
+
+def test_train_and_eval_losses_are_the_mean_over_masked_targets(tmp_path):
+    """train_step and evaluate on masked shards against F.cross_entropy(ignore_index=-100) on the same windows."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from cs336_basics.corpus.shards import open_token_data
+    from cs336_basics.data import get_batch
+    from cs336_basics.optim import AdamW
+    from cs336_basics.training.state import make_eval_rng
+    from cs336_basics.training.step import evaluate, train_step
+
+    rng = np.random.default_rng(0)
+    for i, n in enumerate((300, 500)):
+        np.save(tmp_path / f"c_{i}.npy", rng.integers(0, 50, n).astype(np.uint16))
+        np.save(tmp_path / f"c_{i}.mask.npy", (rng.random(n) < 0.3).astype(np.uint8))
+    data = open_token_data(str(tmp_path / "c_*.npy"), 50, None, 16, "--train_data_path")
+    torch.manual_seed(0)
+    model = TransformerLM(ModelConfig(vocab_size=50, context_length=16, d_model=16, num_layers=1, num_heads=2, d_ff=32))
+
+    def reference(batches) -> tuple[float, float]:
+        losses, counts = [], []
+        with torch.no_grad():
+            for x, y, m in batches:
+                logits = model(x)
+                t = torch.where(m.bool(), y, -100)
+                losses.append(
+                    F.cross_entropy(logits.reshape(-1, 50), t.reshape(-1), ignore_index=-100, reduction="sum")
+                )
+                counts.append(m.sum())
+        return float(sum(losses) / sum(counts)), float(losses[0] / counts[0])
+
+    state = SimpleNamespace(seed=5, rank=0, world_size=1)
+    eval_rng = make_eval_rng(5, 0, "val")
+    want_eval, _ = reference([get_batch(data, 4, 16, "cpu", rng=eval_rng) for _ in range(3)])
+    got_eval, _ = evaluate(model, data, state, split="val", batches=3, batch_size=4, context_length=16,
+                           device=torch.device("cpu"), autocast=contextlib.nullcontext)  # fmt: skip
+    assert got_eval == pytest.approx(want_eval, rel=1e-5)
+
+    batch = get_batch(data, 4, 16, "cpu", rng=np.random.default_rng(1))
+    _, want_step = reference([batch])
+    opt = AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    res = train_step(model, opt, scaler, [batch], accum_steps=1, grad_clip=1.0, autocast=contextlib.nullcontext,
+                     no_sync=contextlib.nullcontext)  # fmt: skip
+    assert res.loss == pytest.approx(want_step, rel=1e-5)
