@@ -48,6 +48,8 @@ def get_batch(
     pinned and copied with ``non_blocking=True`` so the copy overlaps the previous step's compute.
     ``rng`` defaults to NumPy's global generator (seeded by ``np.random.seed``).
     """
+    if hasattr(dataset, "get_batch"):  # several token files, or a loss mask: cs336_basics.corpus.shards
+        return dataset.get_batch(batch_size, context_length, device, rng)
     dev = resolve_device(str(device))
     if getattr(dataset, "ndim", 1) != 1:
         raise DataError(f"get_batch: dataset must be 1-D, got shape {getattr(dataset, 'shape', None)}")

@@ -25,30 +25,13 @@ from pathlib import Path
 
 import torch
 
+from cs336_basics.training.checkpoints import resolve_checkpoint
 from cs336_basics.utils.devices import resolve_device
 from cs336_basics.utils.errors import UserError, run_cli
 
 
 class GenerateError(UserError, ValueError):
     """Bad input to generation (paths, flags, tokenizer/model mismatch)."""
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A ``.pt`` path as given, or for a directory: ``best.pt``, else the newest ``checkpoint_iter_N.pt``."""
-    from cs336_basics.training.checkpoints import CheckpointManager
-
-    path = Path(path)
-    if not path.exists():
-        raise GenerateError(f"--checkpoint {path}: no such file or directory")
-    if path.is_file():
-        return path
-    manager = CheckpointManager(path)
-    if manager.best_path.is_file():
-        return manager.best_path
-    numbered = manager.list()
-    if not numbered:
-        raise GenerateError(f"--checkpoint {path}: directory has no best.pt or checkpoint_iter_N.pt")
-    return numbered[-1]
 
 
 def find_tokenizer_dir(checkpoint: Path) -> Path | None:
@@ -188,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="--prompt is a user turn: format it with the chat template (cs336_basics.corpus.chat) and print "
+        "the assistant's answer, which ends at its <|endoftext|>",
+    )
+    p.add_argument("--system", default=None, help="with --chat: a system message before the user turn")
     return p
 
 
@@ -232,13 +222,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     warning = tokenizer_mismatch(payload, tok_dir)
     if warning:
         print(warning, file=sys.stderr)
+    prompt = args.prompt
+    if args.chat:  # the template up to the answer; generation stops at the answer's <|endoftext|>
+        from cs336_basics.corpus.chat import check_chat_tokenizer, prompt_text
+
+        check_chat_tokenizer(tokenizer.special_tokens, f"--tokenizer {tok_dir}")
+        prompt = prompt_text(args.prompt, args.system)
     outs = sample(
-        model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.num_samples
+        model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.num_samples
     )
     for i, text in enumerate(outs):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        print((args.prompt + text).rstrip())  # a story ends with a newline before <|endoftext|>
+        print(text.strip() if args.chat else (args.prompt + text).rstrip())  # a story ends with a newline
     sys.stdout.flush()
     return 0
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from cs336_basics.utils.dtensor import is_dtensor, local_tensor
 
-__all__ = ["cross_entropy", "perplexity", "clip_grad_norm"]
+__all__ = ["cross_entropy", "masked_cross_entropy", "perplexity", "clip_grad_norm"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -51,6 +51,24 @@ def cross_entropy(logits: Float[Tensor, "... vocab"], targets: Int[Tensor, ...])
     log_sum_exp = torch.log(sum_exp) + row_max.squeeze(-1)
     target_logit = logits.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1).to(log_sum_exp.dtype)
     return (log_sum_exp - target_logit).mean()
+
+
+def masked_cross_entropy(
+    logits: Float[Tensor, "... vocab"], targets: Int[Tensor, ...], mask: Tensor, reduction: str = "mean"
+) -> Float[Tensor, ""]:
+    """Cross-entropy over the positions where ``mask`` is nonzero only (e.g. the assistant's answers).
+
+    ``mean``: their mean (0, with zero gradient, when the mask is all zero: a window of prompt text
+    only must not turn into a NaN step); ``sum``: their sum. Same arithmetic per token as
+    :func:`cross_entropy` (float32 for low-precision logits, the row max subtracted first).
+    """
+    work = logits.float()
+    row_max = work.detach().amax(dim=-1, keepdim=True)
+    log_sum_exp = torch.log((work - row_max).exp().sum(dim=-1)) + row_max.squeeze(-1)
+    target_logit = work.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+    weight = mask.to(log_sum_exp.dtype)
+    total = ((log_sum_exp - target_logit) * weight).sum()
+    return total if reduction == "sum" else total / weight.sum().clamp_min(1.0)
 
 
 def perplexity(mean_loss: float | Tensor) -> float:

@@ -14,6 +14,11 @@ else ``uint32``; ``.u16`` insists on uint16, ``.u32`` is always uint32. The outp
 a temporary name and renamed into place only when complete, so a crash or an error never leaves a
 truncated file behind. A JSON sidecar next to it (``data.tokens_meta_path``) records which
 tokenizer made it, so the trainer can warn about a ``--vocab_size`` that does not match.
+
+Every other input goes through :mod:`cs336_basics.corpus` (documents, batched to workers): several
+files and globs, ``.jsonl``/``.json`` records (``--text_field``), ``.gz`` of either, a Hugging Face
+data set (``--hf_dataset``), shards (``--shard_tokens N``), and conversations with a loss mask
+(``--chat``); see :func:`main_documents`.
 """
 
 from __future__ import annotations
@@ -314,7 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tokenize a UTF-8 text file into token ids (.npy or raw; all cores).",
     )
     p.add_argument("--tokenizer", required=True, help="directory written by Tokenizer.save / train_bpe")
-    p.add_argument("--input", required=True, help="UTF-8 text file")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="input files or globs: UTF-8 text (documents separated by <|endoftext|>), .jsonl/.json records "
+        "(see --text_field), or .gz of either; a single plain text file takes the parallel byte-range path",
+    )
     p.add_argument(
         "--output",
         required=True,
@@ -330,11 +342,149 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_corpus_arguments(p)
     return p
+
+
+# ---------------------------------------------------------------------- many inputs, shards, chats
+def add_corpus_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of the document path (cs336_basics.corpus): JSON records, HF data sets, shards, chats."""
+    g = p.add_argument_group("many sources, shards and conversations")
+    g.add_argument(
+        "--text_field",
+        default="text",
+        help="JSON/HF field(s) holding the document; several comma-separated are joined by a newline (default: text)",
+    )
+    g.add_argument("--hf_dataset", default=None, help="Hugging Face data set: hub name, save_to_disk dir, or data file")
+    g.add_argument("--hf_subset", default=None, help="configuration (subset) of --hf_dataset")
+    g.add_argument("--hf_split", default="train", help="split of --hf_dataset (default: train)")
+    g.add_argument("--streaming", action="store_true", help="stream --hf_dataset instead of downloading it whole")
+    g.add_argument(
+        "--shard_tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write OUT_000000.npy, OUT_000001.npy, ... of at most N tokens each, cut between documents",
+    )
+    g.add_argument(
+        "--chat",
+        action="store_true",
+        help="records are conversations: render with the chat template and write OUT.mask.npy beside the ids",
+    )
+    g.add_argument(
+        "--chat_format",
+        default="auto",
+        choices=("auto", "messages", "conversations", "prompt_response", "instruction"),
+        help="with --chat: the record format (default: auto, detected per record)",
+    )
+    g.add_argument("--strict", action="store_true", help="with --chat: the first malformed record is an error")
+
+
+def uses_document_path(args: argparse.Namespace) -> bool:
+    """Everything but one plain text file goes through cs336_basics.corpus (that one keeps the
+    byte-range encoder above)."""
+    import glob as globlib
+
+    from cs336_basics.corpus.sources import input_kind, is_gzip
+
+    if args.hf_dataset or args.chat or args.shard_tokens is not None or len(args.input) != 1:
+        return True
+    one = args.input[0]
+    return globlib.has_magic(one) or is_gzip(one) or input_kind(one) == "json"
+
+
+class _DocProgress:
+    """Throttled ``MB read, documents, tokens, rate, ETA`` line on stderr (like _ProgressLine)."""
+
+    def __init__(self, bytes_done: Callable[[], int] | None, total_bytes: int | None, total_docs: int | None) -> None:
+        self.bytes_done, self.total_bytes, self.total_docs = bytes_done, total_bytes, total_docs
+        self.t0 = time.perf_counter()
+        self.last = self.t0  # the first line after one interval (short runs print only the final one)
+        self.tty = sys.stderr.isatty()
+        self.interval = 0.5 if self.tty else 10.0
+
+    def __call__(self, docs: int, tokens: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.interval and not final:
+            return
+        self.last = now
+        dt = max(now - self.t0, 1e-9)
+        parts = []
+        eta = None
+        if self.bytes_done is not None and self.total_bytes:
+            done = self.bytes_done()
+            rate = done / dt
+            parts.append(
+                f"read {done / 1e6:,.1f}/{self.total_bytes / 1e6:,.1f} MB ({100 * done / self.total_bytes:.0f}%)"
+            )
+            parts.append(f"{rate / 1e6:.1f} MB/s")
+            eta = (self.total_bytes - done) / rate if rate > 0 else None
+        elif self.total_docs:
+            eta = (self.total_docs - docs) / (docs / dt) if docs else None
+        parts.append(f"{docs:,}{f'/{self.total_docs:,}' if self.total_docs else ''} docs")
+        parts.append(f"{tokens:,} tokens ({tokens / dt:,.0f}/s)")
+        if eta is not None:
+            parts.append(f"ETA {max(eta, 0):.0f}s")
+        line = "  ".join(parts)
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def main_documents(args: argparse.Namespace) -> int:
+    """tokenize_data for many inputs, JSON records, gzip, HF data sets, shards and chats."""
+    from cs336_basics.corpus.encode import check_output, encode_corpus
+    from cs336_basics.corpus.sources import Sources, expand_inputs, hf_records, parse_fields
+
+    fields = parse_fields(args.text_field)
+    if args.hf_dataset:
+        records, count = hf_records(args.hf_dataset, args.hf_subset, args.hf_split, args.streaming)
+        paths: list[Path] = []
+        bytes_done, total, source = None, None, f"hf:{args.hf_dataset}[{args.hf_split}]"
+        big = count is None or count > 20_000
+    else:
+        paths = expand_inputs(args.input)
+        src = Sources(paths)
+        records, count = src.records(), None
+        bytes_done, total, source = (lambda: src.bytes_done), src.total_bytes, ", ".join(map(str, paths))
+        big = src.total_bytes > 8 << 20  # below this a worker pool costs more than it saves
+    if args.workers is not None and args.workers < 1:
+        raise TokenizerError(f"--workers must be >= 1, got {args.workers}")
+    check_output(Path(args.output), paths)
+    workers = args.workers or (available_cpus() if big else 1)
+    prog = None if args.quiet else _DocProgress(bytes_done, total, count)
+    t0 = time.perf_counter()
+    res = encode_corpus(
+        args.tokenizer, records, args.output, source=source, text_fields=fields,
+        chat_format=args.chat_format if args.chat else None, strict=args.strict, shard_tokens=args.shard_tokens,
+        workers=workers, special_tokens=args.special_tokens, progress=prog,
+    )  # fmt: skip
+    if prog is not None:
+        prog(res.documents, res.tokens, final=True)
+        prog.finish()
+    dt = time.perf_counter() - t0
+    where = (
+        str(res.files[0]) if len(res.files) == 1 else f"{len(res.files)} shards {res.files[0]} .. {res.files[-1].name}"
+    )
+    print(f"wrote {res.tokens:,} tokens of {res.documents:,} documents to {where} in {dt:.1f}s")
+    if res.masked:
+        print("loss mask (1 = assistant answer) written beside the ids as *.mask.npy")
+    for f in res.removed_stale:
+        print(f"removed {f} (left by an earlier run of this --output)", file=sys.stderr)
+    if res.malformed is not None:
+        print(f"warning: {res.malformed.summary()}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (args.input is None) == (args.hf_dataset is None):
+        raise TokenizerError("give either --input (files or globs) or --hf_dataset, not both or neither")
+    if uses_document_path(args):
+        return main_documents(args)
+    args.input = args.input[0]
     prog = None if args.quiet else _ProgressLine()
     t0 = time.perf_counter()
     n = tokenize_file(args.tokenizer, args.input, args.output, args.workers, prog, special_tokens=args.special_tokens)

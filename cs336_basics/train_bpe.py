@@ -31,7 +31,18 @@ from cs336_basics.utils.errors import run_cli
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cs336_basics.train_bpe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", required=True, help="UTF-8 text file to train on")
+    p.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="UTF-8 text file(s) to train on; also globs, .jsonl/.json records (--text_field) and .gz of either",
+    )
+    p.add_argument(
+        "--text_field",
+        default="text",
+        help="JSON field(s) holding the document; several comma-separated are joined by a newline (default: text)",
+    )
     p.add_argument("--vocab_size", type=int, required=True, help="total size incl. 256 bytes + specials")
     p.add_argument(
         "--special_tokens",
@@ -95,13 +106,46 @@ def _save_with_fallback(tok, output: str) -> tuple[str, OSError | None]:
     )
 
 
+def _joined_input(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
+    """The one plain text file to train on: ``--input`` itself when it is one, else a temporary
+    file holding every input's documents separated by a special token (pre-tokens never cross a
+    special token, so the counts are those of the documents one by one)."""
+    import glob
+
+    from cs336_basics.corpus.sources import Sources, expand_inputs, input_kind, is_gzip, parse_fields
+
+    one = args.input[0]
+    if len(args.input) == 1 and not (glob.has_magic(one) or is_gzip(one) or input_kind(one) == "json"):
+        return one  # the fast path: the parallel byte-range counter reads the file directly
+    if not args.special_tokens:
+        raise BPEError("--input with several files or JSON records needs a special token to separate documents")
+    sep = "<|endoftext|>" if "<|endoftext|>" in args.special_tokens else args.special_tokens[0]
+    fields = parse_fields(args.text_field)
+    src = Sources(expand_inputs(args.input))
+    tmp = stack.enter_context(tempfile.NamedTemporaryFile("w", encoding="utf-8", prefix="train_bpe-", suffix=".txt"))
+    from cs336_basics.corpus.sources import write_documents_text
+
+    n = write_documents_text(src.records(), fields, sep, tmp)
+    tmp.flush()
+    if not args.quiet:
+        print(f"[joined {n:,} documents from {len(src.paths)} file(s) into {tmp.name}]", file=sys.stderr, flush=True)
+    return tmp.name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        args.input_label = " ".join(args.input)
+        args.input = _joined_input(args, stack)
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise BPEError(f"--workers must be at least 1, got {args.workers}")
     with contextlib.suppress(OSError):  # a missing/unreadable input is train_bpe's to report
         if os.path.isfile(args.input) and os.path.getsize(args.input) == 0:
-            raise BPEError(f"--input {args.input} is empty: nothing to train on")
+            raise BPEError(f"--input {args.input_label} is empty: nothing to train on")
     check_output_dir(args.output)
     from cs336_basics.tokenizer import Tokenizer  # import here: only needed once training succeeds
 
@@ -120,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     saved_to, save_error = _save_with_fallback(Tokenizer(vocab, merges, args.special_tokens), args.output)
     rss_self, rss_kids = _peak_rss_mb()
-    print(f"Trained on {args.input} in {elapsed:.2f}s")
+    print(f"Trained on {args.input_label} in {elapsed:.2f}s")
     print(f"Peak memory: {rss_self:.0f} MiB (main process), {rss_kids:.0f} MiB (largest worker)")
     print(f"Vocabulary: {len(vocab):,} tokens ({len(merges):,} merges, {len(args.special_tokens)} special)")
     longest = sorted(vocab.values(), key=len, reverse=True)[:10]
@@ -128,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(vocab) < args.vocab_size:
         print(
             f"warning: vocabulary reached only {len(vocab):,} of the requested --vocab_size "
-            f"{args.vocab_size:,}: {args.input} has no more pairs to merge (use more text or a "
+            f"{args.vocab_size:,}: {args.input_label} has no more pairs to merge (use more text or a "
             "smaller --vocab_size)",
             file=sys.stderr,
         )

@@ -33,7 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_basics.data import get_batch, load_tokens, read_tokens_meta
+from cs336_basics.corpus.finetune import load_init_weights
+from cs336_basics.corpus.shards import data_meta, data_notes, open_token_data
+from cs336_basics.data import get_batch
 from cs336_basics.model import TransformerLM
 from cs336_basics.muon import Muon
 from cs336_basics.nn_utils import perplexity
@@ -99,22 +101,28 @@ def build_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer
 def load_data(s: TrainSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any] | None]:
     """Memory-map the token files (every id checked against the vocab); say which tokenizer made them."""
     print0("Loading data with memory mapping...")
-    train = load_tokens(s.train_data_path, s.vocab_size, s.data_dtype, s.context_length)
-    val = load_tokens(s.val_data_path, s.vocab_size, s.data_dtype, s.context_length) if s.validation else None
+    train = open_token_data(s.train_data_path, s.vocab_size, s.data_dtype, s.context_length, "--train_data_path")
+    val = (
+        open_token_data(s.val_data_path, s.vocab_size, s.data_dtype, s.context_length, "--val_data_path")
+        if s.validation
+        else None
+    )
     print0(f"Train data size: {len(train):,} tokens")
     print0(
         f"Validation data size: {len(val):,} tokens"
         if val is not None
         else "Validation: none (no evaluation, no best.pt)"
     )
-    meta = read_tokens_meta(s.train_data_path)
+    for note in data_notes(train, val):  # shards, loss masks: said once
+        print0(note)
+    meta = data_meta(train, s.train_data_path)
     if meta is not None and meta.get("vocab_size") != s.vocab_size:
         runtime.eprint0(
             f"warning: --vocab_size {s.vocab_size} differs from the tokenizer that made {s.train_data_path} "
             f"(vocab size {meta.get('vocab_size')}, {meta.get('tokenizer_dir')}); pass --vocab_size {meta.get('vocab_size')} "
             "to match it"
         )
-    val_meta = read_tokens_meta(s.val_data_path) if val is not None else None
+    val_meta = data_meta(val, s.val_data_path)
     if meta and val_meta and meta.get("tokenizer_sha256") != val_meta.get("tokenizer_sha256"):
         runtime.eprint0(
             f"warning: {s.train_data_path} and {s.val_data_path} were made by different tokenizers "
@@ -150,6 +158,8 @@ def setup(s: TrainSettings) -> Run:
     print0("Initializing model...")
     model = TransformerLM(cfg, device=rt.device)
     model.activation_checkpointing = s.activation_checkpointing
+    if s.init_from and resume is None:  # fine-tuning: another run's weights, everything else fresh
+        load_init_weights(model, s.init_from, say=print0)
     n_params = sum(p.numel() for p in model.parameters())
     print0(f"Total parameters: {n_params:,}")
     print0(f"Trainable parameters: {sum(p.numel() for p in model.parameters() if p.requires_grad):,}")

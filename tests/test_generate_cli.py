@@ -13,6 +13,7 @@ from cs336_basics import generate
 from cs336_basics.checkpoint import save_checkpoint
 from cs336_basics.model import ModelConfig, TransformerLM
 from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.training.checkpoints import resolve_checkpoint
 from cs336_basics.utils.errors import run_cli
 
 EOT = "<|endoftext|>"
@@ -96,9 +97,9 @@ def test_directory_prefers_best(run_dir, tmp_path):
     d.mkdir()
     for n in (2, 10, 9):
         (d / f"checkpoint_iter_{n}.pt").write_bytes(b"x")
-    assert generate.resolve_checkpoint(d).name == "checkpoint_iter_10.pt"
+    assert resolve_checkpoint(d).name == "checkpoint_iter_10.pt"
     (d / "best.pt").write_bytes(b"x")
-    assert generate.resolve_checkpoint(d).name == "best.pt"
+    assert resolve_checkpoint(d).name == "best.pt"
 
 
 def test_empty_prompt_starts_from_eot(run_dir, capsys):

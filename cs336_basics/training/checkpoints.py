@@ -53,6 +53,7 @@ __all__ = [
     "load_optimizer_state",
     "model_from_checkpoint",
     "read_checkpoint",
+    "resolve_checkpoint",
     "sidecar_path",
     "verify_checkpoint",
     "write_checkpoint",
@@ -476,6 +477,22 @@ def model_from_checkpoint(payload: dict[str, Any], name: object = "checkpoint", 
     model = TransformerLM(config, device=torch.device(device))
     load_model_weights(model, payload, name)
     return model
+
+
+def resolve_checkpoint(path: PathLike, flag: str = "--checkpoint") -> Path:
+    """A ``.pt`` file as given; a run directory: its ``best.pt``, else its newest ``checkpoint_iter_N.pt``."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{flag} {path}: no such file or directory")
+    if path.is_file():
+        return path
+    manager = CheckpointManager(path)
+    if manager.best_path.is_file():
+        return manager.best_path
+    numbered = manager.list()
+    if not numbered:
+        raise CheckpointError(f"{flag} {path}: directory has no best.pt or checkpoint_iter_N.pt")
+    return numbered[-1]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -58,10 +58,18 @@ class TrainSettings:
 
     # -- data ------------------------------------------------------------------------------------
     train_data_path: str = field(
-        default="", metadata=_opt("data", "training tokens (.npy, or raw ids: .bin/.ids)", required=True)
+        default="",
+        metadata=_opt(
+            "data",
+            "training tokens (.npy, or raw ids: .bin/.ids); several comma-separated, a glob or a directory of shards",
+            required=True,
+        ),
     )
     val_data_path: str | None = field(
-        default=None, metadata=_opt("data", "validation tokens (.npy or raw ids); without it no evaluation runs")
+        default=None,
+        metadata=_opt(
+            "data", "validation tokens (.npy or raw ids; or shards, as above); without it no evaluation runs"
+        ),
     )
     data_dtype: str = field(
         default="uint16",
@@ -243,6 +251,14 @@ class TrainSettings:
     )
     seed: int = field(
         default=42, metadata=_opt("runtime", "seeds init and the data order (rank r draws from seed + r * 1000003)")
+    )
+    # -- fine-tuning (cs336_basics.corpus): start from another run's weights -----------------------
+    init_from: str | None = field(
+        default=None,
+        metadata=_opt(
+            "fine-tuning",
+            "start from this checkpoint's weights (.pt or run directory): fresh optimizer, step 0, its model shape",
+        ),
     )
     config: str | None = field(
         default=None,
@@ -455,6 +471,11 @@ def parse_settings_and_extras(
                 action.required = False
     ns = vars(parser.parse_args(argv))
     settings = TrainSettings(**{k: v for k, v in ns.items() if k in setting_names})
+    if settings.init_from:  # the model shape comes from that checkpoint
+        from cs336_basics.corpus.finetune import apply_init_from, given_flags
+
+        explicit = given_flags(parser, argv) | (set(values) if known.config is not None else set())
+        apply_init_from(settings, explicit, MODEL_FIELDS)
     _derived_defaults(settings)
     validate(settings)
     return settings, {k: v for k, v in ns.items() if k not in setting_names}

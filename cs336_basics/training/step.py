@@ -20,7 +20,7 @@ from jaxtyping import Int
 from torch import Tensor, nn
 
 from cs336_basics.data import get_batch
-from cs336_basics.nn_utils import clip_grad_norm, cross_entropy
+from cs336_basics.nn_utils import clip_grad_norm, cross_entropy, masked_cross_entropy
 from cs336_basics.training import runtime
 from cs336_basics.training.state import Snapshot, TrainState, make_eval_rng
 
@@ -49,13 +49,14 @@ def train_step(
     """Accumulate gradients over ``accum_steps`` micro-batches, clip, and step if all is finite."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     losses = []
-    for i, (x, y) in enumerate(batches):
+    for i, batch in enumerate(batches):
+        x, y = batch[0], batch[1]  # a third entry is the loss mask of y (conversation data)
         last = i == accum_steps - 1
         # Under DDP only the last micro-batch's backward all-reduces the (accumulated) gradients.
         with contextlib.nullcontext() if last else no_sync():
             with autocast():
                 logits = model(x)
-            loss = cross_entropy(logits, y)
+            loss = cross_entropy(logits, y) if len(batch) == 2 else masked_cross_entropy(logits, y, batch[2])
             # Dividing by accum_steps makes the accumulated gradient the mean over micro-batches;
             # the scaler multiplies fp16 losses up so small gradients don't underflow.
             scaler.scale(loss / accum_steps).backward()
@@ -121,21 +122,32 @@ def evaluate(
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager],
 ) -> tuple[float, float]:
-    """Mean loss and next-token accuracy over ``batches`` fixed batches (averaged over ranks)."""
+    """Mean loss and next-token accuracy over ``batches`` fixed batches (averaged over ranks); with a
+    loss mask, both over the masked targets of all batches and ranks."""
     rng = make_eval_rng(state.seed, state.rank, split)
     was_training = model.training
     model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, correct, count, masked?
     try:
         for _ in range(batches):
-            x, y = get_batch(data, batch_size, context_length, device, rng=rng)
+            batch = get_batch(data, batch_size, context_length, device, rng=rng)
+            x, y = batch[0], batch[1]
             with autocast():
                 logits = model(x)
-            totals[0] += cross_entropy(logits, y).double()
-            totals[1] += (logits.argmax(dim=-1) == y).sum().double()
-            totals[2] += y.numel()
+            if len(batch) == 2:
+                totals[0] += cross_entropy(logits, y).double()
+                totals[1] += (logits.argmax(dim=-1) == y).sum().double()
+                totals[2] += y.numel()
+            else:  # sums over the masked targets; divided by their count below
+                m = batch[2]
+                totals[0] += masked_cross_entropy(logits, y, m, reduction="sum").double()
+                totals[1] += ((logits.argmax(dim=-1) == y) & (m != 0)).sum().double()
+                totals[2] += m.sum().double()
+                totals[3] += 1
     finally:
         model.train(was_training)
     runtime.all_reduce_sum(totals)
-    loss_sum, correct, count = totals.tolist()
+    loss_sum, correct, count, masked = totals.tolist()
+    if masked:
+        return loss_sum / max(count, 1.0), correct / max(count, 1.0)
     return loss_sum / (batches * state.world_size), correct / max(count, 1.0)

@@ -1,0 +1,394 @@
+"""Documents -> token ids, in worker processes, written as one token file or as shards.
+
+This is the path for every input that is not a single plain text file (``tokenize_data`` keeps its
+byte-range encoder for that case). The parent reads records (:mod:`~cs336_basics.corpus.sources`),
+turns each into a document (plain text, or a rendered conversation with its mask,
+:mod:`~cs336_basics.corpus.chat`), and sends batches of about a megabyte to workers, which return
+packed ids; the parent writes them in input order. Each document is followed by ``<|endoftext|>``
+(a conversation's template already ends with it), so the ids equal ``Tokenizer.encode`` of the
+documents joined that way.
+
+Outputs: ``OUT`` (with its sidecar ``OUT.meta.json``), or with ``shard_tokens=N`` the shards
+``OUT_000000.npy, OUT_000001.npy, ...`` of at most N tokens each, cut between documents (a single
+longer document gets a shard of its own). Chat data also gets ``OUT.mask.npy`` (uint8, one entry per
+id). Everything is written to temporary files that are renamed into place only once the whole input
+has been read, so an error anywhere leaves no new file behind (and earlier outputs untouched).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from cs336_basics.corpus import chat
+from cs336_basics.corpus.layout import CorpusError, existing_shards, mask_path, shard_path
+from cs336_basics.corpus.sources import EOT, Record, record_text
+from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.utils.fsutil import _umask, atomic_write_text, fsync_dir
+from cs336_basics.utils.token_files import tokenizer_fingerprint, tokens_meta_path
+
+BATCH_CHARS = 1 << 20  # characters of text per worker task
+Doc = str | list[chat.Segment]  # a plain document (EOT appended when encoded) or chat segments
+Progress = Callable[[int, int], None]  # (documents done, tokens so far)
+
+
+@dataclass
+class EncodeResult:
+    files: list[Path]  # token files written, in order
+    tokens: int
+    documents: int
+    masked: bool
+    malformed: chat.MalformedReport | None = None
+    removed_stale: list[Path] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- documents from records
+def documents(
+    records: Iterable[Record],
+    text_fields: list[str],
+    chat_format: str | None,
+    strict: bool,
+    report: chat.MalformedReport,
+) -> Iterator[Doc]:
+    """Plain documents (``chat_format`` None) or rendered conversations; malformed ones go to
+    ``report`` (or, with ``strict``, raise)."""
+    for rec in records:
+        if chat_format is None:
+            yield record_text(rec, text_fields)
+            continue
+        try:
+            if not isinstance(rec.value, dict):
+                raise chat.Malformed("not a JSON record (--chat reads .jsonl/.json files or a Hugging Face data set)")
+            yield chat.render(chat.parse_conversation(rec.value, chat_format))
+        except chat.Malformed as err:
+            if strict:
+                raise CorpusError(f"{rec.where}: malformed conversation: {err} (--strict)") from None
+            report.add(rec.where, str(err))
+
+
+def _batches(docs: Iterable[Doc]) -> Iterator[list[Doc]]:
+    batch: list[Doc] = []
+    size = 0
+    for d in docs:
+        batch.append(d)
+        size += len(d) if isinstance(d, str) else sum(len(t) for t, _ in d)
+        if size >= BATCH_CHARS:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------------- encoding (worker side)
+_tok: Tokenizer | None = None
+
+
+def _init_worker(tokenizer_dir: str, special_tokens: list[str]) -> None:
+    global _tok
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (it stops the pool)
+    if _tok is None:
+        _tok = Tokenizer.from_dir(tokenizer_dir, special_tokens)
+
+
+def _pack(tok: Tokenizer, text: str, dtype: np.dtype) -> bytes:
+    typecode = "H" if dtype.itemsize == 2 else "I"
+    if np.dtype(typecode).itemsize != dtype.itemsize or sys.byteorder != "little":
+        return np.array(tok.encode(text), dtype=dtype).tobytes()  # unusual platform: slow path
+    return tok.encode_packed(text, typecode)
+
+
+def encode_batch(tok: Tokenizer, batch: list[Doc], dtype: np.dtype) -> tuple[bytes, list[int], bytes | None]:
+    """Packed ids of the documents, each one's length in ids, and (chat) the packed mask."""
+    ids: list[bytes] = []
+    lengths: list[int] = []
+    masks: list[bytes] | None = None if batch and isinstance(batch[0], str) else []
+    for doc in batch:
+        if isinstance(doc, str):
+            packed = _pack(tok, doc + EOT, dtype)
+            ids.append(packed)
+            lengths.append(len(packed) // dtype.itemsize)
+            continue
+        n = 0
+        for text, bit in doc:
+            packed = _pack(tok, text, dtype)
+            k = len(packed) // dtype.itemsize
+            ids.append(packed)
+            masks.append(bytes([bit]) * k)  # type: ignore[union-attr]
+            n += k
+        lengths.append(n)
+    return b"".join(ids), lengths, None if masks is None else b"".join(masks)
+
+
+def _work(args: tuple[list[Doc], str]) -> tuple[bytes, list[int], bytes | None]:
+    assert _tok is not None
+    return encode_batch(_tok, args[0], np.dtype(args[1]))
+
+
+def _encoded(tok: Tokenizer, tokenizer_dir: str, batches: Iterable[list[Doc]], dtype: np.dtype, workers: int):
+    """Encoded batches in input order: in-process for one worker, else a process pool with a
+    bounded window of batches in flight (memory stays bounded on any input size)."""
+    global _tok
+    if workers <= 1:
+        for b in batches:
+            yield encode_batch(tok, b, dtype)
+        return
+    from cs336_basics.tokenize_data import _stop_pool
+
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    _tok = tok if method == "fork" else None  # forked workers inherit it
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=mp.get_context(method),
+        initializer=_init_worker,
+        initargs=(tokenizer_dir, tok.special_tokens),
+    )
+    ok = False
+    try:
+        inflight: deque = deque()
+        for b in batches:
+            inflight.append(pool.submit(_work, (b, dtype.str)))
+            if len(inflight) >= 3 * workers:
+                yield _result(inflight.popleft())
+        while inflight:
+            yield _result(inflight.popleft())
+        ok = True
+    finally:
+        _tok = None
+        if ok:
+            pool.shutdown(wait=True)
+        else:
+            _stop_pool(pool)
+
+
+def _result(future):
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise CorpusError("a worker process died while encoding (out of memory? try fewer --workers)") from None
+
+
+# ---------------------------------------------------------------------- writing
+def _npy_header(dtype: np.dtype, n: int) -> bytes:
+    from cs336_basics.tokenize_data import _npy_header as header
+
+    return header(dtype, n)
+
+
+class _TempFile:
+    """A file written under a temporary name beside ``final``; ``publish`` renames it there."""
+
+    def __init__(self, final: Path, npy_dtype: np.dtype | None) -> None:
+        self.final = final
+        directory = final.parent if str(final.parent) else Path(".")
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
+        os.chmod(self.tmp, 0o666 & ~_umask())  # what a plain open() would give (see fsutil)
+        self.f: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.dtype = npy_dtype
+        if npy_dtype is not None:
+            self.f.write(_npy_header(npy_dtype, 0))  # placeholder, same length as the real one
+
+    def close(self, n: int) -> None:
+        if self.dtype is not None:
+            self.f.seek(0)
+            self.f.write(_npy_header(self.dtype, n))
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+
+    def publish(self) -> None:
+        os.replace(self.tmp, self.final)
+
+    def discard(self) -> None:
+        try:
+            self.f.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+@dataclass
+class _Part:
+    path: Path
+    ids: _TempFile
+    mask: _TempFile | None
+    tokens: int = 0
+    documents: int = 0
+
+
+class TokenWriter:
+    """Ids (and masks) into one file or into shards of at most ``shard_tokens`` ids."""
+
+    def __init__(self, output: Path, dtype: np.dtype, shard_tokens: int | None, masked: bool) -> None:
+        self.output, self.dtype, self.shard_tokens, self.masked = output, dtype, shard_tokens, masked
+        self.npy = output.suffix.lower() == ".npy"
+        self.parts: list[_Part] = []
+
+    def _open(self) -> _Part:
+        path = shard_path(self.output, len(self.parts)) if self.shard_tokens else self.output
+        ids = _TempFile(path, self.dtype if self.npy else None)
+        try:
+            mask = _TempFile(mask_path(path), np.dtype(np.uint8)) if self.masked else None
+        except BaseException:
+            ids.discard()
+            raise
+        part = _Part(path, ids, mask)
+        self.parts.append(part)
+        return part
+
+    def write(self, ids: bytes, lengths: list[int], mask: bytes | None) -> None:
+        """One encoded batch; documents are kept whole within a shard."""
+        size = self.dtype.itemsize
+        part = self.parts[-1] if self.parts else self._open()
+        if not self.shard_tokens:
+            part.ids.f.write(ids)
+            if part.mask is not None and mask is not None:
+                part.mask.f.write(mask)
+            part.tokens += sum(lengths)
+            part.documents += len(lengths)
+            return
+        view = memoryview(ids)
+        pos = 0
+        for n in lengths:
+            if part.tokens and part.tokens + n > self.shard_tokens:
+                part.ids.close(part.tokens)
+                if part.mask is not None:
+                    part.mask.close(part.tokens)
+                part = self._open()
+            part.ids.f.write(view[pos * size : (pos + n) * size])
+            if part.mask is not None and mask is not None:
+                part.mask.f.write(mask[pos : pos + n])
+            part.tokens += n
+            part.documents += 1
+            pos += n
+
+    def finish(self, meta: dict[str, Any]) -> tuple[list[Path], list[Path]]:
+        """Close, rename everything into place, write the sidecars; remove shards of an earlier,
+        longer run of the same ``--output`` (they would otherwise be trained on). Returns
+        (files written, stale files removed)."""
+        last = self.parts[-1]
+        last.ids.close(last.tokens)
+        if last.mask is not None:
+            last.mask.close(last.tokens)
+        for i, part in enumerate(self.parts):
+            part.ids.publish()
+            if part.mask is not None:
+                part.mask.publish()
+            info = {**meta, "num_tokens": part.tokens, "documents": part.documents}
+            info["mask"] = mask_path(part.path).name if part.mask is not None else None
+            if self.shard_tokens:
+                info.update(shard=i, num_shards=len(self.parts))
+            atomic_write_text(tokens_meta_path(part.path), json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+        stale: list[Path] = []
+        if self.shard_tokens:
+            written = {p.path for p in self.parts}
+            for old in existing_shards(self.output):
+                if old not in written:
+                    for f in (old, tokens_meta_path(old), mask_path(old)):
+                        if f.exists():
+                            f.unlink()
+                            stale.append(f)
+        else:
+            stale_mask = mask_path(self.output)
+            if not self.masked and stale_mask.exists():  # an old mask would be applied to new ids
+                stale_mask.unlink()
+                stale.append(stale_mask)
+        fsync_dir(self.output.parent if str(self.output.parent) else Path("."))
+        return [p.path for p in self.parts], stale
+
+    def discard(self) -> None:
+        for part in self.parts:
+            part.ids.discard()
+            if part.mask is not None:
+                part.mask.discard()
+
+
+def check_output(output: Path, inputs: list[Path]) -> None:
+    if str(output.parent) and not output.parent.is_dir():
+        raise CorpusError(f"--output {output}: directory {output.parent} does not exist")
+    if output.is_dir():
+        raise CorpusError(f"--output {output}: is a directory")
+    resolved = {p.resolve() for p in inputs}
+    if output.exists() and output.resolve() in resolved:
+        raise CorpusError(f"--output {output}: would overwrite an input")
+
+
+def encode_corpus(
+    tokenizer_dir: str | os.PathLike,
+    records: Iterable[Record],
+    output: str | os.PathLike,
+    *,
+    source: str,
+    text_fields: list[str] | None = None,
+    chat_format: str | None = None,
+    strict: bool = False,
+    shard_tokens: int | None = None,
+    workers: int = 1,
+    special_tokens: list[str] | None = None,
+    progress: Progress | None = None,
+) -> EncodeResult:
+    """Tokenize ``records`` into ``output`` (or its shards); see the module docstring.
+
+    ``chat_format`` None: plain documents of ``text_fields``; ``"auto"`` or one of
+    :data:`chat.FORMATS`: conversations, with a mask. ``source`` is recorded in the sidecars.
+    """
+    from cs336_basics.tokenize_data import output_dtype
+
+    out = Path(output)
+    tok = Tokenizer.from_dir(tokenizer_dir, special_tokens)
+    if chat_format is not None:
+        chat.check_chat_tokenizer(tok.special_tokens, f"--tokenizer {tokenizer_dir}")
+    elif EOT not in tok.special_tokens:
+        raise CorpusError(
+            f"--tokenizer {tokenizer_dir}: has no {EOT} special token, which separates documents "
+            f"(pass --special_tokens '{EOT}' or train the tokenizer with it)"
+        )
+    if shard_tokens is not None and shard_tokens < 1:
+        raise CorpusError(f"--shard_tokens must be >= 1, got {shard_tokens}")
+    dtype = output_dtype(out, tok.vocab_size)
+    report = chat.MalformedReport()
+    docs = documents(records, text_fields or ["text"], chat_format, strict, report)
+    writer = TokenWriter(out, dtype, shard_tokens, masked=chat_format is not None)
+    n_docs = n_tokens = 0
+    try:
+        for ids, lengths, mask in _encoded(tok, str(tokenizer_dir), _batches(docs), dtype, workers):
+            writer.write(ids, lengths, mask)
+            n_docs += len(lengths)
+            n_tokens += sum(lengths)
+            if progress is not None:
+                progress(n_docs, n_tokens)
+        if n_docs == 0:
+            why = f" ({report.summary()})" if report.count else ""
+            raise CorpusError(f"{source}: no documents found; nothing written{why}")
+        meta = {
+            "vocab_size": tok.vocab_size,
+            "tokenizer_sha256": tokenizer_fingerprint(tokenizer_dir),
+            "tokenizer_dir": str(tokenizer_dir),
+            "special_tokens": list(tok.special_tokens),
+            "dtype": dtype.name,
+            "source": source,
+            "chat": chat_format is not None,
+        }
+        files, stale = writer.finish(meta)
+    except OSError as err:
+        writer.discard()
+        raise CorpusError(f"--output {out}: cannot write output ({err.strerror or err})") from None
+    except BaseException:
+        writer.discard()
+        raise
+    return EncodeResult(files, n_tokens, n_docs, chat_format is not None, report if report.count else None, stale)

@@ -1,0 +1,87 @@
+"""``--init_from CHECKPOINT``: start a new run (step 0, fresh optimizer) from another run's weights.
+
+The usual recipe for supervised fine-tuning: pretrain, then continue from the pretrained weights
+on conversation data with the loss on the answers only (see :mod:`cs336_basics.corpus.chat`).
+The model's shape comes from the checkpoint's ``model_config``, so no shape flag needs repeating;
+a shape flag given explicitly (command line or ``--config``) that contradicts it is refused. The
+optimizer state, step, schedule position and data order are *not* taken: it is a new run. (To
+continue the same run, use ``--resume``; with both, a checkpoint found by ``--resume`` wins.)
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cs336_basics.corpus.layout import CorpusError
+
+_PAYLOADS: dict[Path, dict[str, Any]] = {}  # read once at parse time, used once at setup
+
+
+def resolve_init_checkpoint(path: str | Path) -> Path:
+    """A ``.pt`` file as given; a run directory: ``best.pt``, else its newest numbered checkpoint."""
+    from cs336_basics.training.checkpoints import resolve_checkpoint
+
+    return resolve_checkpoint(path, flag="--init_from")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    from cs336_basics.training.checkpoints import read_checkpoint
+
+    if path not in _PAYLOADS:
+        _PAYLOADS[path] = read_checkpoint(path)
+    return _PAYLOADS[path]
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The ``dest`` of every flag spelled out in ``argv`` (``--x``, ``--x=v``, ``--no-x``, prefixes)."""
+    actions = parser._option_string_actions
+    out: set[str] = set()
+    for arg in argv:
+        if arg == "--":
+            break
+        if not arg.startswith("--"):
+            continue
+        opt = arg.split("=", 1)[0]
+        action = actions.get(opt)
+        if action is None:  # argparse also accepts unambiguous prefixes
+            cands = {a for s, a in actions.items() if s.startswith(opt)}
+            action = cands.pop() if len(cands) == 1 else None
+        if action is not None:
+            out.add(action.dest)
+    return out
+
+
+def apply_init_from(settings: Any, explicit: set[str], model_fields: Sequence[str]) -> None:
+    """Set ``settings``' model shape from the ``--init_from`` checkpoint; refuse a contradicting flag."""
+    path = resolve_init_checkpoint(settings.init_from)
+    cfg = _read(path).get("model_config")
+    if not isinstance(cfg, dict):
+        raise CorpusError(f"--init_from {path}: checkpoint has no model_config; it was not written by this trainer")
+    for name in model_fields:
+        if name not in cfg:
+            continue
+        have, want = getattr(settings, name), cfg[name]
+        same = have == want or (
+            isinstance(have, float | int) and isinstance(want, float | int) and float(have) == float(want)
+        )
+        if name in explicit and not same:
+            raise CorpusError(
+                f"--{name} {have} contradicts --init_from {path} (its {name} is {want}); leave the flag out: "
+                "the model shape comes from the checkpoint"
+            )
+        setattr(settings, name, type(have)(want) if isinstance(have, float) else want)
+
+
+def load_init_weights(model: Any, init_from: str, say: Callable[[str], None]) -> Path:
+    """Copy the checkpoint's weights into ``model`` (before any FSDP sharding or optimizer)."""
+    from cs336_basics.training.checkpoints import load_model_weights
+
+    path = resolve_init_checkpoint(init_from)
+    payload = _PAYLOADS.pop(path, None) or _read(path)
+    _PAYLOADS.pop(path, None)
+    load_model_weights(model, payload, f"--init_from {path}")
+    say(f"Initialized weights from {path} (iteration {payload.get('iteration', '?')}); fresh optimizer, step 0")
+    return path

@@ -1,0 +1,198 @@
+"""Conversations: the four record formats against hand-written template strings, the loss mask
+against the assistant spans (decoded), masked cross-entropy against torch's ``ignore_index``, the
+refusals (tokenizer without chat tokens, malformed records) and ``generate --chat``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cs336_basics import generate, tokenize_data
+from cs336_basics.corpus import chat
+from cs336_basics.nn_utils import masked_cross_entropy
+from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.utils.errors import run_cli
+from tests._corpus_utils import EOT, make_tokenizer
+
+CASES = [
+    (  # messages, with a system turn and two exchanges
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},
+                      {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Name a pet."},
+                      {"role": "assistant", "content": "A cat."}]},
+        "<|system|>Be brief.<|user|>Hi there<|assistant|>Hello!<|endoftext|><|user|>Name a pet.<|assistant|>A cat.<|endoftext|>",
+        "Hello!<|endoftext|>A cat.<|endoftext|>",
+    ),
+    (  # ShareGPT
+        {"conversations": [{"from": "human", "value": "the dog ran?"}, {"from": "gpt", "value": "yes, it ran."}]},
+        "<|user|>the dog ran?<|assistant|>yes, it ran.<|endoftext|>",
+        "yes, it ran.<|endoftext|>",
+    ),
+    (
+        {"prompt": "red or blue", "response": "blue", "system": "You like colors."},
+        "<|system|>You like colors.<|user|>red or blue<|assistant|>blue<|endoftext|>",
+        "blue<|endoftext|>",
+    ),
+    (  # Alpaca: instruction, a blank line, the input
+        {"instruction": "Count.", "input": "one two", "output": "three"},
+        "<|user|>Count.\n\none two<|assistant|>three<|endoftext|>",
+        "three<|endoftext|>",
+    ),
+    (  # Alpaca with an empty input
+        {"instruction": "Say hi.", "input": "", "output": "hi"},
+        "<|user|>Say hi.<|assistant|>hi<|endoftext|>",
+        "hi<|endoftext|>",
+    ),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory) -> Path:
+    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.fixture(scope="module")
+def tok(tok_dir) -> Tokenizer:
+    return Tokenizer.from_dir(tok_dir)
+
+
+def tokenize(*argv: str) -> int:
+    return run_cli(tokenize_data.main, ["--quiet", *argv])
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def masked_spans(ids: np.ndarray, mask: np.ndarray) -> list[list[int]]:
+    """Runs of consecutive masked ids."""
+    spans, cur = [], []
+    for i, m in zip(ids.tolist(), mask.tolist()):
+        if m:
+            cur.append(i)
+        elif cur:
+            spans.append(cur)
+            cur = []
+    return spans + ([cur] if cur else [])
+
+
+@pytest.mark.parametrize("fmt", ["auto", "explicit"])
+def test_four_formats_render_the_template_and_mask_exactly_the_answers(fmt, tok_dir, tok, tmp_path):
+    names = ["messages", "conversations", "prompt_response", "instruction", "instruction"]
+    for i, (rec, text, answers) in enumerate(CASES):
+        write_jsonl(tmp_path / "c.jsonl", [rec])
+        out = tmp_path / f"c{i}.npy"
+        extra = ["--chat_format", names[i]] if fmt == "explicit" else []
+        assert tokenize("--tokenizer", str(tok_dir), "--input", str(tmp_path / "c.jsonl"), "--output", str(out),
+                        "--chat", *extra) == 0  # fmt: skip
+        ids, mask = np.load(out), np.load(tmp_path / f"c{i}.mask.npy")
+        assert mask.dtype == np.uint8 and len(mask) == len(ids)
+        assert tok.decode(ids.tolist()) == text
+        assert ids.tolist() == tok.encode(text)
+        assert tok.decode(ids[mask == 1].tolist()) == answers
+        # each masked run is one answer plus the <|endoftext|> closing it, and nothing else
+        want_spans = [tok.encode(a + EOT) for a in answers.split(EOT)[:-1]]
+        assert masked_spans(ids, mask) == want_spans
+
+
+def test_masked_loss_equals_torch_cross_entropy_with_ignore_index():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 11, generator=g, requires_grad=True)
+    y = torch.randint(0, 11, (3, 7), generator=g)
+    m = torch.rand(3, 7, generator=g) < 0.4
+    ref = F.cross_entropy(logits.reshape(-1, 11), torch.where(m, y, -100).reshape(-1), ignore_index=-100)
+    ours = masked_cross_entropy(logits, y, m.long())
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-7)
+    ref_sum = F.cross_entropy(logits.reshape(-1, 11), torch.where(m, y, -100).reshape(-1), reduction="sum")
+    torch.testing.assert_close(masked_cross_entropy(logits, y, m, reduction="sum"), ref_sum)
+    # bf16 logits: computed in float32, like cross_entropy
+    lb = logits.detach().bfloat16()
+    ref_b = F.cross_entropy(lb.float().reshape(-1, 11), torch.where(m, y, -100).reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(masked_cross_entropy(lb, y, m), ref_b)
+    # nothing masked: 0 and a zero gradient, not NaN
+    zero = masked_cross_entropy(logits, y, torch.zeros_like(m))
+    assert zero.item() == 0.0
+    assert torch.equal(torch.autograd.grad(zero, logits)[0], torch.zeros_like(logits))
+
+
+def test_tokenizer_without_chat_tokens_is_refused_with_the_command_that_makes_one(tmp_path, capsys):
+    plain = make_tokenizer(tmp_path / "plain", specials=[EOT], vocab_size=280)
+    write_jsonl(tmp_path / "c.jsonl", [CASES[1][0]])
+    rc = tokenize("--tokenizer", str(plain), "--input", str(tmp_path / "c.jsonl"), "--output", str(tmp_path / "o.npy"),
+                  "--chat")  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert (
+        "python -m cs336_basics.train_bpe --input DATA --vocab_size N --special_tokens '<|endoftext|>' "
+        "'<|system|>' '<|user|>' '<|assistant|>' --output DIR" in err
+    )
+    assert not list(tmp_path.glob("o*"))
+
+
+BAD = [
+    {"messages": [{"content": "no role"}, {"role": "assistant", "content": "x"}]},  # missing role
+    {"prompt": "hi", "response": "   "},  # empty content
+    {"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]},  # wrong type
+    {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},  # order, no answer
+    {"conversations": "not a list"},
+    {"instruction": "say <|user|>", "output": "x"},  # a special token as text
+    {"unrelated": 1},
+]
+
+
+def test_malformed_records_are_counted_and_reported_by_line(tok_dir, tok, tmp_path, capsys):
+    good = CASES[2][0]
+    rows = [good]
+    for b in BAD:
+        rows += [b, good]
+    write_jsonl(tmp_path / "c.jsonl", rows)
+    out = tmp_path / "o.npy"
+    assert tokenize("--tokenizer", str(tok_dir), "--input", str(tmp_path / "c.jsonl"), "--output", str(out),
+                    "--chat") == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"skipped {len(BAD)} malformed conversation(s)" in err
+    for k in range(len(BAD)):
+        assert f"c.jsonl:{2 * k + 2} (" in err  # the bad ones are on the even lines
+    for reason in ("has no 'role'", "empty content", "expected a string", "expected assistant", "expected a list",
+                   "special token <|user|>", "no conversation fields"):  # fmt: skip
+        assert reason in err, reason
+    assert tok.decode(np.load(out).tolist()) == CASES[2][1] * (len(BAD) + 1)
+
+    out2 = tmp_path / "strict.npy"
+    rc = tokenize("--tokenizer", str(tok_dir), "--input", str(tmp_path / "c.jsonl"), "--output", str(out2), "--chat",
+                  "--strict")  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "c.jsonl:2: malformed conversation" in err
+    assert not out2.exists() and not (tmp_path / "strict.mask.npy").exists()
+
+
+def test_generate_chat_formats_the_prompt_and_stops_at_the_end_of_the_answer(
+    tok_dir, tok, tmp_path, monkeypatch, capsys
+):
+    from cs336_basics import model as model_mod
+    from cs336_basics.model import ModelConfig, TransformerLM
+
+    cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=32, d_model=16, num_layers=1, num_heads=2, d_ff=32)
+    torch.save({"model": TransformerLM(cfg).state_dict(), "model_config": cfg.to_dict(), "iteration": 0},
+               tmp_path / "m.pt")  # fmt: skip
+    seen = {}
+
+    def fake_generate(model, prompt_ids, max_new_tokens, eos_id=None, **kw):
+        seen.update(prompt=tok.decode(prompt_ids), eos=eos_id)
+        return tok.encode("a cat.")  # what model.generate returns: the answer, without the eos
+
+    monkeypatch.setattr(model_mod, "generate", fake_generate)
+    rc = run_cli(generate.main, ["--checkpoint", str(tmp_path / "m.pt"), "--tokenizer", str(tok_dir), "--chat",
+                                 "--system", "Be kind.", "--prompt", "Name a pet."])  # fmt: skip
+    assert rc == 0
+    assert seen == {"prompt": "<|system|>Be kind.<|user|>Name a pet.<|assistant|>", "eos": tok.token_id(EOT)}
+    assert capsys.readouterr().out == "a cat.\n"
+    assert chat.prompt_text("Name a pet.") == "<|user|>Name a pet.<|assistant|>"
