@@ -90,8 +90,8 @@ class HFFormatError(UserError, ValueError):
 # ----------------------------------------------------------------------------------------------
 def check_llama_expressible(cfg: ModelConfig) -> None:
     """Refuse, naming the option, any architecture choice ``LlamaForCausalLM`` cannot represent."""
-    defaults = ModelConfig()
-    for f in dataclasses.fields(ModelConfig):
+    defaults = type(cfg)()
+    for f in dataclasses.fields(cfg):
         if f.name in _MAPPED or f.name in _IMPLEMENTATION_ONLY:
             continue
         value, default = getattr(cfg, f.name), getattr(defaults, f.name)
@@ -316,7 +316,9 @@ EXPORT_FILES = (
 )
 
 
-def _prepare_out(out: Path) -> None:
+def check_out_dir(out: str | os.PathLike) -> None:
+    """``out`` must be new, empty, or a previous export (only files an export writes)."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise HFFormatError(f"--out {out}: exists and is not a directory")
     if out.is_dir():
@@ -326,6 +328,11 @@ def _prepare_out(out: Path) -> None:
                 f"--out {out}: directory holds files an export does not write ({', '.join(foreign[:3])}); "
                 "choose a new or empty directory"
             )
+
+
+def _prepare_out(out: Path) -> None:
+    check_out_dir(out)
+    if out.is_dir():
         for name in EXPORT_FILES:  # no stale file of an earlier export (e.g. of the other format) survives
             (out / name).unlink(missing_ok=True)
     try:
@@ -459,3 +466,21 @@ def import_dir(src: str | os.PathLike) -> tuple[TransformerLM, str]:
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     model.eval()
     return model, kind
+
+
+def save_start_checkpoint(model: TransformerLM, out: str | os.PathLike, source: str | os.PathLike) -> Path:
+    """Write ``model`` as a checkpoint the training program starts from (``--resume_from OUT`` with
+    the same model flags, AdamW) and that ``generate`` loads: iteration 0, a fresh AdamW state (no
+    moments yet), the model config, and, when ``source`` holds one of our tokenizers, its
+    fingerprint (so generate can warn about a different tokenizer)."""
+    from cs336_basics.checkpoint import save_checkpoint
+    from cs336_basics.optim import AdamW, param_groups
+    from cs336_basics.utils.token_files import TOKENIZER_FILES, tokenizer_fingerprint
+
+    optimizer = AdamW(param_groups(model, "adamw", weight_decay=0.0, lr=1e-3))
+    extra: dict[str, Any] = {"imported_from": str(source)}
+    if all((Path(source) / name).is_file() for name in TOKENIZER_FILES):
+        extra["tokenizer"] = {"tokenizer_sha256": tokenizer_fingerprint(source), "tokenizer_dir": str(source)}
+    out = Path(out)
+    save_checkpoint(model, optimizer, 0, out, **extra)
+    return out
