@@ -292,3 +292,26 @@ def test_quickstart_sized_run_exports_and_generates_the_same_text(tmp_path, caps
               "cpu", "--resume_from", str(tmp_path / "imp" / "model.pt")]  # fmt: skip
     assert training_together.main(resume) == 0
     assert (tmp_path / "ft" / "checkpoint_iter_2.pt").is_file()
+
+
+def test_carry_tokenizer_copies_only_the_unchanged_tokenizer_once(tmp_path):
+    from cs336_basics.utils.token_files import carry_tokenizer
+
+    tok_dir, run = tmp_path / "tok", tmp_path / "run"
+    vocab = {i: bytes([i]) for i in range(256)}
+    Tokenizer(vocab, [], [EOT]).save(tok_dir)
+    run.mkdir()
+    meta = {"tokenizer_dir": str(tok_dir), "tokenizer_sha256": tokenizer_fingerprint(tok_dir)}
+    assert carry_tokenizer(None, tmp_path / "d.npy", run) is None  # no sidecar: nothing to do
+    changed = {**meta, "tokenizer_sha256": "0" * 64}
+    assert "not there unchanged" in carry_tokenizer(changed, tmp_path / "d.npy", run)
+    assert not (run / "tokenizer").exists()
+    assert "copied to" in carry_tokenizer(meta, tmp_path / "d.npy", run)
+    assert tokenizer_fingerprint(run / "tokenizer") == meta["tokenizer_sha256"]
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    assert carry_tokenizer(meta, tmp_path / "d.npy", run) is None  # once: a resumed run keeps its copy
+    assert [p.name for p in run.iterdir()] == ["tokenizer"]  # no temp directory left behind
+    # A relative tokenizer_dir resolves beside the data file too.
+    rel = {**meta, "tokenizer_dir": "tok"}
+    (tmp_path / "run2").mkdir()
+    assert "copied to" in carry_tokenizer(rel, tmp_path / "d.npy", tmp_path / "run2")
