@@ -47,8 +47,10 @@ __all__ = [
     "halves_to_interleaved",
     "to_hf_state_dict",
     "from_hf_state_dict",
+    "check_out_dir",
     "export_dir",
     "import_dir",
+    "save_start_checkpoint",
 ]
 
 # layers.RMSNorm's eps, used by every norm of TransformerLM (ModelConfig has no field for it).
