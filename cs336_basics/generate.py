@@ -39,7 +39,7 @@ def find_tokenizer_dir(checkpoint: Path) -> Path | None:
     start = checkpoint if checkpoint.is_dir() else checkpoint.parent
     for d in (start, start.parent, start.parent.parent):
         cand = d / "tokenizer"
-        if (cand / "vocab.json").is_file():
+        if (cand / "vocab.json").is_file() or (cand / "tokenizer.json").is_file():
             return cand
     return None
 
@@ -201,9 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tok_dir = Path(args.tokenizer)
         if not tok_dir.is_dir():
             raise GenerateError(f"--tokenizer {tok_dir}: no such directory")
-        if not (tok_dir / "vocab.json").is_file():
+        if not (tok_dir / "vocab.json").is_file() and not (tok_dir / "tokenizer.json").is_file():
             raise GenerateError(
-                f"--tokenizer {tok_dir}: no vocab.json in it (expected a directory written by Tokenizer.save)"
+                f"--tokenizer {tok_dir}: no vocab.json or tokenizer.json in it (expected a directory written by "
+                "Tokenizer.save or a Hugging Face tokenizer)"
             )
     device = resolve_device(args.device, what="--device")
 

@@ -188,11 +188,17 @@ class Tokenizer:
     def from_files(
         cls,
         vocab_filepath: str | os.PathLike,
-        merges_filepath: str | os.PathLike,
+        merges_filepath: str | os.PathLike | None = None,
         special_tokens: list[str] | None = None,
     ) -> Tokenizer:
         """Load GPT-2-convention ``vocab.json`` + ``merges.txt`` (ours, or GPT-2's own; see
-        ``gpt2_files``)."""
+        ``gpt2_files``); with no ``merges_filepath``, a Hugging Face byte-level BPE
+        ``tokenizer.json`` (see ``hf_tokenizer_json``; ``special_tokens`` then replace its added tokens)."""
+        if merges_filepath is None:
+            from cs336_basics.interop.hf_tokenizer_json import read_tokenizer_json
+
+            vocab, merges, specials = read_tokenizer_json(vocab_filepath)
+            return cls(vocab, merges, specials if special_tokens is None else special_tokens)
         vocab = read_vocab_json(vocab_filepath)
         merges = read_merges_txt(merges_filepath, vocab, str(vocab_filepath))
         return cls(vocab, merges, special_tokens)
@@ -203,10 +209,13 @@ class Tokenizer:
 
         ``save`` always writes special_tokens.json, so a missing one is an error (loading without
         it would silently encode ``<|endoftext|>`` as ordinary text) unless ``special_tokens`` is
-        given, which then replaces the file's list."""
+        given, which then replaces the file's list. A directory with a Hugging Face
+        ``tokenizer.json`` but no vocab.json (e.g. one saved by HF ``tokenizers``) is read from that file."""
         d = Path(directory)
         if not d.is_dir():
             raise TokenizerError(f"{d}: tokenizer directory not found")
+        if not (d / "vocab.json").exists() and (d / "tokenizer.json").is_file():
+            return cls.from_files(d / "tokenizer.json", None, special_tokens)
         if special_tokens is None:
             sp = d / SPECIAL_TOKENS_FILE
             if not sp.exists():
@@ -218,8 +227,12 @@ class Tokenizer:
         return cls.from_files(d / "vocab.json", d / "merges.txt", special_tokens)
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write vocab.json, merges.txt and special_tokens.json (each atomically) into ``directory``."""
+        """Write vocab.json, merges.txt and special_tokens.json, and Hugging Face's tokenizer.json +
+        tokenizer_config.json (so ``transformers.AutoTokenizer`` loads the directory), each atomically."""
+        from cs336_basics.interop.hf_tokenizer_json import write_hf_tokenizer_files
+
         write_tokenizer_files(directory, self.vocab, self.merges, self.special_tokens)
+        write_hf_tokenizer_files(directory, self)
 
     # ------------------------------------------------------------------ properties
     @property

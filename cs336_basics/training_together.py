@@ -59,6 +59,7 @@ from cs336_basics.training.state import TrainState, find_resume
 from cs336_basics.training.step import NonFiniteGuard, StepResult, evaluate, train_step
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import atomic_write_text
+from cs336_basics.utils.token_files import carry_tokenizer
 
 
 class TrainingFailure(Exception):
@@ -202,6 +203,8 @@ def setup(s: TrainSettings) -> Run:
             resume_step=state.iteration if resume else None,
         )  # fmt: skip
         write_run_config(run, n_params)
+        if (note := carry_tokenizer(tokenizer, s.train_data_path, manager.directory)) is not None:
+            print0(note)  # the run directory carries the tokenizer that made its data
         if resume:
             run.logger.event(state.iteration, "resume", str(resume[0]))
     return run

@@ -50,3 +50,56 @@ def read_tokens_meta(path: str | os.PathLike) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# Where a run directory keeps a copy of the tokenizer that made its training data.
+RUN_TOKENIZER_DIR = "tokenizer"
+# What is copied: the fingerprinted files, and Hugging Face's tokenizer.json + config when present.
+_CARRIED_FILES = (*TOKENIZER_FILES, "tokenizer.json", "tokenizer_config.json")
+
+
+def carry_tokenizer(
+    meta: dict[str, Any] | None, data_path: str | os.PathLike, run_dir: str | os.PathLike
+) -> str | None:
+    """Copy the tokenizer named by a token file's sidecar (``meta``) into ``run_dir/tokenizer/``, so
+    ``generate`` and ``export`` need only the run directory. Returns a one-line note, or None.
+
+    Only a tokenizer that is found and still has the sidecar's fingerprint is copied (a changed one
+    is not the tokenizer that made the data); an existing ``run_dir/tokenizer/`` is left alone (a
+    resumed run copied it already). The copy is atomic: the files go into a temp directory inside
+    ``run_dir`` that is then renamed into place, so the folder appears complete or not at all.
+    """
+    import shutil
+    import tempfile
+
+    from cs336_basics.utils.fsutil import _umask, fsync_dir
+
+    dest = Path(run_dir) / RUN_TOKENIZER_DIR
+    want, src = (meta or {}).get("tokenizer_sha256"), (meta or {}).get("tokenizer_dir")
+    if dest.exists() or not isinstance(want, str) or not isinstance(src, str) or not src:
+        return None
+    # tokenize_data records the directory as it was given: relative to where it ran, or to the data.
+    found = next(
+        (d for d in (Path(src), Path(data_path).parent / src) if d.is_dir() and tokenizer_fingerprint(d) == want), None
+    )
+    if found is None:
+        return (
+            f"note: the tokenizer that made {data_path} ({src}) is not there unchanged; the run directory "
+            "does not carry a copy (pass --tokenizer to generate and export)"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{RUN_TOKENIZER_DIR}.", suffix=".tmp", dir=run_dir))
+    try:
+        for name in _CARRIED_FILES:
+            if (found / name).is_file():
+                shutil.copyfile(found / name, tmp / name)
+                with open(tmp / name, "rb") as f:
+                    os.fsync(f.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())  # not mkdtemp's private 0o700: others may read the run folder
+        os.rename(tmp, dest)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return (
+            None if dest.exists() else f"note: could not copy the tokenizer {found} into {dest}: {err.strerror or err}"
+        )
+    fsync_dir(run_dir)
+    return f"Tokenizer {found} copied to {dest} (generate and export find it there)"

@@ -1,0 +1,317 @@
+"""Export to the Hugging Face Llama format and back, with ``transformers.LlamaForCausalLM`` as the reference.
+
+Same logits (fp32 within 1e-4, bf16/fp16 within their rounding), same greedy tokens, export -> import bit
+for bit, a run directory that carries its tokenizer, and one-line refusals of what Llama cannot express.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from cs336_basics import generate as generate_cli
+from cs336_basics import training_together
+from cs336_basics.checkpoint import save_checkpoint
+from cs336_basics.interop.hf_llama import HFFormatError, check_llama_expressible, export_dir, import_dir
+from cs336_basics.interop.safetensors_io import load_file, save_file
+from cs336_basics.model import ModelConfig, TransformerLM, generate
+from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.tools import export
+from cs336_basics.utils.errors import run_cli
+from cs336_basics.utils.token_files import tokenizer_fingerprint
+from tests._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
+from tests._train_utils import base_argv, load_pt, write_pattern_data
+
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+EOT = "<|endoftext|>"
+
+SHAPES = [
+    # odd head count, d_head 16, a non-default rope_theta
+    ModelConfig(vocab_size=97, context_length=24, d_model=48, num_layers=2, num_heads=3, d_ff=80, rope_theta=500.0),
+    # d_head 64
+    ModelConfig(vocab_size=64, context_length=16, d_model=128, num_layers=1, num_heads=2, d_ff=96),
+    # five heads of 16, three layers, the plain attention path
+    ModelConfig(vocab_size=50, context_length=20, d_model=80, num_layers=3, num_heads=5, d_ff=64, attention="plain"),
+]
+
+
+def _random_model(cfg: ModelConfig, seed: int = 0) -> TransformerLM:
+    torch.manual_seed(seed)
+    model = TransformerLM(cfg)
+    with torch.no_grad():  # norm gains away from 1, so a swapped or missing norm would show
+        for name, p in model.named_parameters():
+            if name.endswith("ln1.weight") or name.endswith("ln2.weight") or name == "ln_final.weight":
+                p.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _logits_diff(model: TransformerLM, hf: LlamaForCausalLM, lengths: list[int]) -> float:
+    g = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for n in lengths:
+        ids = torch.randint(0, model.config.vocab_size, (2, n), generator=g)
+        with torch.no_grad():
+            ours, theirs = model(ids), hf(ids).logits.float()
+        assert theirs.shape == ours.shape
+        worst = max(worst, (ours - theirs).abs().max().item())
+    return worst
+
+
+def _hf_greedy(hf: LlamaForCausalLM, prompt: list[int], n: int) -> list[int]:
+    out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, min_new_tokens=n)
+    return out[0, len(prompt) :].tolist()
+
+
+@pytest.mark.parametrize("cfg", SHAPES, ids=lambda c: f"d{c.d_model}h{c.num_heads}L{c.num_layers}")
+def test_same_logits_and_greedy_tokens_as_transformers(cfg, tmp_path):
+    model = _random_model(cfg)
+    export_dir(model, tmp_path / "hf")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert isinstance(hf, LlamaForCausalLM) and hf.dtype == torch.float32
+    ctx = cfg.context_length
+    assert _logits_diff(model, hf, [1, ctx // 2 + 1, ctx]) <= 1e-4
+    prompt = [3, 1, 4, 1, 5]
+    ours = generate(model, prompt, ctx - len(prompt), temperature=0)
+    assert _hf_greedy(hf, prompt, ctx - len(prompt)) == ours
+
+
+def test_permutation_is_what_makes_rope_agree(tmp_path):
+    """Without the q/k row permutation the logits differ: the test above could fail."""
+    cfg = SHAPES[0]
+    model = _random_model(cfg)
+    export_dir(model, tmp_path / "hf")
+    tensors = load_file(tmp_path / "hf" / "model.safetensors")
+    state = model.state_dict()
+    for i in range(cfg.num_layers):
+        for p in ("q", "k"):
+            tensors[f"model.layers.{i}.self_attn.{p}_proj.weight"] = state[f"layers.{i}.attn.{p}_proj.weight"]
+    save_file(tensors, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert _logits_diff(model, hf, [cfg.context_length]) > 1e-2
+
+
+@pytest.mark.parametrize("dtype, torch_dtype, tol", [("bf16", torch.bfloat16, 0.03), ("fp16", torch.float16, 0.005)])
+def test_half_precision_export_within_rounding(dtype, torch_dtype, tol, tmp_path):
+    cfg = SHAPES[0]
+    model = _random_model(cfg)
+    export_dir(model, tmp_path / "hf", dtype=dtype)
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["torch_dtype"] == str(torch_dtype).split(".")[1]
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert hf.dtype == torch_dtype  # the dtype the config names, with no extra argument
+    ids = torch.randint(0, cfg.vocab_size, (2, cfg.context_length), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours, theirs = model(ids), hf(ids).logits.float()
+    assert (ours - theirs).abs().max().item() <= tol * ours.abs().max().item()
+    # Read back: exactly the rounded weights.
+    back, _ = import_dir(tmp_path / "hf")
+    for k, v in model.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v.to(torch_dtype).float()), k
+
+
+@pytest.mark.parametrize("fmt", ["hf", "safetensors"])
+def test_export_then_import_is_bit_exact(fmt, tmp_path, capsys):
+    cfg = SHAPES[2]
+    model = _random_model(cfg)
+    (tmp_path / "run").mkdir()
+    save_checkpoint(model, None, 5, tmp_path / "run" / "checkpoint_iter_5.pt")
+    assert (
+        run_cli(export.main, ["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--format", fmt])
+        == 0
+    )
+    assert "warning: no tokenizer/ folder" in capsys.readouterr().err
+    out_pt = tmp_path / "imported" / "model.pt"
+    assert run_cli(export.main, ["--from_hf", str(tmp_path / "x"), "--out", str(out_pt)]) == 0
+    payload = load_pt(out_pt)
+    # hf has no field for the attention implementation (same function either way): the default comes back.
+    assert payload["model_config"] == (
+        cfg.to_dict() if fmt == "safetensors" else {**cfg.to_dict(), "attention": "fast"}
+    )
+    for k, v in model.state_dict().items():
+        assert torch.equal(payload["model"][k], v), k
+    if fmt == "safetensors":  # our names, readable by the reference package
+        from safetensors.torch import load_file as st_load_file
+
+        assert set(st_load_file(tmp_path / "x" / "model.safetensors")) == set(model.state_dict())
+
+
+def _refused(capsys, argv, *fragments):
+    rc = run_cli(export.main, [str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    for frag in fragments:
+        assert frag in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        ({"use_post_norm": True}, "use_post_norm=True"),
+        ({"remove_rmsnorm": True}, "remove_rmsnorm=True"),
+        ({"remove_rope": True}, "remove_rope=True"),
+        ({"ffn_type": "silu"}, "ffn_type='silu'"),
+    ],
+)
+def test_options_llama_cannot_express_are_refused(change, name, tmp_path, capsys):
+    cfg = dataclasses.replace(SHAPES[1], **change)
+    save_checkpoint(TransformerLM(cfg), None, 0, tmp_path / "m.pt")
+    _refused(capsys, ["--checkpoint", tmp_path / "m.pt", "--out", tmp_path / "x"], name, "Llama format")
+    assert not (tmp_path / "x").exists()
+    # The portable safetensors form keeps any architecture.
+    assert (
+        run_cli(
+            export.main,
+            ["--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "y"), "--format", "safetensors"],
+        )
+        == 0
+    )
+
+
+def test_an_unknown_future_flag_is_refused_too():
+    @dataclasses.dataclass
+    class FutureConfig(ModelConfig):
+        qk_norm: bool = False
+
+    check_llama_expressible(FutureConfig())  # at its default: fine
+    with pytest.raises(HFFormatError, match="qk_norm=True .*no field for"):
+        check_llama_expressible(FutureConfig(qk_norm=True))
+
+
+def _llama_dir(tmp_path, **config_changes):
+    model = _random_model(SHAPES[1])
+    d = tmp_path / "llama"
+    export_dir(model, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(config_changes)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"num_key_value_heads": 1}, "grouped-query attention (num_key_value_heads=1 < num_attention_heads=2)"),
+        ({"rms_norm_eps": 1e-6}, "rms_norm_eps 1e-06"),
+        ({"attention_bias": True}, "attention_bias is true"),
+        ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "RoPE scaling 'llama3'"),
+        ({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}, "not a Llama model"),
+        ({"head_dim": 32}, "head_dim 32 x 2 heads != hidden_size 128"),
+        ({"intermediate_size": 50}, "the config needs (50, 128)"),
+        ({"num_hidden_layers": 2}, "weights do not match the config: missing model.layers.1."),
+    ],
+)
+def test_import_refusals(change, fragment, tmp_path, capsys):
+    d = _llama_dir(tmp_path, **change)
+    _refused(capsys, ["--from_hf", d, "--out", tmp_path / "m.pt"], fragment)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_import_refuses_pickles_and_foreign_out_dirs(tmp_path, capsys):
+    d = _llama_dir(tmp_path)
+    (d / "model.safetensors").rename(d / "pytorch_model.bin")
+    _refused(capsys, ["--from_hf", d, "--out", tmp_path / "m.pt"], "pytorch_model.bin", "never loaded")
+    save_checkpoint(_random_model(SHAPES[1]), None, 0, tmp_path / "c.pt")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    _refused(capsys, ["--checkpoint", tmp_path / "c.pt", "--out", tmp_path / "busy"], "notes.txt")
+
+
+def test_model_trained_a_few_steps_matches(tmp_path):
+    data = write_pattern_data(tmp_path / "data")
+    run = tmp_path / "run"
+    assert training_together.main(base_argv(data, run, max_iters=15, eval_interval=15, checkpoint_interval=15)) == 0
+    assert run_cli(export.main, ["--checkpoint", str(run), "--out", str(tmp_path / "hf")]) == 0
+    model, _, _ = generate_cli.load_model(run)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert _logits_diff(model, hf, [5, model.config.context_length]) <= 1e-4
+    prompt = [1, 2, 3]
+    ours = generate(model, prompt, 12, temperature=0)
+    assert _hf_greedy(hf, prompt, 12) == ours
+
+
+def test_quickstart_sized_run_exports_and_generates_the_same_text(tmp_path, capsys):
+    """The whole path: BPE + token files -> training (the run carries its tokenizer) -> export of the
+    run directory alone -> transformers' AutoTokenizer + AutoModelForCausalLM greedy text == ours.
+    Then import the export back, generate from it, and start training from it."""
+    from cs336_basics.bpe import train_bpe
+    from cs336_basics.tokenize_data import tokenize_file
+    from cs336_basics.tools.storygen import write_corpus
+
+    text_dir, tok_dir, run = tmp_path / "text", tmp_path / "tok", tmp_path / "run"
+    text_dir.mkdir()
+    write_corpus(text_dir / "train.txt", 150, seed=1)
+    write_corpus(text_dir / "valid.txt", 20, seed=2)
+    vocab, merges = train_bpe(str(text_dir / "train.txt"), 300, [EOT])
+    tok = Tokenizer(vocab, merges, [EOT])
+    tok.save(tok_dir)
+    for split in ("train", "valid"):
+        tokenize_file(tok_dir, text_dir / f"{split}.txt", tmp_path / f"{split}.npy")
+    vocab_size = 64 * math.ceil(tok.vocab_size / 64)  # rounded up: ids past the tokenizer must never appear
+    argv = [
+        "--train_data_path", tmp_path / "train.npy", "--val_data_path", tmp_path / "valid.npy",
+        "--vocab_size", vocab_size, "--context_length", 32, "--d_model", 32, "--num_layers", 2, "--num_heads", 2,
+        "--d_ff", 64, "--batch_size", 16, "--max_iters", 100, "--lr", 1e-2, "--min_lr", 1e-3, "--warmup_iters", 5,
+        "--eval_interval", 100, "--eval_iters", 1, "--checkpoint_interval", 100, "--log_interval", 100, "--checkpoint_dir", run,
+        "--device", "cpu", "--seed", 3,
+    ]  # fmt: skip
+    assert training_together.main([str(a) for a in argv]) == 0
+    assert "copied to" in capsys.readouterr().out
+    assert tokenizer_fingerprint(run / "tokenizer") == tokenizer_fingerprint(tok_dir)
+
+    assert run_cli(export.main, ["--checkpoint", str(run), "--out", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    prompt = "Once upon a time"
+    gen_argv = ["--prompt", prompt, "--temperature", "0", "--max_new_tokens", "24"]
+    assert run_cli(generate_cli.main, ["--checkpoint", str(run), *gen_argv]) == 0
+    ours = capsys.readouterr().out.strip()
+
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    ids = hf_tok(prompt, return_tensors="pt").input_ids
+    out = hf.generate(ids, max_new_tokens=24, do_sample=False)
+    theirs = (prompt + hf_tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)).rstrip()
+    assert theirs == ours and len(ours) > len(prompt)
+
+    # Back again: the import loads in generate (same text) and training starts from it.
+    assert run_cli(export.main, ["--from_hf", str(tmp_path / "hf"), "--out", str(tmp_path / "imp" / "model.pt")]) == 0
+    capsys.readouterr()
+    imp_argv = ["--checkpoint", str(tmp_path / "imp" / "model.pt"), "--tokenizer", str(tmp_path / "hf"), *gen_argv]
+    assert run_cli(generate_cli.main, imp_argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == ours and "warning" not in captured.err
+    resume = [str(a) for a in argv[:-6]] + ["--max_iters", "2", "--warmup_iters", "1", "--checkpoint_dir", str(tmp_path / "ft"), "--device",
+              "cpu", "--resume_from", str(tmp_path / "imp" / "model.pt")]  # fmt: skip
+    assert training_together.main(resume) == 0
+    assert (tmp_path / "ft" / "checkpoint_iter_2.pt").is_file()
+
+
+def test_carry_tokenizer_copies_only_the_unchanged_tokenizer_once(tmp_path):
+    from cs336_basics.utils.token_files import carry_tokenizer
+
+    tok_dir, run = tmp_path / "tok", tmp_path / "run"
+    vocab = {i: bytes([i]) for i in range(256)}
+    Tokenizer(vocab, [], [EOT]).save(tok_dir)
+    run.mkdir()
+    meta = {"tokenizer_dir": str(tok_dir), "tokenizer_sha256": tokenizer_fingerprint(tok_dir)}
+    assert carry_tokenizer(None, tmp_path / "d.npy", run) is None  # no sidecar: nothing to do
+    changed = {**meta, "tokenizer_sha256": "0" * 64}
+    assert "not there unchanged" in carry_tokenizer(changed, tmp_path / "d.npy", run)
+    assert not (run / "tokenizer").exists()
+    assert "copied to" in carry_tokenizer(meta, tmp_path / "d.npy", run)
+    assert tokenizer_fingerprint(run / "tokenizer") == meta["tokenizer_sha256"]
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    assert carry_tokenizer(meta, tmp_path / "d.npy", run) is None  # once: a resumed run keeps its copy
+    assert [p.name for p in run.iterdir()] == ["tokenizer"]  # no temp directory left behind
+    # A relative tokenizer_dir resolves beside the data file too.
+    rel = {**meta, "tokenizer_dir": "tok"}
+    (tmp_path / "run2").mkdir()
+    assert "copied to" in carry_tokenizer(rel, tmp_path / "d.npy", tmp_path / "run2")
