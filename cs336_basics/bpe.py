@@ -8,10 +8,16 @@ this module computes it fast, in two phases that ``train_bpe`` composes:
    ~1 MiB blocks, split out the special tokens, pre-tokenize with the GPT-2 regex (an equivalent
    stdlib ``re`` pattern for ASCII text, plus a split-on-space shortcut) and count pre-tokens as
    ``bytes -> count``. Memory grows with the number of *distinct* pre-tokens, not the file size.
-2. **Merge incrementally** (``merge_pretokens``). Each distinct pre-token is a string of token
-   ids with a count. A pair -> words index means a merge only touches the words that contain the
-   pair, and a max-heap with lazy invalidation finds the next pair without rescanning all pair
-   counts (the reference recounts every pair of every word for every merge).
+2. **Merge incrementally** (``merge_pretokens``). The distinct pre-tokens are laid out in flat
+   int32 arrays as linked lists of token ids (``_Corpus``), one slot per byte, with a count per
+   word. A pair -> slots index means a merge only touches the occurrences of its pair; frequent
+   pairs are merged with a few whole-array numpy operations (count changes summed with
+   ``np.bincount``-style reductions, applied to the dicts through C-level ``map``s), rare ones
+   slot by slot. A max-heap with lazy invalidation finds the next pair without rescanning all
+   pair counts (the reference recounts every pair of every word for every merge); rare new
+   pairs wait in a list below a floor count instead of filling the heap, and join it when the
+   best count falls below the floor (exact, because a pair's count only goes down unless a
+   merge creates it, and created pairs are pushed or listed afresh).
 
 Worked example (the handout's, with whitespace pre-tokenization)::
 
