@@ -319,31 +319,60 @@ class _Corpus:
     the same memory (``*_np``: the whole-batch path)."""
 
     def __init__(self, ids: np.ndarray, lengths: np.ndarray, freqs: np.ndarray) -> None:
-        """``ids``: the words' initial token ids, concatenated; ``lengths``, ``freqs``: per word."""
-        n_words = len(lengths)
-        size = len(ids) + n_words + 1
-        # Slot of each symbol: word i starts after i + 1 separators (slot 0 and one per word before).
-        slot = np.arange(len(ids)) + np.repeat(np.arange(1, n_words + 1), lengths)
+        """``ids``: the words' initial token ids, concatenated; ``lengths``, ``freqs``: per word.
+        (Built one array at a time, each temporary freed before the next: peak memory matters.)"""
+        size = len(ids) + len(lengths) + 1
+        self.n_symbols = int(ids.max()) + 1 if len(ids) else 1
+        is_tok = np.ones(size, dtype=bool)
+        is_tok[0] = False
+        is_tok[np.cumsum(lengths + 1)] = False  # each word's trailing separator
         tok = np.full(size, _SEP, dtype=np.int32)
-        tok[slot] = ids
-        freq = np.zeros(size, dtype=np.int64)
-        freq[slot] = np.repeat(freqs, lengths)
-        del slot
-        self.tok, self.tok_np = _shared("i", tok.tobytes())
+        tok[is_tok] = ids
+        del is_tok
+        self.tok, self.tok_np = _shared(tok)
         del tok
-        self.nxt, self.nxt_np = _shared("i", np.arange(1, size + 1, dtype=np.int32).tobytes())
-        self.prv, self.prv_np = _shared("i", np.arange(-1, size - 1, dtype=np.int32).tobytes())
-        self.freq, self.freq_np = _shared("q", freq.tobytes())
+        # A pair occurrence weighs its word's count (int32 unless a count needs more).
+        ftype = np.int32 if not len(freqs) or int(freqs.max()) < 1 << 31 else np.int64
+        freq = np.empty(size, dtype=ftype)
+        freq[0] = 0
+        freq[1:] = np.repeat(freqs.astype(ftype), lengths + 1)
+        self.freq, self.freq_np = _shared(freq)
+        del freq
+        self.nxt, self.nxt_np = _shared(np.arange(1, size + 1, dtype=np.int32))
+        self.prv, self.prv_np = _shared(np.arange(-1, size - 1, dtype=np.int32))
 
     def index(self) -> tuple[dict[int, np.ndarray], dict[int, int]]:
         """``pair -> slots where it starts`` and ``pair -> count`` over the whole corpus."""
-        tok = self.tok_np
-        left = np.flatnonzero((tok[:-1] != _SEP) & (tok[1:] != _SEP)).astype(np.int32)
-        keys = (tok[left].astype(np.int64) << _SHIFT) | tok[left + 1]
-        pairs, slots = _group(keys, left)
+        tok, size, m = self.tok_np, len(self.tok_np), self.n_symbols
+        if m * m * size >= 1 << 62:  # huge symbol sets (bpe_merges): the general grouping
+            left = np.flatnonzero((tok[:-1] != _SEP) & (tok[1:] != _SEP)).astype(np.int32)
+            pairs, slots = _group((tok[left].astype(np.int64) << _SHIFT) | tok[left + 1], left)
+        else:
+            # Sort (pair, slot) packed into one int64, in place: a third of argsort's memory.
+            packed = np.flatnonzero((tok[:-1] != _SEP) & (tok[1:] != _SEP))
+            if not len(packed):
+                return {}, {}
+            key = tok[packed].astype(np.int64)  # in place from here on: fewer temporaries
+            key *= m
+            key += tok[1:][packed]
+            key *= size
+            packed += key
+            del key
+            packed.sort()
+            small = packed // size
+            starts = np.flatnonzero(np.concatenate(([True], small[1:] != small[:-1])))
+            small = small[starts]
+            packed %= size
+            slot_arr = packed.astype(np.int32)
+            del packed
+            pairs = (((small // m) << _SHIFT) | (small % m)).tolist()
+            ends = starts[1:].tolist() + [len(slot_arr)]
+            slots = list(map(slot_arr.__getitem__, map(slice, starts.tolist(), ends)))
         if not pairs:
             return {}, {}
-        counts = np.add.reduceat(self.freq_np[np.concatenate(slots)], np.cumsum([0] + list(map(len, slots[:-1]))))
+        counts = np.add.reduceat(
+            self.freq_np[np.concatenate(slots)].astype(np.int64), np.cumsum([0] + list(map(len, slots[:-1])))
+        )
         return dict(zip(pairs, slots)), dict(zip(pairs, counts.tolist()))
 
     def merge_few(self, slots: list[int], a: int, b: int, c: int) -> tuple[dict[int, int], dict[int, list[int]]]:
@@ -411,7 +440,7 @@ class _Corpus:
         nxt[p] = right
         prv[right] = p
         tr_new = tok[right]  # c where the next merge starts right after
-        w = self.freq_np[p]
+        w = self.freq_np[p].astype(np.int64)
         wl, wr = w[has_left], w[has_right]
         ll, lr = tl[has_left].astype(np.int64), tr[has_right].astype(np.int64)
         new_left = (ll << _SHIFT) | c
@@ -429,11 +458,11 @@ class _Corpus:
         return keys[starts].tolist(), delta.tolist(), grown, grown_slots
 
 
-def _shared(typecode: str, data: bytes) -> tuple[array, np.ndarray]:
-    """A stdlib array holding ``data`` and a numpy view of the same memory."""
-    arr = array(typecode)
-    arr.frombytes(data)
-    return arr, np.frombuffer(arr, dtype=np.int32 if typecode == "i" else np.int64)
+def _shared(values: np.ndarray) -> tuple[array, np.ndarray]:
+    """A stdlib array holding a copy of ``values`` (int32 or int64) and a numpy view of its memory."""
+    arr = array("i" if values.dtype == np.int32 else "q")
+    arr.frombytes(memoryview(values).cast("B"))
+    return arr, np.frombuffer(arr, dtype=values.dtype)
 
 
 # Pairs with fewer candidate slots than this are merged one slot at a time (``merge_few``), the
