@@ -672,7 +672,7 @@ def train_bpe(
             f"vocab_size {vocab_size} is smaller than the {base} initial tokens "
             f"(256 bytes + {len(specials)} special tokens)"
         )
-    if vocab_size > _SEP:  # token ids are stored as characters in the merge loop
+    if vocab_size > _SEP:  # ids below the merge loop's separator value (and 2**21: pairs pack into an int)
         raise BPEError(f"vocab_size {vocab_size} is too large (at most {_SEP})")
     if num_workers is not None:
         try:

@@ -5,7 +5,9 @@
 The file is cut into many byte ranges (far more than workers, so progress is smooth and memory
 stays bounded) at safe cuts (``pretokenize.find_chunk_boundaries``: places where cutting cannot
 change the tokenization). Worker processes encode the ranges; the parent writes their ids in file
-order. The result equals ``Tokenizer.encode`` of the whole file.
+order. The result equals ``Tokenizer.encode`` of the whole file. Workers start warm: before forking, the
+parent runs BPE on the vocabulary's whole-pre-token words and on the distinct pre-tokens of a small sample
+of the input, and every worker inherits that cache.
 
 Output format by suffix: ``.npy`` (``np.load(path, mmap_mode="r")`` opens it), or raw
 little-endian ids without a header for ``.bin .ids .dat .u16 .u32`` (``data.RAW_SUFFIXES``; the
