@@ -8,10 +8,16 @@ this module computes it fast, in two phases that ``train_bpe`` composes:
    ~1 MiB blocks, split out the special tokens, pre-tokenize with the GPT-2 regex (an equivalent
    stdlib ``re`` pattern for ASCII text, plus a split-on-space shortcut) and count pre-tokens as
    ``bytes -> count``. Memory grows with the number of *distinct* pre-tokens, not the file size.
-2. **Merge incrementally** (``merge_pretokens``). Each distinct pre-token is a string of token
-   ids with a count. A pair -> words index means a merge only touches the words that contain the
-   pair, and a max-heap with lazy invalidation finds the next pair without rescanning all pair
-   counts (the reference recounts every pair of every word for every merge).
+2. **Merge incrementally** (``merge_pretokens``). The distinct pre-tokens are laid out in flat
+   int32 arrays as linked lists of token ids (``_Corpus``), one slot per byte, with a count per
+   word. A pair -> slots index means a merge only touches the occurrences of its pair; frequent
+   pairs are merged with a few whole-array numpy operations (count changes summed with
+   ``np.bincount``-style reductions, applied to the dicts through C-level ``map``s), rare ones
+   slot by slot. A max-heap with lazy invalidation finds the next pair without rescanning all
+   pair counts (the reference recounts every pair of every word for every merge); rare new
+   pairs wait in a list below a floor count instead of filling the heap, and join it when the
+   best count falls below the floor (exact, because a pair's count only goes down unless a
+   merge creates it, and created pairs are pushed or listed afresh).
 
 Worked example (the handout's, with whitespace pre-tokenization)::
 
@@ -30,9 +36,12 @@ import multiprocessing
 import operator
 import os
 import re
-import sys
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import repeat
+
+import numpy as np
 
 from cs336_basics.pretokenize import (
     PRETOKEN_RE,
@@ -275,47 +284,243 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# The merge loop keeps every distinct pre-token in flat integer arrays, one slot per initial symbol
+# (words separated by a _SEP slot), as doubly linked lists: merging the pair at slot p into p
+# unlinks the slot after it. Slots never move, so a pair occurrence is named by its left slot.
+_SEP = 0x10FFFF  # separator slots; never a token id (``train_bpe`` keeps ids below it)
+_HOLE = 0x10FFFF + 1  # a slot unlinked by a merge
+_SHIFT = 21  # a pair (a, b) of ids is the integer a << 21 | b (ids < 2**21)
+_LOW = (1 << _SHIFT) - 1
+# The heap only holds pairs at or above a floor count; the rest wait in a list until the best pair in
+# the heap falls below the floor, which then drops by this factor (and the heap is rebuilt without
+# dead pairs). Most new pairs are rare and die before they could win: on long-tail corpora the
+# heap would otherwise fill with them.
+_FLOOR_DROP = 4
+
+
+def _group(keys: np.ndarray, slots: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """The distinct ``keys`` and, for each, its ``slots`` (slices of one sorted array)."""
+    if not len(keys):
+        return [], []
+    order = np.argsort(keys, kind="stable")
+    keys, slots = keys[order], slots[order]
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    ends = starts[1:].tolist() + [len(keys)]
+    return keys[starts].tolist(), list(map(slots.__getitem__, map(slice, starts.tolist(), ends)))
+
+
+class _Corpus:
+    """The distinct pre-tokens as linked lists of token ids in flat int32 arrays.
+
+    ``tok[s]``: the token at slot ``s`` (``_SEP`` between words, ``_HOLE`` once unlinked);
+    ``nxt``/``prv``: the next / previous live slot of the same word (or a separator);
+    ``freq[s]``: the count of the word slot ``s`` belongs to (what each pair occurrence weighs).
+    Each is a stdlib ``array`` (cheap element access for the per-slot path) and a numpy view of
+    the same memory (``*_np``: the whole-batch path)."""
+
+    def __init__(self, ids: np.ndarray, lengths: np.ndarray, freqs: np.ndarray) -> None:
+        """``ids``: the words' initial token ids, concatenated; ``lengths``, ``freqs``: per word.
+        (Built one array at a time, each temporary freed before the next: peak memory matters.)"""
+        size = len(ids) + len(lengths) + 1
+        self.n_symbols = int(ids.max()) + 1 if len(ids) else 1
+        is_tok = np.ones(size, dtype=bool)
+        is_tok[0] = False
+        is_tok[np.cumsum(lengths + 1)] = False  # each word's trailing separator
+        tok = np.full(size, _SEP, dtype=np.int32)
+        tok[is_tok] = ids
+        del is_tok
+        self.tok, self.tok_np = _shared(tok)
+        del tok
+        # A pair occurrence weighs its word's count (int32 unless a count needs more).
+        ftype = np.int32 if not len(freqs) or int(freqs.max()) < 1 << 31 else np.int64
+        freq = np.empty(size, dtype=ftype)
+        freq[0] = 0
+        freq[1:] = np.repeat(freqs.astype(ftype), lengths + 1)
+        self.freq, self.freq_np = _shared(freq)
+        del freq
+        self.nxt, self.nxt_np = _shared(np.arange(1, size + 1, dtype=np.int32))
+        self.prv, self.prv_np = _shared(np.arange(-1, size - 1, dtype=np.int32))
+
+    def index(self) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+        """``pair -> slots where it starts`` and ``pair -> count`` over the whole corpus."""
+        tok, size, m = self.tok_np, len(self.tok_np), self.n_symbols
+        if m * m * size >= 1 << 62:  # huge symbol sets (bpe_merges): the general grouping
+            left = np.flatnonzero((tok[:-1] != _SEP) & (tok[1:] != _SEP)).astype(np.int32)
+            pairs, slots = _group((tok[left].astype(np.int64) << _SHIFT) | tok[left + 1], left)
+        else:
+            # Sort (pair, slot) packed into one int64, in place: a third of argsort's memory.
+            packed = np.flatnonzero((tok[:-1] != _SEP) & (tok[1:] != _SEP))
+            if not len(packed):
+                return {}, {}
+            key = tok[packed].astype(np.int64)  # in place from here on: fewer temporaries
+            key *= m
+            key += tok[1:][packed]
+            key *= size
+            packed += key
+            del key
+            packed.sort()
+            small = packed // size
+            starts = np.flatnonzero(np.concatenate(([True], small[1:] != small[:-1])))
+            small = small[starts]
+            packed %= size
+            slot_arr = packed.astype(np.int32)
+            del packed
+            pairs = (((small // m) << _SHIFT) | (small % m)).tolist()
+            ends = starts[1:].tolist() + [len(slot_arr)]
+            slots = list(map(slot_arr.__getitem__, map(slice, starts.tolist(), ends)))
+        if not pairs:
+            return {}, {}
+        counts = np.add.reduceat(
+            self.freq_np[np.concatenate(slots)].astype(np.int64), np.cumsum([0] + list(map(len, slots[:-1])))
+        )
+        return dict(zip(pairs, slots)), dict(zip(pairs, counts.tolist()))
+
+    def merge_few(self, slots: list[int], a: int, b: int, c: int) -> tuple[dict[int, int], dict[int, list[int]]]:
+        """Merge ``(a, b)`` into ``c`` at the candidate ``slots`` (ascending; stale ones are
+        skipped: only slots where the pair still starts count), one slot at a time, left to right.
+
+        Returns ``(pair -> count change, new pair -> slots where it starts)``."""
+        tok, nxt, prv, freq = self.tok, self.nxt, self.prv, self.freq
+        delta: defaultdict[int, int] = defaultdict(int)
+        grown: defaultdict[int, list[int]] = defaultdict(list)
+        a_, b_, c_ = a << _SHIFT, b << _SHIFT, c << _SHIFT
+        for p in slots:
+            if tok[p] != a:
+                continue
+            q = nxt[p]
+            if tok[q] != b:
+                continue  # stale (or the second half of "aaa": already merged)
+            f = freq[p]
+            left = prv[p]
+            right = nxt[q]
+            x = tok[left]
+            if x != _SEP:
+                x <<= _SHIFT
+                delta[x | a] -= f
+                delta[x | c] += f
+                grown[x | c].append(left)
+            y = tok[right]
+            if y != _SEP:
+                delta[b_ | y] -= f
+                delta[c_ | y] += f
+                grown[c_ | y].append(p)
+            tok[p] = c
+            tok[q] = _HOLE
+            nxt[p] = right
+            prv[right] = p
+        delta[a_ | b] = 0  # the caller deletes the merged pair
+        return delta, grown
+
+    def merge_many(self, slots: np.ndarray, a: int, b: int, c: int) -> tuple[list[int], list[int], list, list]:
+        """``merge_few`` with whole-array numpy operations (for pairs with many occurrences).
+
+        Each affected pair occurrence is counted once, including those between two adjacent merges
+        (``abab`` -> ``cc``: ``ba`` is removed once and ``cc`` created once). Returns the changed
+        pairs, their count changes, and the new pairs with the slots where they start."""
+        tok, nxt, prv = self.tok_np, self.nxt_np, self.prv_np
+        p = np.asarray(slots)
+        q = nxt[p]
+        ok = (tok[p] == a) & (tok[q] == b)
+        p, q = p[ok], q[ok]
+        if a == b and len(p) > 1:  # runs "aaa...": merge the 1st, 3rd, ... pair of each run
+            cont = np.concatenate(([False], q[:-1] == p[1:]))
+            idx = np.arange(len(p))
+            run_start = np.maximum.accumulate(np.where(cont, 0, idx))
+            keep = (idx - run_start) % 2 == 0
+            p, q = p[keep], q[keep]
+        left, right = prv[p], nxt[q]
+        tl, tr = tok[left], tok[right]
+        # The pair left of a merge is the previous merge's right pair when the two are adjacent.
+        has_left = tl != _SEP
+        if len(p) > 1:
+            has_left[1:] &= right[:-1] != p[1:]
+        has_right = tr != _SEP
+        tok[p] = c
+        tok[q] = _HOLE
+        nxt[p] = right
+        prv[right] = p
+        tr_new = tok[right]  # c where the next merge starts right after
+        w = self.freq_np[p].astype(np.int64)
+        wl, wr = w[has_left], w[has_right]
+        ll, lr = tl[has_left].astype(np.int64), tr[has_right].astype(np.int64)
+        new_left = (ll << _SHIFT) | c
+        new_right = (np.int64(c) << _SHIFT) | tr_new[has_right]
+        keys = np.concatenate(((ll << _SHIFT) | a, (np.int64(b) << _SHIFT) | lr, new_left, new_right))
+        if not len(keys):  # every candidate was stale, or the words are just "ab"
+            return [], [], [], []
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        delta = np.add.reduceat(np.concatenate((-wl, -wr, wl, wr))[order], starts)
+        grown, grown_slots = _group(
+            np.concatenate((new_left, new_right)), np.concatenate((left[has_left], p[has_right]))
+        )
+        return keys[starts].tolist(), delta.tolist(), grown, grown_slots
+
+
+def _shared(values: np.ndarray) -> tuple[array, np.ndarray]:
+    """A stdlib array holding a copy of ``values`` (int32 or int64) and a numpy view of its memory."""
+    arr = array("i" if values.dtype == np.int32 else "q")
+    arr.frombytes(memoryview(values).cast("B"))
+    return arr, np.frombuffer(arr, dtype=values.dtype)
+
+
+# Pairs with fewer candidate slots than this are merged one slot at a time (``merge_few``), the
+# rest with numpy (``merge_many``): numpy's fixed cost per call, about a microsecond and some 60
+# calls per merge, only pays off on larger batches.
+MANY_MIN_SLOTS = 128
+
+
 def _merge_loop(
-    words: list[str],
-    freqs: list[int],
+    corpus: _Corpus,
     id_bytes: list[bytes],
     num_merges: int,
     progress: Progress | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """Run up to ``num_merges`` BPE merges over ``words``; return the merges in order.
+    """Run up to ``num_merges`` BPE merges over the words of ``corpus``; return the merges in order.
 
-    Each word is a ``str`` whose characters are token ids (``chr(id)``, ids index ``id_bytes``,
-    which grows as merges create tokens) and a pair is a 2-character ``str``. That lets C do the
-    inner loops: ``str.count``/``find``/``replace`` scan and rewrite a word left to right,
-    non-overlapping, exactly as a BPE merge does. ``words`` is modified in place. A merge whose
-    result equals an existing token's bytes reuses that id, so tokens are identified by their
-    bytes, exactly as a trainer that keeps words as tuples of bytes would behave."""
+    Token ids index ``id_bytes``, which grows as merges create tokens. A merge whose result equals an existing token's bytes
+    reuses that id, so tokens are identified by their bytes, exactly as a trainer that keeps words
+    as tuples of bytes would behave.
+
+    Data layout (see ``_Corpus``): the words live in flat int32 arrays as linked lists, and
+    ``where[pair]`` holds the slots where the pair starts, ascending (stale entries are harmless:
+    each is re-checked before anything changes), so a merge touches only its own occurrences;
+    frequent pairs in a few whole-array numpy operations. Pairs are ints ``a << 21 | b``. The next
+    pair comes from a max-heap with lazy invalidation and a floor (see below), compacted now and then.
+    """
     bytes_id = {b: i for i, b in enumerate(id_bytes)}
     keys = [_rev_key(b) for b in id_bytes]
-    # where[pair]: ids of words containing the pair, once per occurrence (duplicates and stale
-    # entries are harmless: a word is re-checked with str.count before anything changes).
-    where: defaultdict[str, list[int]] = defaultdict(list)
-    for wid, w in enumerate(words):
-        for q in map(str.__add__, w, w[1:]):
-            where[q].append(wid)
-    freq_of = freqs.__getitem__
-    pair_counts: dict[str, int] = {q: sum(map(freq_of, ws)) for q, ws in where.items()}
+    where, pair_counts = corpus.index()
     # Heap entries (-count, tie key, pair). Counts of pairs without the new token only ever go
-    # down, so their stale entries are fixed lazily when popped; pairs with the new token (the only
-    # ones whose count can go up) are pushed afresh after each merge.
-    heap = [(-n, keys[ord(q[0])] + keys[ord(q[1])], q) for q, n in pair_counts.items()]
+    # down, so their stale entries are fixed lazily when popped; pairs whose count went up (those
+    # with the new token) are pushed afresh after each merge.
+    # Pairs below ``floor`` wait in ``pending`` instead (see _FLOOR_DROP): their counts only go
+    # down, so none of them can beat a heap entry at or above the floor.
+    floor = max(pair_counts.values(), default=0) // _FLOOR_DROP
+    heap = [(-n, keys[q >> _SHIFT] + keys[q & _LOW], q) for q, n in pair_counts.items() if n >= floor]
+    pending = [q for q, n in pair_counts.items() if n < floor]
     heapq.heapify(heap)
     heappush, heappop = heapq.heappush, heapq.heappop
     merges: list[tuple[bytes, bytes]] = []
     report_every = max(1, num_merges // 20)
-    while len(merges) < num_merges and heap:
+    while len(merges) < num_merges:
+        if not heap or -heap[0][0] < floor:
+            if not pending and not heap:
+                break  # every word is a single token
+            floor //= _FLOOR_DROP
+            heap, pending = _refill(heap, pending, floor, pair_counts, where, keys)
+            continue
         negc, key, ab = heappop(heap)
         cur = pair_counts.get(ab, 0)
-        if cur != -negc:
+        if cur != -negc or cur <= 0:
             if cur > 0:
                 heappush(heap, (-cur, key, ab))
+            elif ab in pair_counts:  # dead: no word has it any more
+                del pair_counts[ab]
+                where.pop(ab, None)
             continue
-        a, b = ord(ab[0]), ord(ab[1])
+        a, b = ab >> _SHIFT, ab & _LOW
         new_bytes = id_bytes[a] + id_bytes[b]
         merges.append((id_bytes[a], id_bytes[b]))
         c = bytes_id.get(new_bytes)
@@ -324,49 +529,51 @@ def _merge_loop(
             id_bytes.append(new_bytes)
             keys.append(_rev_key(new_bytes))
             bytes_id[new_bytes] = c
-        A, B, C = ab[0], ab[1], chr(c)
-        # New pairs (all contain C) collect their word ids, once per occurrence, in ``grown``;
-        # their counts are summed from those lists afterwards, in C.
-        grown: defaultdict[str, list[int]] = defaultdict(list)
-        for wid in where.pop(ab):
-            w = words[wid]
-            k = w.count(ab)
-            if not k:
-                continue  # stale or duplicate entry: the pair is no longer in this word
-            f = freqs[wid]
-            if k == 1:  # the common case: patch the two neighbouring pairs
-                i = w.find(ab)
-                if i:
-                    p = w[i - 1]
-                    pair_counts[p + A] -= f
-                    grown[p + C].append(wid)
-                if i + 2 < len(w):
-                    x = w[i + 2]
-                    pair_counts[B + x] -= f
-                    grown[C + x].append(wid)
-                words[wid] = w.replace(ab, C)
-            else:  # several occurrences: retract all old pairs, add all new ones
-                new = w.replace(ab, C)
-                for q in map(str.__add__, w, w[1:]):
-                    pair_counts[q] -= f
-                for q in map(str.__add__, new, new[1:]):
-                    if C in q:
-                        grown[q].append(wid)
-                    else:
-                        pair_counts[q] += f
-                words[wid] = new
+        slots = where.pop(ab)
+        if len(slots) < MANY_MIN_SLOTS:
+            d, g = corpus.merge_few(slots.tolist() if isinstance(slots, np.ndarray) else slots, a, b, c)
+            changed, deltas, grown, grown_slots = list(d), list(d.values()), list(g), list(g.values())
+        else:
+            changed, deltas, grown, grown_slots = corpus.merge_many(slots, a, b, c)
+        # C-level maps apply the count changes (no Python code per pair) ...
+        counts_now = list(map(operator.add, map(pair_counts.get, changed, repeat(0)), deltas))
+        pair_counts.update(zip(changed, counts_now))
         del pair_counts[ab]
-        for q, ws in grown.items():
-            n = pair_counts[q] = pair_counts.get(q, 0) + sum(map(freq_of, ws))
-            if q in where:  # only when a merge re-creates an existing token's bytes
-                where[q].extend(ws)
-            else:
-                where[q] = ws
-            if n > 0:
-                heappush(heap, (-n, keys[ord(q[0])] + keys[ord(q[1])], q))
+        # ... and only the pairs that went up need a heap entry.
+        for q, dq, n in zip(changed, deltas, counts_now):
+            if dq > 0:
+                if n >= floor:
+                    heappush(heap, (-n, keys[q >> _SHIFT] + keys[q & _LOW], q))
+                else:
+                    pending.append(q)
+        if any(map(where.__contains__, grown)):  # only when a merge re-creates an existing token's bytes
+            for q, s in zip(grown, grown_slots):
+                where[q] = np.unique(np.concatenate((where[q], s))) if q in where else s
+        else:
+            where.update(zip(grown, grown_slots))
         if progress is not None and len(merges) % report_every == 0:
             progress(f"merges {len(merges):,}/{num_merges:,}")
     return merges
+
+
+def _refill(
+    heap: list, pending: list[int], floor: int, pair_counts: dict[int, int], where: dict, keys: list[str]
+) -> tuple[list, list[int]]:
+    """The heap without dead entries plus the pending pairs now at or above ``floor``; the pending
+    ones still below it; dead pairs (count 0) leave the counts and the index."""
+    heap = [e for e in heap if pair_counts.get(e[2], 0) > 0]
+    still: list[int] = []
+    for q in pending:
+        n = pair_counts.get(q, 0)
+        if n >= floor and n > 0:
+            heap.append((-n, keys[q >> _SHIFT] + keys[q & _LOW], q))
+        elif n > 0:
+            still.append(q)
+        elif q in pair_counts:
+            del pair_counts[q]
+            where.pop(q, None)
+    heapq.heapify(heap)
+    return heap, still
 
 
 def merge_pretokens(
@@ -381,14 +588,19 @@ def merge_pretokens(
     Fewer when the pre-tokens run out of pairs (every pre-token became a single token).
     ``free_counts`` clears ``counts`` once converted: it is the largest object of a training run,
     and the merge loop no longer needs it."""
-    # latin-1 maps byte x to chr(x): each word becomes a str of token ids, at C speed.
-    words = [tok.decode("latin-1") for tok in counts if len(tok) > 1]
-    freqs = [counts[tok] for tok in counts if len(tok) > 1]
+    # A byte's id is its value: the joined keys are the id array (single-byte words are harmless:
+    # they have no pairs).
+    n = len(counts)
+    corpus = _Corpus(
+        np.frombuffer(b"".join(counts), dtype=np.uint8),
+        np.fromiter(map(len, counts), dtype=np.int64, count=n),
+        np.fromiter(counts.values(), dtype=np.int64, count=n),
+    )
     if free_counts:
         counts.clear()
     id_bytes = [bytes([i]) for i in range(256)]
     with _gc_paused():
-        return _merge_loop(words, freqs, id_bytes, num_merges, progress)
+        return _merge_loop(corpus, id_bytes, num_merges, progress)
 
 
 def bpe_merges(word_counts: Mapping[tuple[bytes, ...], int], num_merges: int) -> list[tuple[bytes, bytes]]:
@@ -411,8 +623,11 @@ def bpe_merges(word_counts: Mapping[tuple[bytes, ...], int], num_merges: int) ->
         if len(ids) > 1 and n > 0:
             words.append("".join(ids))
             freqs.append(n)
+    # UTF-32 of the id strings is the id array (one C call).
+    ids_all = np.frombuffer("".join(words).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    corpus = _Corpus(ids_all, np.fromiter(map(len, words), dtype=np.int64), np.asarray(freqs, dtype=np.int64))
     with _gc_paused():
-        return _merge_loop(words, freqs, id_bytes, num_merges)
+        return _merge_loop(corpus, id_bytes, num_merges)
 
 
 def _check_specials(special_tokens: object) -> list[str]:
@@ -457,8 +672,8 @@ def train_bpe(
             f"vocab_size {vocab_size} is smaller than the {base} initial tokens "
             f"(256 bytes + {len(specials)} special tokens)"
         )
-    if vocab_size > sys.maxunicode + 1:  # token ids are stored as characters in the merge loop
-        raise BPEError(f"vocab_size {vocab_size} is too large (at most {sys.maxunicode + 1})")
+    if vocab_size > _SEP:  # ids below the merge loop's separator value (and 2**21: pairs pack into an int)
+        raise BPEError(f"vocab_size {vocab_size} is too large (at most {_SEP})")
     if num_workers is not None:
         try:
             if isinstance(num_workers, bool) or operator.index(num_workers) < 1:

@@ -5,7 +5,9 @@
 The file is cut into many byte ranges (far more than workers, so progress is smooth and memory
 stays bounded) at safe cuts (``pretokenize.find_chunk_boundaries``: places where cutting cannot
 change the tokenization). Worker processes encode the ranges; the parent writes their ids in file
-order. The result equals ``Tokenizer.encode`` of the whole file.
+order. The result equals ``Tokenizer.encode`` of the whole file. Workers start warm: before forking, the
+parent runs BPE on the vocabulary's whole-pre-token words and on the distinct pre-tokens of a small sample
+of the input, and every worker inherits that cache.
 
 Output format by suffix: ``.npy`` (``np.load(path, mmap_mode="r")`` opens it), or raw
 little-endian ids without a header for ``.bin .ids .dat .u16 .u32`` (``data.RAW_SUFFIXES``; the
@@ -31,7 +33,7 @@ import os
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,7 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cs336_basics.pretokenize import available_cpus, find_chunk_boundaries
+from cs336_basics.pretokenize import (
+    PRETOKEN_RE,
+    ascii_pretoken_re,
+    available_cpus,
+    find_chunk_boundaries,
+    last_safe_cut,
+    special_pattern,
+    split_on_specials,
+)
 from cs336_basics.tokenizer import Tokenizer, TokenizerError
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.fsutil import atomic_write, atomic_write_text
@@ -48,6 +58,7 @@ from cs336_basics.utils.token_files import RAW_SUFFIXES, read_tokens_meta, token
 ProgressFn = Callable[[int, int, int], None]  # (bytes done, total bytes, tokens so far)
 
 _NPY = ".npy"
+_ASCII_RE = ascii_pretoken_re(str)
 
 
 def output_dtype(output_path: str | os.PathLike, vocab_size: int) -> np.dtype:
@@ -104,6 +115,40 @@ def _work(args: tuple[str, int, int, str]) -> bytes:
     return _encode_range(_worker_tok, path, start, end, np.dtype(dtype))
 
 
+# Before forking, the parent reads this many bytes spread over the input (``_WARM_PIECES``
+# pieces) and runs BPE on their distinct pre-tokens, so workers inherit a warm cache: the frequent
+# words of the corpus are then encoded once, not once per worker.
+WARM_SAMPLE_BYTES = 1 << 20
+_WARM_PIECES = 16
+
+
+def _sample_pretokens(tasks: list, budget: int, specials: list[str]) -> list[str]:
+    """Distinct pre-tokens of about ``budget`` bytes read from the starts of tasks spread over the
+    file, most frequent first (a task starts at a safe cut; its piece ends at one)."""
+    if budget <= 0 or not tasks:
+        return []
+    picks = tasks[:: max(1, len(tasks) // _WARM_PIECES)]
+    each = max(1, budget // len(picks))
+    split_tokens = [t.encode("utf-8") for t in specials]
+    pattern = special_pattern(specials)
+    counts: Counter = Counter()
+    for path, start, end, _ in picks:
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read(min(each, end - start))
+        except OSError:
+            return []  # the workers will report it
+        cut = len(data) if len(data) == end - start else last_safe_cut(data, split_tokens)
+        if not cut:
+            continue
+        text = data[:cut].decode("utf-8", errors="ignore")
+        for piece, is_special in split_on_specials(text, pattern):
+            if not is_special:
+                counts.update((_ASCII_RE if piece.isascii() else PRETOKEN_RE).findall(piece))
+    return [t for t, _ in counts.most_common()]
+
+
 def _run_pool(tok: Tokenizer, tokenizer_dir: str, tasks: list, workers: int, emit) -> None:
     """Encode ``tasks`` in worker processes, calling ``emit(task, ids_bytes)`` in task order.
 
@@ -112,6 +157,8 @@ def _run_pool(tok: Tokenizer, tokenizer_dir: str, tasks: list, workers: int, emi
     """
     global _worker_tok
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    if method == "fork":  # forked workers share the parent's warm cache (copy-on-write)
+        tok.warm_cache(_sample_pretokens(tasks, WARM_SAMPLE_BYTES, tok.special_tokens))
     _worker_tok = tok if method == "fork" else None  # forked workers inherit it (no reload)
     pool = ProcessPoolExecutor(
         workers,

@@ -346,6 +346,28 @@ class Tokenizer:
                 parts.append(b"".join(map(get, pat.findall(block))))
         return b"".join(parts)
 
+    def warm_cache(self, pretokens: Iterable[str] = ()) -> int:
+        """Fill the pre-token cache before encoding: every vocabulary token that is a whole
+        pre-token (e.g. ``" the"``; what frequent words look like) plus the given ``pretokens``
+        (e.g. the distinct ones of a sample of the input). Lets worker processes forked afterwards
+        start warm instead of each running BPE on the same words. Returns the cache size; a full
+        cache stops the warm-up early (it never evicts). Does not change any result."""
+        cache, limit = self._cache, self._cache_size
+        specials = set(self.special_tokens)
+        vocab_words = []
+        for b in self.vocab.values():
+            try:
+                t = b.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if t not in specials and PRETOKEN_RE.fullmatch(t):
+                vocab_words.append(t)
+        for t in chain(vocab_words, pretokens):
+            if len(cache) >= limit - 1:
+                break
+            cache[t]  # noqa: B018  (a miss runs BPE and stores the result)
+        return len(cache)
+
     # ------------------------------------------------------------------ public API
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (special tokens become their single ids)."""

@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cs336_basics import bpe
 from cs336_basics.bpe import BPEError, _rev_key, bpe_merges, count_pretokens, train_bpe
@@ -121,6 +123,75 @@ def test_random_words_match_reference() -> None:
             w = tuple(rng.choice([b"a", b"b", b"c", b"ab"]) for _ in range(rng.randint(1, 9)))
             words[w] += rng.randint(1, 4)
         assert bpe_merges(words, 40) == reference_merges(words, 40)
+
+
+@pytest.fixture(params=["per_slot", "batched"])
+def merge_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with every merge on the per-slot path, or every merge on the numpy batch path."""
+    monkeypatch.setattr(bpe, "MANY_MIN_SLOTS", 10**9 if request.param == "per_slot" else 1)
+    return request.param
+
+
+def test_both_merge_paths_match_reference_on_overlaps_and_ties(merge_path: str) -> None:
+    words = Counter({(b"a",) * 7: 3, (b"a", b"b") * 4: 2, (b"b", b"a", b"a", b"b"): 5, (b"a", b"a"): 1})
+    words[(b"a", b"b", b"a", b"b", b"a")] += 4  # adjacent merges: "ba" between two "ab"s
+    words[(b"x", b"a", b"a", b"a", b"y")] += 2  # an odd run
+    assert bpe_merges(words, 30) == reference_merges(words, 30)
+    ties = Counter({tuple(bytes([c]) for c in w): 1 for w in [b"abcd", b"dcba", b"bdac", b"cadb", b"zy"]})
+    assert bpe_merges(ties, 12) == reference_merges(ties, 12)
+
+
+def test_both_merge_paths_match_reference_on_random_words(merge_path: str) -> None:
+    rng = random.Random(7)
+    for _ in range(10):
+        words = Counter()
+        for _ in range(rng.randint(1, 80)):
+            w = tuple(rng.choice([b"a", b"b", b"c", b"ab"]) for _ in range(rng.randint(1, 12)))
+            words[w] += rng.randint(1, 5)
+        assert bpe_merges(words, 60) == reference_merges(words, 60)
+
+
+def long_tail_words(rng: random.Random, n: int) -> Counter:
+    """Zipf-like word counts, a third of the words with a random suffix (each seen once or twice):
+    most pairs are rare and die early, which exercises the heap's floor and its dead-pair cleanup."""
+    stems = ["the", "of", "and", "ing", "tion", "er", "lower", "newest", "wide", "est"]
+    words: Counter = Counter()
+    for _ in range(n):
+        w = rng.choice(stems[: 1 + int(rng.paretovariate(1.0)) % len(stems)])
+        if rng.random() < 0.33:
+            w += "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 6)))
+        words[tuple(bytes([c]) for c in (" " + w).encode())] += 1
+    return words
+
+
+_LONG_TAIL = long_tail_words(random.Random(3), 1200)
+_LONG_TAIL_REF: list = []
+
+
+@pytest.mark.parametrize("floor_drop", [2, 4, 1 << 30])
+def test_long_tail_words_match_reference(merge_path: str, floor_drop: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bpe, "_FLOOR_DROP", floor_drop)  # 1 << 30: every pair straight into the heap
+    if not _LONG_TAIL_REF:  # the slow reference once for all six cases
+        _LONG_TAIL_REF.append(reference_merges(_LONG_TAIL, 200))
+    assert bpe_merges(_LONG_TAIL, 200) == _LONG_TAIL_REF[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    corpus=st.dictionaries(
+        st.lists(st.sampled_from([b"a", b"b", b"c", b"ab", b"\xff"]), min_size=1, max_size=10).map(tuple),
+        st.integers(1, 6),
+        max_size=40,
+    ),
+    batched=st.booleans(),
+)
+def test_property_fast_equals_reference(corpus: dict, batched: bool) -> None:
+    old = bpe.MANY_MIN_SLOTS
+    bpe.MANY_MIN_SLOTS = 1 if batched else 10**9
+    try:
+        assert bpe_merges(corpus, 50) == reference_merges(Counter(corpus), 50)
+    finally:
+        bpe.MANY_MIN_SLOTS = old
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cs336_basics.bpe_reference import reference_train_bpe
+from cs336_basics import tokenize_data
+from cs336_basics.bpe_reference import reference_encode, reference_train_bpe
 from cs336_basics.pretokenize import find_chunk_boundaries
 from cs336_basics.tokenize_data import main, tokenize_file
 from cs336_basics.tokenizer import Tokenizer, TokenizerError
@@ -65,6 +66,29 @@ def test_output_equals_encode(tok_dir, tmp_path, workers, monkeypatch):
     assert arr.tolist() == Tokenizer.from_dir(tok_dir).encode(text)
     assert seen and seen[-1][0] == seen[-1][1] == src.stat().st_size and seen[-1][2] == n
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy", "out.npy.meta.json"]  # no temp left
+
+
+@pytest.mark.parametrize("sample_bytes", [0, 1 << 20])
+def test_warm_cache_workers_give_identical_ids(tok_dir, tmp_path, sample_bytes, monkeypatch):
+    """Workers forked from a parent that pre-encoded the vocabulary and a sample of the input
+    (or nothing but the vocabulary) write exactly the reference encoder's ids."""
+    monkeypatch.setattr(tokenize_data, "WARM_SAMPLE_BYTES", sample_bytes)
+    text = tricky_text(60_000, 5)
+    src = tmp_path / "in.txt"
+    src.write_bytes(text.encode())
+    out = tmp_path / "out.npy"
+    tokenize_file(tok_dir, src, out, num_workers=2)
+    tok = Tokenizer.from_dir(tok_dir)
+    assert np.load(out).tolist() == reference_encode(text, tok.vocab, tok.merges, tok.special_tokens)
+
+
+def test_warm_cache_changes_no_result(tok_dir):
+    tok = Tokenizer.from_dir(tok_dir)
+    text = tricky_text(20_000, 6)
+    words = ["the", " the", "<end", " of doc", EOT, "\n\n", "é日"]  # not all are pre-tokens: still fine
+    n = tok.warm_cache(words)
+    assert n >= len(words) and " the" in tok._cache
+    assert tok.encode(text) == reference_encode(text, tok.vocab, tok.merges, tok.special_tokens)
 
 
 def test_empty_input(tok_dir, tmp_path):
