@@ -38,7 +38,8 @@ from cs336_basics.data import get_batch, load_tokens, read_tokens_meta
 from cs336_basics.model import TransformerLM
 from cs336_basics.muon import Muon
 from cs336_basics.nn_utils import perplexity
-from cs336_basics.optim import AdamW, lr_cosine_schedule, param_groups
+from cs336_basics.optim import AdamW, param_groups
+from cs336_basics.schedules import make_schedule
 from cs336_basics.training import runtime
 from cs336_basics.training.metrics import (
     RULE,
@@ -295,6 +296,8 @@ def train(run: Run, stop: StopRequest) -> int:
         peak_flops=peak_flops(rt.device, s.dtype),
     )  # fmt: skip
     guard = NonFiniteGuard(s.max_bad_steps)
+    lr_at = make_schedule(s.lr_schedule, max_lr=s.lr, min_lr=s.min_lr, warmup_iters=s.warmup_iters,
+                          max_iters=s.max_iters, decay_frac=s.decay_frac, decay_shape=s.decay_shape)  # fmt: skip
     no_sync = runtime.no_sync(run.train_model)
     early_stop = False
     stopped_by: str | None = None
@@ -303,7 +306,7 @@ def train(run: Run, stop: StopRequest) -> int:
 
     while state.iteration < s.max_iters:
         # The learning rate is a pure function of the step (so a resumed run gets the same one).
-        lr = lr_cosine_schedule(state.iteration, s.lr, s.min_lr, s.warmup_iters, s.max_iters)
+        lr = lr_at(state.iteration)  # --lr_schedule (default: the course's lr_cosine_schedule)
         for group in state.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         # One optimizer step over fresh micro-batches from this rank's own stream.
