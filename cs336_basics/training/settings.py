@@ -342,6 +342,11 @@ class TrainSettings:
     )
 
     # -- derived -----------------------------------------------------------------------------------
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> TrainSettings:
+        """Settings built in Python, checked like the command line's (see :func:`settings_from_kwargs`)."""
+        return settings_from_kwargs(kwargs)
+
     def model_config(self) -> ModelConfig:
         return ModelConfig(**{f: getattr(self, f) for f in MODEL_FIELDS}, attention=self.attention)
 
@@ -633,6 +638,8 @@ def check_knobs(s: TrainSettings) -> None:
             f"--lr_schedule wsd: the decay (the last {s.decay_frac:g} of --max_iters {s.max_iters}) would start before "
             f"the warmup ends (--warmup_iters {s.warmup_iters}); use a smaller --decay_frac or a shorter warmup"
         )
+    if s.resume and s.checkpoint_dir is None and s.run_name is None:
+        raise ConfigError("--resume needs to know which run: add --run_name NAME (runs/NAME) or --checkpoint_dir DIR")
     if s.zero1 and s.fsdp:
         raise ConfigError("--zero1 and --fsdp both shard the optimizer state: pick one (--fsdp also shards weights)")
     if s.tensorboard_flush_every is not None and s.tensorboard_dir is None:
@@ -645,6 +652,31 @@ def check_knobs(s: TrainSettings) -> None:
         raise ConfigError(f"--run_name {s.run_name!r} must be a plain name (it names the directory runs/NAME)")
 
 
+def settings_from_kwargs(kwargs: dict[str, Any]) -> TrainSettings:
+    """:class:`TrainSettings` from keyword arguments, with the command line's checks (types, choices,
+    derived defaults, :func:`validate`): what the Python API uses (``TrainSettings.from_kwargs``)."""
+    actions = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest not in ("help", "override")}
+    optional = {f.name for f in fields(TrainSettings) if f.default is None}
+    values: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        action = actions.get(key)
+        if action is None:
+            close = _did_you_mean(key, [f"--{a}" for a in actions])
+            hint = f"; did you mean {close[2:]!r}?" if close else " (not a training setting)"
+            raise ConfigError(f"TrainSettings: unknown setting {key!r}{hint}")
+        if isinstance(value, Path):
+            value = str(value)
+        values[key] = value if value is None and key in optional else _coerce("TrainSettings", key, action, value)
+    missing = [f.name for f in fields(TrainSettings) if f.metadata["required"] and f.name not in values]
+    if missing:
+        raise ConfigError(f"TrainSettings: {', '.join(missing)} is required")
+    s = TrainSettings(**values)
+    _derived_defaults(s)
+    validate(s)
+    check_given(s, set(values))
+    return s
+
+
 def check_given(s: TrainSettings, given: set[str]) -> None:
     """Checks that need to know which settings were given (flags, config keys or keyword arguments)."""
     for epochs, steps in (("eval_every_epochs", "eval_interval"), ("checkpoint_every_epochs", "checkpoint_interval")):
@@ -655,9 +687,9 @@ def check_given(s: TrainSettings, given: set[str]) -> None:
 def schedule_notes(s: TrainSettings) -> list[str]:
     """Intervals longer than the run: legal, but worth one line at start so nobody waits for them."""
     notes = []
-    if s.validation and s.eval_interval > s.max_iters:
+    if s.validation and s.eval_every_epochs is None and s.eval_interval > s.max_iters:
         notes.append(f"--eval_interval {s.eval_interval} > --max_iters {s.max_iters}: evaluation runs only at the end")
-    if s.checkpoint_interval > s.max_iters:
+    if s.checkpoint_every_epochs is None and s.checkpoint_interval > s.max_iters:
         notes.append(
             f"--checkpoint_interval {s.checkpoint_interval} > --max_iters {s.max_iters}: a checkpoint is written only at the end"
         )
