@@ -21,6 +21,7 @@ Exit codes: 0 success (including a graceful signal stop), 1 training failure, 2 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -531,7 +532,9 @@ def train(settings: TrainSettings, model: nn.Module | Callable[[], nn.Module] | 
     """
     stop = StopRequest()
     try:
-        return run_training(settings, stop, model)
+        # A copy: setup fills in the run name, the run directory and epoch intervals, and the caller's
+        # settings should still describe what they asked for (to start another run from them).
+        return run_training(dataclasses.replace(settings), stop, model)
     finally:
         stop.uninstall()
         runtime.destroy_process_group()

@@ -56,4 +56,8 @@ def check_launch(rt: Runtime) -> None:
 
 def make_zero1(groups: list[dict[str, Any]], optimizer_class: type[torch.optim.Optimizer], **defaults: Any) -> Zero1:
     """Our optimizer class inside ZeroRedundancyOptimizer, over the same named groups (``lr_scale`` kept)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):  # e.g. lr_find, which runs in one process
+        raise RuntimeConfigError("--zero1 needs a process group: launch the training program with torchrun")
     return Zero1(groups, optimizer_class=optimizer_class, **defaults)
