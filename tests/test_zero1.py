@@ -73,7 +73,16 @@ def launch(tmp_path_factory):
         "ddp": base_argv(data, d / "ddp", "--resume_from", start, **{**FLAGS, "max_iters": 6}),
         "zero_a": base_argv(data, d / "zero", "--zero1", "--resume_from", start, **{**FLAGS, "max_iters": 4}),
         "zero_b": base_argv(data, d / "zero", "--zero1", "--resume", **{**FLAGS, "max_iters": 6}),
-        "ddp_muon": base_argv(data, d / "ddp_muon", "--optimizer", "muon", **{**FLAGS, "max_iters": 3}),
+        # (also: --on_checkpoint runs on rank 0 only)
+        "ddp_muon": base_argv(
+            data,
+            d / "ddp_muon",
+            "--optimizer",
+            "muon",
+            "--on_checkpoint",
+            'echo "$RANK {step}" >> {run_dir}/hook_ranks',
+            **{**FLAGS, "max_iters": 3},
+        ),  # fmt: skip
         "zero_muon": base_argv(data, d / "zero_muon", "--optimizer", "muon", "--zero1", **{**FLAGS, "max_iters": 3}),
     }
     (d / "runs.json").write_text(json.dumps(list(runs.items())))
@@ -123,6 +132,11 @@ def test_zero1_trains_like_ddp_and_resumes_exactly(launch):
         assert z["state"][i].keys() == p["state"][i].keys()
         for k, v in p["state"][i].items():
             assert torch.equal(z["state"][i][k], v) if torch.is_tensor(v) else z["state"][i][k] == v, (i, k)
+
+
+def test_checkpoint_hooks_run_on_rank_0_only(launch):
+    d, _, _ = launch
+    assert (d / "ddp_muon" / "hook_ranks").read_text().splitlines() == ["0 1", "0 2", "0 3"]
 
 
 def test_zero1_wraps_muon(launch):
