@@ -3,7 +3,7 @@
 It composes the from-scratch pieces (TransformerLM, cross_entropy, AdamW, the cosine schedule,
 get_batch, checkpoints) into a run that can be stopped, resumed, and run data-parallel. Read it in
 this order: :func:`setup` builds everything once (where it runs, the data, the model, the optimizer,
-the state to resume); :func:`train` is the loop; :func:`main` maps outcomes to exit codes. The
+the state to resume); :func:`train_loop` is the loop; :func:`main` maps outcomes to exit codes. The
 pieces it calls live in their own modules:
 
 * :mod:`cs336_basics.training.settings`: the flags (one typed ``TrainSettings``), TOML files, validation;
@@ -13,17 +13,20 @@ pieces it calls live in their own modules:
 * :mod:`cs336_basics.training.state`: what a resume needs (``state_dict`` is the checkpoint);
 * :mod:`cs336_basics.training.metrics`: console lines, metrics.jsonl, wandb/TensorBoard, MFU.
 
+:func:`train` at the end is the same run from Python (``train(settings, model=my_module)``).
+
 Exit codes: 0 success (including a graceful signal stop), 1 training failure, 2 bad input,
 130 aborted by a second Ctrl-C.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +39,15 @@ from torch import nn
 from cs336_basics.corpus.finetune import load_init_weights
 from cs336_basics.corpus.shards import data_meta, data_notes, open_token_data
 from cs336_basics.data import get_batch
+from cs336_basics.extensions.schedules import make_schedule
 from cs336_basics.model import TransformerLM
 from cs336_basics.muon import Muon
 from cs336_basics.nn_utils import perplexity
-from cs336_basics.optim import AdamW, lr_cosine_schedule, param_groups
-from cs336_basics.training import runtime
+from cs336_basics.optim import AdamW, param_groups
+from cs336_basics.training import api, runtime, zero1
+from cs336_basics.training.cadence import apply_epoch_intervals, uses_epochs
 from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager
+from cs336_basics.training.hooks import HookResult, NoHooks, make_hooks
 from cs336_basics.training.metrics import (
     RULE,
     Logger,
@@ -52,6 +58,7 @@ from cs336_basics.training.metrics import (
     check_extras,
     peak_flops,
 )
+from cs336_basics.training.run_name import adopt_checkpoint_name, settle_run_name
 from cs336_basics.training.runtime import print0
 from cs336_basics.training.settings import TrainSettings, changed_settings, parse_settings, schedule_notes
 from cs336_basics.training.signals import StopRequest
@@ -83,6 +90,8 @@ class Run:
     norms: NormRecorder | None = None
     resumed_from: Path | None = None
     last_saved: Path | None = None  # the newest checkpoint of this run known to be intact
+    hooks: NoHooks = field(default_factory=NoHooks)  # --on_checkpoint (rank 0)
+    epoch_tokens: int | None = None  # train tokens per epoch, when the console shows epochs
 
 
 # ==============================================================================================
@@ -96,6 +105,8 @@ def build_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer
     groups = param_groups(model, s.optimizer, weight_decay=s.weight_decay, lr=s.lr, lr_hidden=s.lr_hidden,
                           lr_embed=s.lr_embed, lr_head=s.lr_head, lr_scalar=s.lr_scalar)  # fmt: skip
     kind = Muon if s.optimizer == "muon" else AdamW
+    if s.zero1:  # the same optimizer, each rank keeping 1/world of its state
+        return zero1.make_zero1(groups, kind, lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps, weight_decay=s.weight_decay)
     return kind(groups, lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps, weight_decay=s.weight_decay)
 
 
@@ -132,9 +143,18 @@ def load_data(s: TrainSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str
     return train, val, meta
 
 
-def setup(s: TrainSettings) -> Run:
-    """Check what can be checked cheaply first (exit 2 before anything heavy), then build the run."""
+def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] | None = None) -> Run:
+    """Check what can be checked cheaply first (exit 2 before anything heavy), then build the run.
+
+    ``model_factory``: a module (or a function building one) to train instead of the TransformerLM
+    the settings describe (the Python API, :func:`train`).
+    """
     rt = runtime.setup_runtime(s.device, s.dtype, s.tf32, s.deterministic)
+    runtime.messages_to_stderr(s.log_format == "json")  # stdout carries only the JSON records
+    if s.zero1:
+        zero1.check_launch(rt)
+    name_given, dir_given = s.run_name is not None, s.checkpoint_dir is not None
+    settle_run_name(s, rt)
     cfg = s.model_config()
     manager = CheckpointManager(s.checkpoint_dir, keep_last=s.keep_last)
     if rt.is_main:
@@ -145,6 +165,8 @@ def setup(s: TrainSettings) -> Run:
             print0(f"Note: {note}")
     check_extras(s.use_wandb, s.tensorboard_dir)
     resume = find_resume(s.resume_from, s.resume, manager, cfg, say=print0)
+    if resume is not None and dir_given:
+        adopt_checkpoint_name(s, resume[1], name_given)
     if resume is None and rt.is_main and manager.list():
         runtime.eprint0(
             f"warning: {manager.directory} already holds checkpoints (newest: {manager.list()[-1].name}); this new "
@@ -152,12 +174,15 @@ def setup(s: TrainSettings) -> Run:
             "that run, or use a fresh --checkpoint_dir."
         )
     train_data, val_data, tokenizer = load_data(s)
+    tokens_per_step = s.batch_size * s.context_length * s.grad_accum_steps * rt.world_size
+    for note in apply_epoch_intervals(s, len(train_data), tokens_per_step):
+        print0(f"Note: {note}")
 
     runtime.init_process_group(rt)
     runtime.agree_on_resume(int(resume[1]["iteration"]) if resume else None, manager.directory)
     runtime.seed_everything(s.seed)  # the same initial weights on every rank
     print0("Initializing model...")
-    model = TransformerLM(cfg, device=rt.device)
+    model = TransformerLM(cfg, device=rt.device) if model_factory is None else api.build_model(model_factory, s, rt)
     model.activation_checkpointing = s.activation_checkpointing
     if s.init_from and resume is None:  # fine-tuning: another run's weights, everything else fresh
         load_init_weights(model, s.init_from, say=print0)
@@ -191,17 +216,20 @@ def setup(s: TrainSettings) -> Run:
         settings=s, rt=rt, manager=manager, state=state,
         train_model=compiled if s.fsdp else runtime.wrap_model(compiled, rt), eval_model=compiled,
         train_data=train_data, val_data=val_data,
-        tokens_per_step=s.batch_size * s.context_length * s.grad_accum_steps * rt.world_size,
+        tokens_per_step=tokens_per_step, epoch_tokens=len(train_data) if uses_epochs(s) else None,
         norms=norms, resumed_from=resume[0] if resume else None, last_saved=resume[0] if resume else None,
     )  # fmt: skip
     if rt.is_main:
         run.logger = RunLogger(
             manager.directory,
             use_wandb=s.use_wandb, wandb_project=s.wandb_project, wandb_run_name=s.wandb_run_name,
-            tensorboard_dir=s.tensorboard_dir,
+            tensorboard_dir=s.tensorboard_dir, log_format=s.log_format, run_name=s.run_name,
+            tensorboard_flush_every=s.tensorboard_flush_every,
             config={**s.to_dict(), "model_config": cfg.to_dict(), "world_size": rt.world_size},
             resume_step=state.iteration if resume else None,
         )  # fmt: skip
+        run.hooks = make_hooks(s.on_checkpoint, manager.directory, timeout_s=s.on_checkpoint_timeout, is_main=True,
+                               report=lambda result: report_hook(run, result))  # fmt: skip
         write_run_config(run, n_params)
         if (note := carry_tokenizer(tokenizer, s.train_data_path, manager.directory)) is not None:
             print0(note)  # the run directory carries the tokenizer that made its data
@@ -261,6 +289,7 @@ def save(run: Run, *, is_best: bool = False, best_only: bool = False) -> Path | 
         if path is not None:
             run.last_saved = run.last_saved if best_only else path
             print0(f"Saved checkpoint to {path}")
+            run.hooks.submit(path, state.iteration)  # --on_checkpoint, now that the file is durable
         return path
     if run.rt.is_main:
         prev = run.last_saved
@@ -292,7 +321,7 @@ def eval_record(run: Run) -> dict[str, Any]:
 # ==============================================================================================
 # the loop
 # ==============================================================================================
-def train(run: Run, stop: StopRequest) -> int:
+def train_loop(run: Run, stop: StopRequest) -> int:
     s, state, rt = run.settings, run.state, run.rt
     print0(f"Starting training from iteration {state.iteration}...")
     print0(f"Device: {rt.device}")
@@ -303,12 +332,15 @@ def train(run: Run, stop: StopRequest) -> int:
         + (" | FSDP2: weights, gradients and optimizer state sharded" if s.fsdp else "")
     )
     print0(RULE)
+    flops = getattr(state.model, "flops_per_token", None)  # a custom model (Python API) may not say: no MFU
     meter = ThroughputMeter(
         start_step=state.iteration, max_steps=s.max_iters, log_interval=s.log_interval, heartbeat_s=s.heartbeat_s,
-        tokens_per_step=run.tokens_per_step, flops_per_token=3 * state.model.flops_per_token(s.context_length) / rt.world_size,
-        peak_flops=peak_flops(rt.device, s.dtype),
+        tokens_per_step=run.tokens_per_step, flops_per_token=3 * flops(s.context_length) / rt.world_size if flops else 0.0,
+        peak_flops=peak_flops(rt.device, s.dtype) if flops else None,
     )  # fmt: skip
     guard = NonFiniteGuard(s.max_bad_steps)
+    lr_at = make_schedule(s.lr_schedule, max_lr=s.lr, min_lr=s.min_lr, warmup_iters=s.warmup_iters,
+                          max_iters=s.max_iters, decay_frac=s.decay_frac, decay_shape=s.decay_shape)  # fmt: skip
     no_sync = runtime.no_sync(run.train_model)
     early_stop = False
     stopped_by: str | None = None
@@ -317,7 +349,7 @@ def train(run: Run, stop: StopRequest) -> int:
 
     while state.iteration < s.max_iters:
         # The learning rate is a pure function of the step (so a resumed run gets the same one).
-        lr = lr_cosine_schedule(state.iteration, s.lr, s.min_lr, s.warmup_iters, s.max_iters)
+        lr = lr_at(state.iteration)  # --lr_schedule (default: the course's lr_cosine_schedule)
         for group in state.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         # One optimizer step over fresh micro-batches from this rank's own stream.
@@ -331,6 +363,7 @@ def train(run: Run, stop: StopRequest) -> int:
         state.iteration += 1
         state.tokens_seen += run.tokens_per_step
         meter.step_done()
+        run.hooks.poll()  # report a finished --on_checkpoint command, start the next
         # A non-finite step was skipped; too many in a row end the run, saving the last good state.
         report_skips(run, result, guard.observe(result, before), guard)
         if guard.gave_up:
@@ -412,10 +445,23 @@ def log_train(run: Run, meter: ThroughputMeter, lr: float, result: StepResult) -
         "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm, **meter.take(state.iteration),
         "group_lrs": {g["name"]: g["lr"] for g in state.optimizer.param_groups},
     }  # fmt: skip
+    if run.epoch_tokens:
+        rec["epoch"] = state.tokens_seen / run.epoch_tokens
     if run.norms is not None:
         rec["weight_rms"] = run.norms.weight_rms()
         rec["act_rms"] = run.norms.act_rms()
     run.logger.train(rec)
+
+
+def report_hook(run: Run, result: HookResult) -> None:
+    """One console line and one ``checkpoint_hook`` event per finished --on_checkpoint command."""
+    if result.ok:
+        print0(f"Checkpoint hook: {result.summary()}")
+    else:
+        last = result.output_tail.splitlines()[-1] if result.output_tail else ""
+        runtime.eprint0(f"warning: {result.summary()}" + (f": {last}" if last else "") + "; training goes on")
+    run.logger.event(result.step, "checkpoint_hook", result.summary(), exit_code=result.exit_code, path=result.path,
+                     seconds=round(result.seconds, 3), output_tail=result.output_tail)  # fmt: skip
 
 
 def check_ranks_agree(run: Run) -> None:
@@ -440,10 +486,17 @@ def _run(argv: Sequence[str] | None, stop: StopRequest) -> int:
         settings = parse_settings(argv)
     except SystemExit as exc:  # argparse already printed usage / the error / --help
         return int(exc.code) if isinstance(exc.code, int) else 2
+    run_training(settings, stop)
+    return 0
+
+
+def run_training(settings: TrainSettings, stop: StopRequest, model_factory: Any = None) -> Run:
+    """Set up and run the loop; whatever happens, close what the run opened. Returns the finished run."""
     run: Run | None = None
     try:
-        run = setup(settings)
-        return train(run, stop)
+        run = setup(settings, model_factory)
+        train_loop(run, stop)
+        return run
     except OSError as err:
         # The environment failed under us (disk full, file system gone): stop cleanly and say what
         # is still safe, rather than a traceback. Checkpoint-write failures arrive as TrainingFailure.
@@ -452,6 +505,8 @@ def _run(argv: Sequence[str] | None, stop: StopRequest) -> int:
         raise TrainingFailure(f"{err.strerror or err}{safe}") from err
     finally:
         if run is not None:
+            # --on_checkpoint commands still running get their timeout, except after a second Ctrl-C.
+            run.hooks.close(wait=not isinstance(sys.exc_info()[1], KeyboardInterrupt))
             if run.norms is not None:
                 run.norms.remove()
             run.logger.close()
@@ -473,6 +528,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}interrupted", file=sys.stderr, flush=True)
         return 130
+    finally:
+        stop.uninstall()
+        runtime.destroy_process_group()
+
+
+def train(settings: TrainSettings, model: nn.Module | Callable[[], nn.Module] | None = None) -> Run:
+    """The training program from Python (a notebook, a custom model): the same setup and loop as the CLI.
+
+    ``settings``: a :class:`TrainSettings` (``TrainSettings.from_kwargs(train_data_path=..., ...)``
+    checks it like the command line). ``model``: any ``nn.Module`` mapping token ids ``(batch, seq)``
+    to logits ``(batch, seq, vocab_size)``, or a function building one (called after seeding, so
+    every rank builds the same weights); default: the TransformerLM the settings describe.
+    Checkpoints, resume, evaluation, logging and DDP (under torchrun) work as on the command line;
+    errors are raised (``UserError`` for bad input, :class:`TrainingFailure`), not exit codes.
+    Returns the finished :class:`Run` (``run.state.model``, ``run.last_saved``, ``run.manager.directory``).
+    """
+    stop = StopRequest()
+    try:
+        # A copy: setup fills in the run name, the run directory and epoch intervals, and the caller's
+        # settings should still describe what they asked for (to start another run from them).
+        return run_training(dataclasses.replace(settings), stop, model)
     finally:
         stop.uninstall()
         runtime.destroy_process_group()

@@ -471,7 +471,7 @@ def test_config_file_precedence(tmp_path):
     # Without the file the defaults are the course's (the README's flag table).
     args = parse_settings(["--train_data_path", "a", "--val_data_path", "b"])
     defaults = dict(vocab_size=10000, context_length=256, d_model=512, num_heads=8, d_ff=2048, num_layers=6,
-                    rope_theta=10000.0, checkpoint_dir="checkpoints", eval_interval=500, eval_iters=100,
+                    rope_theta=10000.0, checkpoint_dir=None, eval_interval=500, eval_iters=100,
                     device="auto", use_wandb=False, lr=6e-4, min_lr=6e-5, weight_decay=0.1, beta1=0.9, beta2=0.95,
                     eps=1e-8, batch_size=64, max_iters=100000, warmup_iters=2000, grad_clip=1.0,
                     checkpoint_interval=5000, log_interval=100, resume_from=None, seed=42,

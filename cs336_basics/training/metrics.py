@@ -73,6 +73,8 @@ def format_train_line(record: dict[str, Any]) -> str:
     )
     if record.get("eta_s") is not None:
         line += f" | ETA {hms(record['eta_s'])}"
+    if record.get("epoch") is not None:  # only with --eval_every_epochs / --checkpoint_every_epochs
+        line += f" | Epoch {record['epoch']:.2f}"
     return line
 
 
@@ -209,6 +211,25 @@ class ThroughputMeter:
         }
 
 
+class LossEMA:
+    """Bias-corrected exponential moving average of the logged train losses (``train/loss_ema``).
+
+    The average Adam keeps of its gradients (Kingma & Ba 2015), applied to the loss curve: each
+    logged loss weighs ``1 - beta``, and dividing by ``1 - beta**n`` removes the pull towards the zero
+    it starts from. Non-finite losses are left out. It restarts with each process (not checkpointed).
+    """
+
+    def __init__(self, beta: float = 0.9) -> None:
+        self.beta, self._avg, self._n = beta, 0.0, 0
+
+    def update(self, loss: Any) -> float | None:
+        x = finite_number(loss)
+        if x is not None:
+            self._avg = self.beta * self._avg + (1.0 - self.beta) * x
+            self._n += 1
+        return self._avg / (1.0 - self.beta**self._n) if self._n else None
+
+
 class Logger:
     """The no-op logger (ranks other than 0); :class:`RunLogger` fills these in."""
 
@@ -278,7 +299,14 @@ class RunLogger(Logger):
         tensorboard_dir: str | os.PathLike | None = None,
         config: dict[str, Any] | None = None,
         resume_step: int | None = None,
+        log_format: str = "text",
+        run_name: str | None = None,
+        tensorboard_flush_every: int | None = None,
     ) -> None:
+        # --log_format json: the console gets each record as one JSON line instead of the text lines.
+        self._json_console = log_format == "json"
+        self._tb_flush_every, self._tb_flushed_at = tensorboard_flush_every, 0
+        self._loss_ema = LossEMA()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.run_dir / "metrics.jsonl"
@@ -297,7 +325,7 @@ class RunLogger(Logger):
                 raise MissingExtraError(
                     "--use_wandb needs the wandb package: install it with `uv sync --extra wandb`"
                 ) from None
-            self._wandb = wandb.init(project=wandb_project, name=wandb_run_name, config=config or {})
+            self._wandb = wandb.init(project=wandb_project, name=wandb_run_name or run_name, config=config or {})
         if tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -305,18 +333,23 @@ class RunLogger(Logger):
                 raise MissingExtraError(
                     "--tensorboard_dir needs the tensorboard package: install it with `uv sync --extra tensorboard`"
                 ) from None
-            self._tb = SummaryWriter(log_dir=str(tensorboard_dir))
+            # One subdirectory per run, as TensorBoard expects (its run selector lists them).
+            self._tb = SummaryWriter(log_dir=str(Path(tensorboard_dir) / run_name if run_name else tensorboard_dir))
 
     # -- sinks -------------------------------------------------------------------------------------
     def console(self, line: str = "") -> None:
-        console_write(line)
+        if not self._json_console:
+            console_write(line)
 
     def _write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(_finite_or_none(record), sort_keys=False)
         try:
-            self._f.write(json.dumps(_finite_or_none(record), sort_keys=False) + "\n")
+            self._f.write(line + "\n")
             self._f.flush()
         except OSError as err:  # e.g. disk full: name the file (a write on an open file has no name)
             raise OSError(err.errno, f"could not write {self.jsonl_path}: {err.strerror or err}") from err
+        if self._json_console:
+            console_write(line, sys.stdout)
 
     def _scalars(self, step: int, values: dict[str, float]) -> None:
         values = {k: v for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -345,7 +378,17 @@ class RunLogger(Logger):
         for kind in ("weight_rms", "act_rms"):
             for name, v in (record.get(kind) or {}).items():
                 scalars[f"norms/{kind}/{name}"] = v
+        smoothed = self._loss_ema.update(record["loss"])
+        if smoothed is not None:
+            scalars["train/loss_ema"] = smoothed
         self._scalars(record["step"], scalars)
+        if (
+            self._tb is not None
+            and self._tb_flush_every
+            and record["step"] - self._tb_flushed_at >= self._tb_flush_every
+        ):
+            self._tb.flush()
+            self._tb_flushed_at = record["step"]
 
     def eval(self, record: dict[str, Any]) -> None:
         self.console(RULE)

@@ -77,11 +77,21 @@ def console_write(text: str, file: Any = None) -> None:
         stream.flush()
 
 
+# --log_format json: stdout carries only the JSON records, so every other message goes to stderr.
+_MESSAGES_TO_STDERR = False
+
+
+def messages_to_stderr(on: bool) -> None:
+    """Send :func:`print0`'s messages to stderr (``--log_format json``), decided once at setup."""
+    global _MESSAGES_TO_STDERR
+    _MESSAGES_TO_STDERR = on
+
+
 def print0(*args: Any, sep: str = " ", file: Any = None, flush: bool = True) -> None:
     """print() on rank 0 only (every rank runs the same code; one console is enough), whole lines,
     always flushed (``flush`` is accepted for print()'s signature)."""
     if _INFO.is_main:
-        console_write(sep.join(str(a) for a in args), file)
+        console_write(sep.join(str(a) for a in args), sys.stderr if file is None and _MESSAGES_TO_STDERR else file)
 
 
 def eprint0(*args: Any) -> None:

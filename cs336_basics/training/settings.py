@@ -20,10 +20,13 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from cs336_basics.extensions.schedules import DECAY_SHAPES, LR_SCHEDULES
 from cs336_basics.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
 from cs336_basics.optim import OPTIMIZERS
+from cs336_basics.training.overrides import apply_overrides
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import read_toml
 
@@ -34,6 +37,8 @@ _MODEL_DEFAULTS = ModelConfig()
 # Settings that may differ on resume without comment (where the data lives, how it is logged).
 RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_data_path", "val_data_path",
                   "use_wandb", "wandb_project", "wandb_run_name", "tensorboard_dir")  # fmt: skip
+# ... and the trainer knobs that only change where things go or how they are shown.
+RESUME_NEUTRAL += ("run_name", "log_format", "on_checkpoint", "on_checkpoint_timeout", "tensorboard_flush_every")
 
 # The course's warmup, used when the run is long enough for it (see _derived_defaults).
 COURSE_WARMUP_ITERS = 2000
@@ -170,9 +175,12 @@ class TrainSettings:
     log_norms: bool = field(
         default=False, metadata=_opt("evaluation, logging, checkpoints", "log per-layer weight and activation RMS")
     )
-    checkpoint_dir: str = field(
-        default="checkpoints",
-        metadata=_opt("evaluation, logging, checkpoints", "run directory: checkpoints, metrics.jsonl, run_config.json"),
+    checkpoint_dir: str | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "run directory: checkpoints, metrics.jsonl, run_config.json (default: runs/<run_name>)",
+        ),
     )
     checkpoint_interval: int = field(
         default=5000, metadata=_opt("evaluation, logging, checkpoints", "checkpoint every N steps (and at the end)")
@@ -267,8 +275,88 @@ class TrainSettings:
             "TOML file with the same keys as the flags (flat or in [tables]); flags given on the command line win",
         ),
     )
+    # -- trainer knobs: schedules, JSON console, checkpoint hooks, epoch cadence, ZeRO-1, run names, TB --
+    lr_schedule: str = field(
+        default="cosine",
+        metadata=_opt(
+            "optimization",
+            "LR after the linear warmup: cosine (the course's), linear (to --min_lr at --max_iters), constant, "
+            "or wsd (warmup-stable-decay: hold --lr, decay over the last --decay_frac)",
+            choices=LR_SCHEDULES,
+        ),
+    )
+    decay_frac: float = field(
+        default=0.2, metadata=_opt("optimization", "wsd: fraction of --max_iters spent decaying to --min_lr")
+    )
+    decay_shape: str = field(
+        default="linear",
+        metadata=_opt("optimization", "wsd: shape of the decay (sqrt: 1 - sqrt(progress))", choices=DECAY_SHAPES),
+    )
+    log_format: str = field(
+        default="text",
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "console records as text lines, or json: one metrics.jsonl-style object per line on stdout "
+            "(setup messages go to stderr)",
+            choices=("text", "json"),
+        ),
+    )
+    on_checkpoint: str | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "shell command run in the background after each checkpoint is written ({path}, {step}, {run_dir} "
+            "are replaced, shell-quoted); one at a time, later ones queue",
+        ),
+    )
+    on_checkpoint_timeout: float = field(
+        default=300.0,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "at exit, wait this many seconds for --on_checkpoint commands still running or queued, then stop them",
+        ),
+    )
+    eval_every_epochs: float | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "evaluate every F epochs (train tokens / tokens per step) instead of --eval_interval",
+        ),
+    )
+    checkpoint_every_epochs: float | None = field(
+        default=None,
+        metadata=_opt("evaluation, logging, checkpoints", "checkpoint every F epochs instead of --checkpoint_interval"),
+    )
+    run_name: str | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "names the wandb/TensorBoard run and, without --checkpoint_dir, the run directory runs/NAME "
+            "(default: a UTC timestamp; on resume, the checkpoint's run name)",
+        ),
+    )
+    tensorboard_flush_every: int | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "flush the TensorBoard file every N steps (default: TensorBoard's own, every 120 s)",
+        ),
+    )
+    zero1: bool = field(
+        default=False,
+        metadata=_opt(
+            "runtime",
+            "under torchrun: shard the optimizer state across ranks (ZeRO-1, torch's ZeroRedundancyOptimizer); "
+            "weights and gradients stay replicated as in DDP",
+        ),
+    )
 
     # -- derived -----------------------------------------------------------------------------------
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> TrainSettings:
+        """Settings built in Python, checked like the command line's (see :func:`settings_from_kwargs`)."""
+        return settings_from_kwargs(kwargs)
+
     def model_config(self) -> ModelConfig:
         return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
 
@@ -350,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
             kw["required"] = True
             kw.pop("default")
         g.add_argument(f"--{f.name}", **kw)
+    p.add_argument(
+        "--override", action="append", default=[], metavar="PATH=VALUE",
+        help="set one key of the --config TOML by its dotted path (optim.lr=3e-3, data.files[0]=...; repeatable); "
+        "applied before the flags",
+    )  # fmt: skip
     return p
 
 
@@ -420,18 +513,31 @@ def _coerce(path: str, where: str, action: argparse.Action, value: Any) -> Any:
     return value
 
 
-def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """Read a TOML config into ``{dest: value}``; unknown keys and bad values are ConfigErrors."""
-    data = read_toml(path, ConfigError)
-    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+def load_config_file(
+    path: str | None, parser: argparse.ArgumentParser, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Read a TOML config into ``{dest: value}``; unknown keys and bad values are ConfigErrors.
+
+    ``overrides`` (``--override a.b=VALUE``) change the document first (see
+    :mod:`cs336_basics.training.overrides`); without a file they apply to an empty one.
+    """
+    data = read_toml(path, ConfigError) if path is not None else {}
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config", "override")}
+    touched: dict[str, str] = {}
+    if overrides:
+        try:
+            data, touched = apply_overrides(data, overrides, list(actions), _did_you_mean)
+        except UserError as err:
+            raise ConfigError(str(err)) from None
     values: dict[str, Any] = {}
-    for key, (value, where) in flatten_toml(path, data).items():
+    for key, (value, where) in flatten_toml(path or "--override", data).items():
         action = actions.get(key)
         if action is None:
             close = _did_you_mean(key, [f"--{a}" for a in actions])
             hint = f"; did you mean {close[2:]!r}?" if close else " (not a training flag; see --help)"
             raise ConfigError(f"{path}: unknown key {where!r}{hint}")
-        values[key] = _coerce(path, where, action, value)
+        source = f"--override {touched[key]!r}" if key in touched else path
+        values[key] = _coerce(source, where, action, value)
     return values
 
 
@@ -456,6 +562,7 @@ def parse_settings_and_extras(
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
+    pre.add_argument("--override", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
     parser = build_parser()
     if prog:
@@ -463,13 +570,15 @@ def parse_settings_and_extras(
     setting_names = {f.name for f in fields(TrainSettings)}
     if add_extras is not None:
         add_extras(parser)
-    if known.config is not None:
-        values = load_config_file(known.config, parser)
+    values: dict[str, Any] = {}
+    if known.config is not None or known.override:
+        values = load_config_file(known.config, parser, known.override)
         parser.set_defaults(**values)
         for action in parser._actions:
             if action.required and action.dest in values:
                 action.required = False
     ns = vars(parser.parse_args(argv))
+    ns.pop("override", None)
     settings = TrainSettings(**{k: v for k, v in ns.items() if k in setting_names})
     if settings.init_from:  # the model shape comes from that checkpoint
         from cs336_basics.corpus.finetune import apply_init_from, given_flags
@@ -478,7 +587,19 @@ def parse_settings_and_extras(
         apply_init_from(settings, explicit, MODEL_FIELDS)
     _derived_defaults(settings)
     validate(settings)
+    check_given(settings, set(values) | _given_on_command_line(argv, add_extras))
     return settings, {k: v for k, v in ns.items() if k not in setting_names}
+
+
+def _given_on_command_line(argv: Sequence[str], add_extras: Callable | None) -> set[str]:
+    """The settings named on the command line (abbreviations included): a parse with no defaults."""
+    parser = build_parser()
+    if add_extras is not None:
+        add_extras(parser)
+    for action in parser._actions:
+        action.default, action.required = argparse.SUPPRESS, False
+    given, _ = parser.parse_known_args(argv)
+    return set(vars(given))
 
 
 def _derived_defaults(s: TrainSettings) -> None:
@@ -527,18 +648,84 @@ def validate(s: TrainSettings) -> ModelConfig:
         raise ConfigError(f"--early_stopping_patience needs validation losses, but this run has {why}")
     if s.fsdp and s.log_norms:
         raise ConfigError("--log_norms is not supported with --fsdp (weights are sharded across ranks)")
+    check_knobs(s)
     try:
         return s.model_config().validate()
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
 
+def check_knobs(s: TrainSettings) -> None:
+    """The trainer knobs' cheap checks (schedules, hooks, epoch cadence, ZeRO-1, run names, TensorBoard)."""
+    for name in ("decay_frac", "on_checkpoint_timeout", "eval_every_epochs", "checkpoint_every_epochs"):
+        v = getattr(s, name)
+        if v is not None and not math.isfinite(v):
+            raise ConfigError(f"--{name} must be a finite number, got {v}")
+    _check_positive(s, "eval_every_epochs", "checkpoint_every_epochs", "tensorboard_flush_every")
+    _check_positive(s, "on_checkpoint_timeout", allow_zero=True)
+    if s.lr_schedule != "wsd" and (s.decay_frac != 0.2 or s.decay_shape != "linear"):
+        raise ConfigError(
+            f"--decay_frac/--decay_shape shape the wsd schedule: add --lr_schedule wsd (now {s.lr_schedule})"
+        )
+    if not 0.0 < s.decay_frac <= 1.0:
+        raise ConfigError(f"--decay_frac must be in (0, 1], got {s.decay_frac:g}")
+    if s.lr_schedule == "wsd" and s.max_iters * (1.0 - s.decay_frac) < s.warmup_iters:
+        raise ConfigError(
+            f"--lr_schedule wsd: the decay (the last {s.decay_frac:g} of --max_iters {s.max_iters}) would start before "
+            f"the warmup ends (--warmup_iters {s.warmup_iters}); use a smaller --decay_frac or a shorter warmup"
+        )
+    if s.resume and s.checkpoint_dir is None and s.run_name is None:
+        raise ConfigError("--resume needs to know which run: add --run_name NAME (runs/NAME) or --checkpoint_dir DIR")
+    if s.zero1 and s.fsdp:
+        raise ConfigError("--zero1 and --fsdp both shard the optimizer state: pick one (--fsdp also shards weights)")
+    if s.tensorboard_flush_every is not None and s.tensorboard_dir is None:
+        raise ConfigError("--tensorboard_flush_every needs --tensorboard_dir")
+    if s.on_checkpoint is not None and not s.on_checkpoint.strip():
+        raise ConfigError("--on_checkpoint is empty: give a shell command, e.g. 'cp {path} /backup/'")
+    if s.run_name is not None and (
+        not s.run_name or s.run_name in (".", "..") or "/" in s.run_name or "\\" in s.run_name
+    ):
+        raise ConfigError(f"--run_name {s.run_name!r} must be a plain name (it names the directory runs/NAME)")
+
+
+def settings_from_kwargs(kwargs: dict[str, Any]) -> TrainSettings:
+    """:class:`TrainSettings` from keyword arguments, with the command line's checks (types, choices,
+    derived defaults, :func:`validate`): what the Python API uses (``TrainSettings.from_kwargs``)."""
+    actions = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest not in ("help", "override")}
+    optional = {f.name for f in fields(TrainSettings) if f.default is None}
+    values: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        action = actions.get(key)
+        if action is None:
+            close = _did_you_mean(key, [f"--{a}" for a in actions])
+            hint = f"; did you mean {close[2:]!r}?" if close else " (not a training setting)"
+            raise ConfigError(f"TrainSettings: unknown setting {key!r}{hint}")
+        if isinstance(value, Path):
+            value = str(value)
+        values[key] = value if value is None and key in optional else _coerce("TrainSettings", key, action, value)
+    missing = [f.name for f in fields(TrainSettings) if f.metadata["required"] and f.name not in values]
+    if missing:
+        raise ConfigError(f"TrainSettings: {', '.join(missing)} is required")
+    s = TrainSettings(**values)
+    _derived_defaults(s)
+    validate(s)
+    check_given(s, set(values))
+    return s
+
+
+def check_given(s: TrainSettings, given: set[str]) -> None:
+    """Checks that need to know which settings were given (flags, config keys or keyword arguments)."""
+    for epochs, steps in (("eval_every_epochs", "eval_interval"), ("checkpoint_every_epochs", "checkpoint_interval")):
+        if getattr(s, epochs) is not None and steps in given:
+            raise ConfigError(f"--{epochs} and --{steps} both set the same interval: give one of them")
+
+
 def schedule_notes(s: TrainSettings) -> list[str]:
     """Intervals longer than the run: legal, but worth one line at start so nobody waits for them."""
     notes = []
-    if s.validation and s.eval_interval > s.max_iters:
+    if s.validation and s.eval_every_epochs is None and s.eval_interval > s.max_iters:
         notes.append(f"--eval_interval {s.eval_interval} > --max_iters {s.max_iters}: evaluation runs only at the end")
-    if s.checkpoint_interval > s.max_iters:
+    if s.checkpoint_every_epochs is None and s.checkpoint_interval > s.max_iters:
         notes.append(
             f"--checkpoint_interval {s.checkpoint_interval} > --max_iters {s.max_iters}: a checkpoint is written only at the end"
         )
@@ -557,3 +744,8 @@ def changed_settings(saved: Any, now: dict[str, Any]) -> list[str]:
     return [
         f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now) if k not in ignore and k in saved and saved[k] != now[k]
     ]
+
+
+def run_dir(s: TrainSettings) -> Path:
+    """``--checkpoint_dir``, else ``runs/<run_name>`` (the run name is settled at setup)."""
+    return Path(s.checkpoint_dir if s.checkpoint_dir is not None else Path("runs") / str(s.run_name))
