@@ -33,6 +33,7 @@ from cs336_basics.layers import (
     SwiGLU,
     softmax,
 )
+from cs336_basics.moe import MoEFFN, MoESpec, check_moe_fields
 
 __all__ = [
     "ModelConfig",
@@ -45,7 +46,7 @@ __all__ = [
     "unwrap_model",
 ]
 
-FFN_TYPES = ("swiglu", "silu")
+FFN_TYPES = ("swiglu", "silu", "moe")
 ATTENTION_TYPES = ("fast", "plain")
 _ATTENTION_CLASSES: dict[str, type[CausalMultiHeadSelfAttention]] = {
     "fast": FastCausalMultiHeadSelfAttention,
@@ -80,6 +81,16 @@ class ModelConfig:
     remove_rope: bool = False
     ffn_type: str = "swiglu"
     attention: str = "fast"
+    # -- masked diffusion (cs336_basics.diffusion) and mixture of experts (cs336_basics.moe) -----------
+    # causal=False: bidirectional attention; mask_token_id: diffusion's [MASK] id, one vocabulary row
+    # that no data uses. The num_experts/moe_* fields apply to ffn_type="moe" only (each expert is a
+    # SwiGLU of width d_ff; top-k routing; capacity None = no token dropped).
+    causal: bool = True
+    mask_token_id: int | None = None
+    num_experts: int = 8
+    moe_top_k: int = 2
+    moe_shared_expert: bool = False
+    moe_capacity_factor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (round-trips through ``from_dict``)."""
@@ -127,6 +138,15 @@ class ModelConfig:
             raise ValueError(
                 f"model config attention must be one of {', '.join(ATTENTION_TYPES)}, got {self.attention!r}"
             )
+        # The masked-diffusion / MoE block.
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"model config causal must be true/false, got {self.causal!r}")
+        m = self.mask_token_id
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < self.vocab_size):
+            raise ValueError(
+                f"model config mask_token_id must be an id in [0, vocab_size={self.vocab_size}), got {m!r}"
+            )
+        check_moe_fields(self)
         return self
 
 
@@ -153,6 +173,8 @@ class TransformerBlock(nn.Module):
         rope: RotaryPositionalEmbedding | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        causal: bool = True,
+        moe: MoESpec | None = None,
     ) -> None:
         super().__init__()
         if ffn_type not in FFN_TYPES:
@@ -164,7 +186,9 @@ class TransformerBlock(nn.Module):
         elif rope is None:
             rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=device)
         self.use_post_norm = use_post_norm
-        self.attn = _ATTENTION_CLASSES[attention](d_model, num_heads, rope=rope, device=device, dtype=dtype)
+        self.attn = _ATTENTION_CLASSES[attention](
+            d_model, num_heads, rope=rope, device=device, dtype=dtype, causal=causal
+        )
         if remove_rmsnorm:
             self.ln1: nn.Module = Identity()
             self.ln2: nn.Module = Identity()
@@ -173,6 +197,8 @@ class TransformerBlock(nn.Module):
             self.ln2 = RMSNorm(d_model, device=device, dtype=dtype)
         if ffn_type == "swiglu":
             self.ffn: nn.Module = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
+        elif ffn_type == "moe":
+            self.ffn = MoEFFN(d_model, d_ff, moe or MoESpec(), device=device, dtype=dtype)
         else:
             self.ffn = SiLUFFN(d_model, d_ff, device=device, dtype=dtype)
 
@@ -225,6 +251,8 @@ class TransformerLM(nn.Module):
                 rope=rope,
                 device=device,
                 dtype=dtype,
+                causal=c.causal,
+                moe=MoESpec.from_config(c) if c.ffn_type == "moe" else None,
             )
             for _ in range(c.num_layers)
         )
@@ -291,6 +319,8 @@ class TransformerLM(nn.Module):
         c = self.config
         T = c.context_length if seq_len is None else seq_len
         n_matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, Linear))
+        # MoE: only top_k of the experts run per token, so count the active weights (MFU uses this).
+        n_matmul -= sum(m.inactive_matmul_params() for m in self.modules() if isinstance(m, MoEFFN))
         return 2 * n_matmul + 4 * c.num_layers * T * c.d_model
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cs336_basics.diffusion import DEFAULT_EPS, OBJECTIVES, with_mask_token
 from cs336_basics.model import ATTENTION_TYPES, FFN_TYPES, ModelConfig
 from cs336_basics.optim import OPTIMIZERS
 from cs336_basics.utils.errors import UserError
@@ -43,6 +44,11 @@ MODEL_FIELDS = (
     "remove_rope",
     "ffn_type",
 )
+# Masked diffusion and mixture of experts: the MoE flags are model fields too; --objective diffusion
+# sets the derived fields below (one more id, the [MASK]; bidirectional attention), which a resume
+# checks as well, so a checkpoint of one objective never resumes under the other.
+MODEL_FIELDS += ("num_experts", "moe_top_k", "moe_shared_expert", "moe_capacity_factor")
+OBJECTIVE_MODEL_FIELDS = ("causal", "mask_token_id")
 # Settings that may differ on resume without comment (where the data lives, how it is logged).
 RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_data_path", "val_data_path",
                   "use_wandb", "wandb_project", "wandb_run_name", "tensorboard_dir")  # fmt: skip
@@ -220,6 +226,43 @@ class TrainSettings:
             "evaluation, logging, checkpoints", "also write TensorBoard scalars here (uv sync --extra tensorboard)"
         ),
     )
+    # -- objective and mixture of experts (cs336_basics.diffusion, cs336_basics.moe) -------------
+    objective: str = field(
+        default="ar",
+        metadata=_opt(
+            "objective and experts",
+            "ar: next-token prediction; diffusion: masked diffusion (bidirectional attention, a [MASK] id "
+            "= --vocab_size added to the model; evaluation reports the bound in nats/token)",
+            choices=OBJECTIVES,
+        ),
+    )
+    diffusion_eps: float = field(
+        default=DEFAULT_EPS,
+        metadata=_opt("objective and experts", "diffusion: noise levels are drawn from U(eps, 1)"),
+    )
+    num_experts: int = field(default=8, metadata=_opt("objective and experts", "--ffn_type moe: experts per layer"))
+    moe_top_k: int = field(default=2, metadata=_opt("objective and experts", "--ffn_type moe: experts per token"))
+    moe_shared_expert: bool = field(
+        default=False, metadata=_opt("objective and experts", "--ffn_type moe: add one always-on expert")
+    )
+    moe_capacity_factor: float | None = field(
+        default=None,
+        metadata=_opt(
+            "objective and experts",
+            "--ffn_type moe: an expert takes at most factor * tokens * k / experts tokens, the rest are dropped "
+            "and counted (default: no limit)",
+        ),
+    )
+    moe_load_balance_coef: float = field(
+        default=0.01, metadata=_opt("objective and experts", "--ffn_type moe: weight of E * sum_i f_i P_i")
+    )
+    moe_aux_coef: float = field(
+        default=0.0, metadata=_opt("objective and experts", "--ffn_type moe: weight of sum_i (f_i - 1/E)^2")
+    )
+    moe_z_coef: float = field(
+        default=0.001,
+        metadata=_opt("objective and experts", "--ffn_type moe: weight of the router z-loss mean(logsumexp^2)"),
+    )
     # -- runtime ---------------------------------------------------------------------------------
     device: str = field(
         default="auto", metadata=_opt("runtime", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
@@ -261,7 +304,8 @@ class TrainSettings:
 
     # -- derived -----------------------------------------------------------------------------------
     def model_config(self) -> ModelConfig:
-        return ModelConfig(**{f: getattr(self, f) for f in MODEL_FIELDS}, attention=self.attention)
+        cfg = ModelConfig(**{f: getattr(self, f) for f in MODEL_FIELDS}, attention=self.attention)
+        return with_mask_token(cfg) if self.objective == "diffusion" else cfg
 
     @property
     def validation(self) -> bool:
@@ -492,10 +536,21 @@ def validate(s: TrainSettings) -> ModelConfig:
         raise ConfigError(f"--early_stopping_patience needs validation losses, but this run has {why}")
     if s.fsdp and s.log_norms:
         raise ConfigError("--log_norms is not supported with --fsdp (weights are sharded across ranks)")
+    _validate_objective_and_moe(s)
     try:
         return s.model_config().validate()
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _validate_objective_and_moe(s: TrainSettings) -> None:
+    """The masked-diffusion / MoE flags (the MoE model fields are checked by ModelConfig.validate)."""
+    if not 0.0 < s.diffusion_eps < 1.0:
+        raise ConfigError(f"--diffusion_eps must be in (0, 1), got {s.diffusion_eps}")
+    for name in ("moe_load_balance_coef", "moe_aux_coef", "moe_z_coef"):
+        v = getattr(s, name)
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"--{name} must be a finite number >= 0, got {v}")
 
 
 def schedule_notes(s: TrainSettings) -> list[str]:
