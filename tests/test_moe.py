@@ -5,6 +5,9 @@ program for training, logging and exact resume."""
 from __future__ import annotations
 
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,15 @@ from cs336_basics.optim import AdamW
 from cs336_basics.tools import accounting as acc
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
-from ._train_utils import assert_weights_equal, base_argv, records, train_losses, write_pattern_data
+from ._train_utils import (
+    REPO,
+    assert_weights_equal,
+    base_argv,
+    records,
+    subprocess_env,
+    train_losses,
+    write_pattern_data,
+)
 
 MOE = ["--ffn_type", "moe", "--num_experts", "4", "--moe_top_k", "2"]
 
@@ -194,7 +205,9 @@ def test_tiny_moe_trains_and_logs_router_losses(data, tmp_path, capsys):
 
 def test_moe_capacity_through_the_cli_counts_drops(data, tmp_path, capsys):
     run_dir = tmp_path / "cap"
-    argv = base_argv(data, run_dir, *MOE, "--moe_capacity_factor", "0.5", max_iters=4, log_interval=1)
+    # With activation checkpointing too: the block's recomputation in backward re-runs the routing.
+    argv = base_argv(data, run_dir, *MOE, "--moe_capacity_factor", "0.5", "--activation_checkpointing",
+                     max_iters=4, log_interval=1)  # fmt: skip
     assert tt.main(argv) == 0, capsys.readouterr().err
     assert all(r["moe"]["dropped_fraction"] > 0.0 for r in records(run_dir, "train"))
 
@@ -219,3 +232,17 @@ def test_moe_flags_need_ffn_type_moe(data, tmp_path, capsys):
     rc = tt.main(base_argv(data, tmp_path / "bad", "--num_experts", "4"))
     err = capsys.readouterr().err
     assert rc == 2 and "num_experts" in err and "ffn_type moe only" in err
+
+
+def test_moe_with_diffusion_trains_under_ddp(data, tmp_path):
+    """2 CPU ranks (gloo): every expert's weights get a gradient on every rank (even with no tokens),
+    so DDP's all-reduce completes, and the ranks end with identical weights."""
+    run_dir = tmp_path / "ddp"
+    argv = base_argv(data, run_dir, *MOE, "--objective", "diffusion", max_iters=4, batch_size=4,
+                     grad_accum_steps=2, eval_interval=4, checkpoint_interval=4)  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "cs336_basics.training_together", *argv]  # fmt: skip
+    p = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    assert re.search(r"^DDP check: weights identical on all 2 ranks", p.stdout, re.M), p.stdout
+    assert len(records(run_dir, "train")) == 4 and "moe" in records(run_dir, "train")[-1]

@@ -344,6 +344,8 @@ class RunLogger(Logger):
         for kind in ("weight_rms", "act_rms"):
             for name, v in (record.get(kind) or {}).items():
                 scalars[f"norms/{kind}/{name}"] = v
+        for name, v in (record.get("moe") or {}).items():  # MoE router losses (--ffn_type moe)
+            scalars[f"moe/{name}"] = v
         self._scalars(record["step"], scalars)
 
     def eval(self, record: dict[str, Any]) -> None:
