@@ -136,19 +136,20 @@ def test_load_balance_loss_moves_toward_one_when_trained():
     moe = MoEFFN(8, 12, MoESpec(num_experts=E, top_k=1))
     with torch.no_grad():
         moe.router.weight.zero_()
-        moe.router.weight[0] = 3.0  # expert 0 wins for inputs with positive sums
+        moe.router.weight[0] = 0.3  # expert 0 wins every (positive) input: load balance ~2.8 of at most 4
     x = torch.randn(64, 8).abs()
     opt = AdamW(moe.router.parameters(), lr=0.05, weight_decay=0.0)
     lbs = []
-    for _ in range(60):
+    for _ in range(30):
         out = moe(x)
         lb = router_losses([moe.router_stats])["load_balance"]
         lbs.append(lb.item())
         (out.square().mean() + 1.0 * lb).backward()
         opt.step()
         opt.zero_grad()
-    assert lbs[0] > 3.0
-    assert abs(lbs[-1] - 1.0) < 0.3 * abs(lbs[0] - 1.0)
+    assert lbs[0] > 2.5
+    assert abs(lbs[-1] - 1.0) < 0.5 * abs(lbs[0] - 1.0)
+    assert sum(lbs[-5:]) / 5 < lbs[0] - 1.0
 
 
 def test_config_validation():
@@ -232,17 +233,21 @@ def test_moe_flags_need_ffn_type_moe(data, tmp_path, capsys):
     rc = tt.main(base_argv(data, tmp_path / "bad", "--num_experts", "4"))
     err = capsys.readouterr().err
     assert rc == 2 and "num_experts" in err and "ffn_type moe only" in err
+    assert tt.main(base_argv(data, tmp_path / "bad", *MOE, "--moe_z_coef", "-1")) == 2
+    assert "--moe_z_coef must be a finite number >= 0" in capsys.readouterr().err
+    assert tt.main(base_argv(data, tmp_path / "bad", "--objective", "diffusion", "--diffusion_eps", "1")) == 2
+    assert "--diffusion_eps must be in (0, 1)" in capsys.readouterr().err
 
 
 def test_moe_with_diffusion_trains_under_ddp(data, tmp_path):
     """2 CPU ranks (gloo): every expert's weights get a gradient on every rank (even with no tokens),
     so DDP's all-reduce completes, and the ranks end with identical weights."""
     run_dir = tmp_path / "ddp"
-    argv = base_argv(data, run_dir, *MOE, "--objective", "diffusion", max_iters=4, batch_size=4,
-                     grad_accum_steps=2, eval_interval=4, checkpoint_interval=4)  # fmt: skip
+    argv = base_argv(data, run_dir, *MOE, "--objective", "diffusion", "--skip_validation", max_iters=2, warmup_iters=0,
+                     batch_size=4, grad_accum_steps=2, checkpoint_interval=2)  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "cs336_basics.training_together", *argv]  # fmt: skip
     p = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     assert re.search(r"^DDP check: weights identical on all 2 ranks", p.stdout, re.M), p.stdout
-    assert len(records(run_dir, "train")) == 4 and "moe" in records(run_dir, "train")[-1]
+    assert len(records(run_dir, "train")) == 2 and "moe" in records(run_dir, "train")[-1]

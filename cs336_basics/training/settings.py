@@ -250,7 +250,7 @@ class TrainSettings:
         metadata=_opt(
             "objective and experts",
             "--ffn_type moe: an expert takes at most factor * tokens * k / experts tokens, the rest are dropped "
-            "and counted (default: no limit)",
+            "and counted (unset: no limit)",
         ),
     )
     moe_load_balance_coef: float = field(
