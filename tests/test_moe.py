@@ -165,10 +165,10 @@ def test_config_validation():
 # ---------------------------------------------------------------------------------------------
 # accounting: total vs active
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("shared", [False, True])
-def test_accounting_total_and_active_match_the_model(shared):
-    shape = acc.Shape(97, 12, 16, 2, 2, 24, ffn_type="moe", num_experts=4, moe_top_k=2, moe_shared_expert=shared)
-    cfg = ModelConfig(97, 12, 16, 2, 2, 24, ffn_type="moe", num_experts=4, moe_top_k=2, moe_shared_expert=shared,
+@pytest.mark.parametrize("with_shared", [False, True])
+def test_accounting_total_and_active_match_the_model(with_shared):
+    shape = acc.Shape(97, 12, 16, 2, 2, 24, ffn_type="moe", num_experts=4, moe_top_k=2, moe_shared_expert=with_shared)
+    cfg = ModelConfig(97, 12, 16, 2, 2, 24, ffn_type="moe", num_experts=4, moe_top_k=2, moe_shared_expert=with_shared,
                       attention="plain")  # fmt: skip
     torch.manual_seed(4)
     model = TransformerLM(cfg)
