@@ -38,6 +38,10 @@ does differently, and why:
   CPUs without bf16 matrix units emulate bf16 batched matmuls much more slowly than float32 ones,
   and float32 is also the more accurate choice. On GPUs the core stays in the input dtype.
 
+- **A non-causal variant for masked diffusion.** ``causal=False`` (set once at construction, like
+  the plain path's) skips the mask and the blocking (every query sees every key, so there is no
+  masked work to skip); forward and the recomputing backward are otherwise the same code.
+
 Nothing in a forward pass calls ``.item()`` or builds data-dependent shapes, so torch.compile
 traces each model into one graph.
 """
@@ -100,6 +104,7 @@ class FastCausalMultiHeadSelfAttention(CausalMultiHeadSelfAttention):
             k.reshape(B * H, S, d_head),
             v.reshape(B * H, S, d_head),
             1.0 / math.sqrt(d_head),
+            causal=self.causal,
         )  # [batch * heads, seq, d_head]
         out = out.view(B, H, T, d_head).transpose(1, 2).reshape(*lead, T, self.d_model)
         return self.output_proj(out)
@@ -110,21 +115,24 @@ def causal_attention(
     k: Float[Tensor, "n kv_seq d_head"],
     v: Float[Tensor, "n kv_seq d_head"],
     scale: float,
+    causal: bool = True,
 ) -> Float[Tensor, "n seq d_head"]:
     """``softmax(q k^T * scale + causal) v`` for ``n = batch * heads`` (``kv_seq >= seq``).
 
     Query i sits at absolute position ``kv_seq - seq + i`` (it continues a cached prefix) and sees
     keys j <= that. On CPU, half-precision inputs take the float32 detour (see the module docstring).
+    ``causal=False``: no mask, every query sees every key (one block: there is no masked work to skip).
     """
     out_dtype = v.dtype
     if q.device.type == "cpu" and out_dtype in _HALF:
         with torch.autocast("cpu", enabled=False):
-            return causal_attention(q.float(), k.float(), v.float(), scale).to(out_dtype)
-    return _CausalAttention.apply(q, k, v, scale, _attention_blocks(q.shape[-2]))
+            return causal_attention(q.float(), k.float(), v.float(), scale, causal).to(out_dtype)
+    blocks = _attention_blocks(q.shape[-2]) if causal else 1
+    return _CausalAttention.apply(q, k, v, scale, blocks, causal)
 
 
 def _causal_probs(
-    q: Float[Tensor, "n seq d_head"], k: Float[Tensor, "n kv_seq d_head"], scale: float
+    q: Float[Tensor, "n seq d_head"], k: Float[Tensor, "n kv_seq d_head"], scale: float, causal: bool = True
 ) -> Float[Tensor, "n seq kv_seq"]:
     """Attention weights ``softmax(q k^T * scale + causal mask)``; float32 for half inputs.
 
@@ -139,7 +147,7 @@ def _causal_probs(
         scores = torch.bmm(q, k.transpose(1, 2)).float().mul_(scale * _LOG2E)
     else:
         scores = torch.bmm(q * (scale * _LOG2E), k.transpose(1, 2))
-    if T > 1:  # a single new query sees every cached key: no mask needed
+    if causal and T > 1:  # a single new query sees every cached key: no mask needed
         scores = scores.add_(_causal_bias(T, S, q.device))
     return _softmax2_(scores, -1)
 
@@ -159,23 +167,24 @@ class _CausalAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, blocks: int = 1) -> Tensor:  # type: ignore[override]
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, blocks: int = 1, causal: bool = True) -> Tensor:  # type: ignore[override]
         T, S = q.shape[-2], k.shape[-2]
         outs = []
         for lo, hi in _row_blocks(T, blocks):
-            end = S - T + hi  # keys visible to the last query of this block
-            probs = _causal_probs(q[:, lo:hi], k[:, :end], scale).to(v.dtype)
+            end = S - T + hi if causal else S  # keys visible to the last query of this block
+            probs = _causal_probs(q[:, lo:hi], k[:, :end], scale, causal).to(v.dtype)
             outs.append(torch.bmm(probs, v[:, :end]))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         ctx.save_for_backward(q, k, v, out)
         ctx.scale = scale
         ctx.blocks = blocks
+        ctx.causal = causal
         return out
 
     @staticmethod
     def backward(ctx, dout: Tensor):  # type: ignore[override]
         q, k, v, out = ctx.saved_tensors
-        scale = ctx.scale
+        scale, causal = ctx.scale, ctx.causal
         T, S = q.shape[-2], k.shape[-2]
         dtype = q.dtype
         acc = torch.float32 if dtype in _HALF else dtype  # accumulate half-precision grads in fp32
@@ -188,9 +197,9 @@ class _CausalAttention(torch.autograd.Function):
         dk: Tensor | None = None
         dv: Tensor | None = None
         for lo, hi in blocks:
-            end = S - T + hi
+            end = S - T + hi if causal else S
             k_b, v_b, q_b, do_b = k[:, :end], v[:, :end], q[:, lo:hi], dout[:, lo:hi]
-            probs = _causal_probs(q_b, k_b, scale)  # [n, block, end], in acc
+            probs = _causal_probs(q_b, k_b, scale, causal)  # [n, block, end], in acc
             if half:
                 # dP and dS in fp32 (scale folded in, no extra rounding); the dK / dV partial sums of
                 # several blocks come out of the matmul in fp32 too, so they are rounded only once.
@@ -220,7 +229,7 @@ class _CausalAttention(torch.autograd.Function):
             dv[:, :end] += dv_b
         assert dk is not None and dv is not None
         dq = dq_parts[0] if len(dq_parts) == 1 else torch.cat(dq_parts, dim=1)
-        return dq, dk.to(dtype), dv.to(dtype), None, None
+        return dq, dk.to(dtype), dv.to(dtype), None, None, None
 
 
 def _bmm_f32(a: Tensor, b: Tensor) -> Tensor:

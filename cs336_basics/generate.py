@@ -14,6 +14,10 @@ The tokenizer may have fewer ids than the model's vocabulary (training accepts a
 rounded up, e.g. to a multiple of 64): ids it cannot decode are then never sampled. More ids than the
 model has is an error. When the checkpoint records which tokenizer made its training data (its
 ``"tokenizer"`` entry, the token file's sidecar), a different tokenizer gets a one-line warning.
+
+A masked-diffusion checkpoint (``--objective diffusion``: its model config has a ``[MASK]`` token)
+samples by unmasking over ``--diffusion_steps`` steps (``cs336_basics.extensions.diffusion.generate``)
+instead of left to right.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ def check_tokenizer(
     smaller than the model's vocabulary (the extra rows were never trained on real ids). A tokenizer
     larger than the model cannot be right: it could emit ids the model has no embedding for."""
     n_tok, n_model = tokenizer.vocab_size, model.config.vocab_size
+    n_model -= model.config.mask_token_id is not None  # diffusion's [MASK] is the model's id, not the tokenizer's
     if n_tok > n_model:
         raise GenerateError(
             f"tokenizer {tok_dir} has {n_tok} tokens but the model in {ckpt} has vocab_size {n_model}; "
@@ -105,14 +110,22 @@ def sample(
     top_p: float = 0.9,
     seed: int | None = None,
     num_samples: int = 1,
+    diffusion_steps: int | None = None,
 ) -> list[str]:
     """Generate ``num_samples`` continuations of ``prompt`` (the continuation only, decoded).
 
     An empty prompt starts from ``<|endoftext|>`` (the document boundary the model saw in training).
     Generation stops early at ``<|endoftext|>``. A tokenizer smaller than the model's vocabulary is
-    fine (ids beyond it are never sampled); a larger one raises :class:`GenerateError`.
+    fine (ids beyond it are never sampled); a larger one raises :class:`GenerateError`. A
+    masked-diffusion model samples by unmasking over ``diffusion_steps`` steps (default: one token
+    per step).
     """
+    from cs336_basics.extensions import diffusion
     from cs336_basics.model import generate
+
+    extra = {}
+    if diffusion.is_diffusion(model.config):  # the objective is the checkpoint's, chosen here once
+        generate, extra = diffusion.generate, {"steps": diffusion_steps}
 
     vocab_limit = check_tokenizer(tokenizer, model)
 
@@ -142,6 +155,7 @@ def sample(
                 eos_id=eot,
                 generator=gen,
                 vocab_limit=vocab_limit,
+                **extra,
             )
             outs.append(tokenizer.decode(list(new)))
     return outs
@@ -169,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
     p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling mass in (0, 1] (default: %(default)s)")
     p.add_argument("--num_samples", type=int, default=1)
+    p.add_argument(
+        "--diffusion_steps",
+        type=int,
+        default=None,
+        help="masked-diffusion checkpoints: unmasking steps (default: --max_new_tokens, one token per step)",
+    )
     p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
     p.add_argument(
@@ -191,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise GenerateError(f"--top_p must be in (0, 1], got {args.top_p}")
     if args.num_samples < 1:
         raise GenerateError(f"--num_samples must be >= 1, got {args.num_samples}")
+    if args.diffusion_steps is not None and args.diffusion_steps < 1:
+        raise GenerateError(f"--diffusion_steps must be >= 1, got {args.diffusion_steps}")
 
     ckpt = resolve_checkpoint(args.checkpoint)
     if args.tokenizer is None:
@@ -230,8 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_chat_tokenizer(tokenizer.special_tokens, f"--tokenizer {tok_dir}")
         prompt = prompt_text(args.prompt, args.system)
     outs = sample(
-        model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.num_samples
-    )
+        model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.num_samples,
+        args.diffusion_steps,
+    )  # fmt: skip
     for i, text in enumerate(outs):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")

@@ -396,6 +396,8 @@ class CausalMultiHeadSelfAttention(nn.Module):
     ``[h*d_head, (h+1)*d_head)`` of each belong to head ``h``. Each head attends causally with
     ``scaled_dot_product_attention``; ``output_proj`` reads the heads concatenated in head order.
     ``cs336_basics.fast_attention.FastCausalMultiHeadSelfAttention`` has the same parameters.
+    ``causal=False`` drops the mask, so every position sees every other (bidirectional, for masked
+    diffusion in ``cs336_basics.extensions.diffusion``); it is fixed at construction.
     """
 
     def __init__(
@@ -405,8 +407,10 @@ class CausalMultiHeadSelfAttention(nn.Module):
         rope: RotaryPositionalEmbedding | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        causal: bool = True,
     ) -> None:
         super().__init__()
+        self.causal = causal
         if d_model % num_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         self.d_model = d_model
@@ -444,7 +448,7 @@ class CausalMultiHeadSelfAttention(nn.Module):
             k = self.rope(k, positions)
         if kv_cache is not None:
             k, v = kv_cache.update(layer_idx, k, v)
-        mask = causal_mask(q.shape[-2], k.shape[-2], device=x.device)
+        mask = causal_mask(q.shape[-2], k.shape[-2], device=x.device) if self.causal else None
         out = scaled_dot_product_attention(q, k, v, mask)
         out = rearrange(out, "... heads seq d_head -> ... seq (heads d_head)")
         return self.output_proj(out)

@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from cs336_basics.extensions.moe import MoEFFN, MoESpec, check_moe_fields
 from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
 from cs336_basics.fast_layers import DeterministicEmbedding
 from cs336_basics.layers import (
@@ -47,7 +48,7 @@ __all__ = [
     "unwrap_model",
 ]
 
-FFN_TYPES = ("swiglu", "silu")
+FFN_TYPES = ("swiglu", "silu", "moe")
 ATTENTION_TYPES = ("fast", "plain")
 EMBEDDING_TYPES = ("deterministic", "plain")
 # ModelConfig fields that choose how, not what, is computed: same parameters and function, so a
@@ -88,6 +89,16 @@ class ModelConfig:
     ffn_type: str = "swiglu"
     attention: str = "fast"
     embedding: str = "deterministic"
+    # -- masked diffusion (cs336_basics.extensions.diffusion) and mixture of experts (cs336_basics.extensions.moe) -----------
+    # causal=False: bidirectional attention; mask_token_id: diffusion's [MASK] id, one vocabulary row
+    # that no data uses. The num_experts/moe_* fields apply to ffn_type="moe" only (each expert is a
+    # SwiGLU of width d_ff; top-k routing; capacity None = no token dropped).
+    causal: bool = True
+    mask_token_id: int | None = None
+    num_experts: int = 8
+    moe_top_k: int = 2
+    moe_shared_expert: bool = False
+    moe_capacity_factor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (round-trips through ``from_dict``)."""
@@ -139,6 +150,15 @@ class ModelConfig:
             raise ValueError(
                 f"model config embedding must be one of {', '.join(EMBEDDING_TYPES)}, got {self.embedding!r}"
             )
+        # The masked-diffusion / MoE block.
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"model config causal must be true/false, got {self.causal!r}")
+        m = self.mask_token_id
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < self.vocab_size):
+            raise ValueError(
+                f"model config mask_token_id must be an id in [0, vocab_size={self.vocab_size}), got {m!r}"
+            )
+        check_moe_fields(self)
         return self
 
 
@@ -165,6 +185,8 @@ class TransformerBlock(nn.Module):
         rope: RotaryPositionalEmbedding | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        causal: bool = True,
+        moe: MoESpec | None = None,
     ) -> None:
         super().__init__()
         if ffn_type not in FFN_TYPES:
@@ -176,7 +198,9 @@ class TransformerBlock(nn.Module):
         elif rope is None:
             rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=device)
         self.use_post_norm = use_post_norm
-        self.attn = _ATTENTION_CLASSES[attention](d_model, num_heads, rope=rope, device=device, dtype=dtype)
+        self.attn = _ATTENTION_CLASSES[attention](
+            d_model, num_heads, rope=rope, device=device, dtype=dtype, causal=causal
+        )
         if remove_rmsnorm:
             self.ln1: nn.Module = Identity()
             self.ln2: nn.Module = Identity()
@@ -185,6 +209,8 @@ class TransformerBlock(nn.Module):
             self.ln2 = RMSNorm(d_model, device=device, dtype=dtype)
         if ffn_type == "swiglu":
             self.ffn: nn.Module = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
+        elif ffn_type == "moe":
+            self.ffn = MoEFFN(d_model, d_ff, moe or MoESpec(), device=device, dtype=dtype)
         else:
             self.ffn = SiLUFFN(d_model, d_ff, device=device, dtype=dtype)
 
@@ -237,6 +263,8 @@ class TransformerLM(nn.Module):
                 rope=rope,
                 device=device,
                 dtype=dtype,
+                causal=c.causal,
+                moe=MoESpec.from_config(c) if c.ffn_type == "moe" else None,
             )
             for _ in range(c.num_layers)
         )
@@ -303,6 +331,8 @@ class TransformerLM(nn.Module):
         c = self.config
         T = c.context_length if seq_len is None else seq_len
         n_matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, Linear))
+        # MoE: only top_k of the experts run per token, so count the active weights (MFU uses this).
+        n_matmul -= sum(m.inactive_matmul_params() for m in self.modules() if isinstance(m, MoEFFN))
         return 2 * n_matmul + 4 * c.num_layers * T * c.d_model
 
 

@@ -63,7 +63,15 @@ from cs336_basics.training.runtime import print0
 from cs336_basics.training.settings import TrainSettings, changed_settings, parse_settings, schedule_notes
 from cs336_basics.training.signals import StopRequest
 from cs336_basics.training.state import TrainState, find_resume
-from cs336_basics.training.step import NonFiniteGuard, StepResult, evaluate, train_step
+from cs336_basics.training.step import (
+    NextToken,
+    NonFiniteGuard,
+    Objective,
+    StepResult,
+    build_objective,
+    evaluate,
+    train_step,
+)
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import atomic_write_text
 from cs336_basics.utils.token_files import carry_tokenizer
@@ -86,6 +94,7 @@ class Run:
     train_data: np.ndarray
     val_data: np.ndarray | None
     tokens_per_step: int
+    objective: Objective = field(default_factory=NextToken)  # what the loss is (--objective, MoE router losses)
     logger: Logger = field(default_factory=NullLogger)
     norms: NormRecorder | None = None
     resumed_from: Path | None = None
@@ -174,6 +183,8 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
             "that run, or use a fresh --checkpoint_dir."
         )
     train_data, val_data, tokenizer = load_data(s)
+    if s.objective == "diffusion" and any(getattr(d, "masked", False) for d in (train_data, val_data)):
+        raise UserError("loss masks (*.mask.npy, conversation data) apply to --objective ar, not diffusion")
     tokens_per_step = s.batch_size * s.context_length * s.grad_accum_steps * rt.world_size
     for note in apply_epoch_intervals(s, len(train_data), tokens_per_step):
         print0(f"Note: {note}")
@@ -217,6 +228,7 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
         train_model=compiled if s.fsdp else runtime.wrap_model(compiled, rt), eval_model=compiled,
         train_data=train_data, val_data=val_data,
         tokens_per_step=tokens_per_step, epoch_tokens=len(train_data) if uses_epochs(s) else None,
+        objective=build_objective(s, model, rt.rank),
         norms=norms, resumed_from=resume[0] if resume else None, last_saved=resume[0] if resume else None,
     )  # fmt: skip
     if rt.is_main:
@@ -309,7 +321,7 @@ def eval_record(run: Run) -> dict[str, Any]:
     """Train and validation loss on fixed batches, as one metrics record."""
     s, state = run.settings, run.state
     kw = dict(batches=s.eval_iters, batch_size=s.batch_size, context_length=s.context_length,
-              device=run.rt.device, autocast=run.rt.autocast)  # fmt: skip
+              device=run.rt.device, autocast=run.rt.autocast, objective=run.objective)  # fmt: skip
     train_loss, _ = evaluate(run.eval_model, run.train_data, state, split="train", **kw)
     val_loss, val_acc = evaluate(run.eval_model, run.val_data, state, split="val", **kw)
     return {
@@ -359,7 +371,8 @@ def train_loop(run: Run, stop: StopRequest) -> int:
         batches = (get_batch(run.train_data, s.batch_size, s.context_length, rt.device, rng=state.data_rng)
                    for _ in range(s.grad_accum_steps))  # fmt: skip
         result = train_step(run.train_model, state.optimizer, rt.scaler, batches, accum_steps=s.grad_accum_steps,
-                            grad_clip=s.grad_clip, autocast=rt.autocast, no_sync=no_sync)  # fmt: skip
+                            grad_clip=s.grad_clip, autocast=rt.autocast, no_sync=no_sync,
+                            objective=run.objective, step=state.iteration)  # fmt: skip
         state.iteration += 1
         state.tokens_seen += run.tokens_per_step
         meter.step_done()
@@ -443,7 +456,7 @@ def log_train(run: Run, meter: ThroughputMeter, lr: float, result: StepResult) -
     rec: dict[str, Any] = {
         "step": state.iteration, "tokens": state.tokens_seen, "time_s": round(state.elapsed_s, 3),
         "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm, **meter.take(state.iteration),
-        "group_lrs": {g["name"]: g["lr"] for g in state.optimizer.param_groups},
+        "group_lrs": {g["name"]: g["lr"] for g in state.optimizer.param_groups}, **run.objective.log_record(),
     }  # fmt: skip
     if run.epoch_tokens:
         rec["epoch"] = state.tokens_seen / run.epoch_tokens

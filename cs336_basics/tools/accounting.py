@@ -8,7 +8,11 @@
 The architecture is the one ``cs336_basics.model.TransformerLM`` builds: token embedding, pre-norm
 blocks of causal multi-head attention (q/k/v/output projections, no biases, RoPE has no weights) and
 a SwiGLU FFN (three ``d_model x d_ff`` matrices; two for the ``silu`` ablation), RMSNorm gains,
-a final RMSNorm and an untied ``lm_head``. The presets use GPT-2's shapes with this architecture; as
+a final RMSNorm and an untied ``lm_head``. ``--ffn_type moe`` (``cs336_basics.extensions.moe``) replaces each
+FFN by ``num_experts`` SwiGLU experts of width ``d_ff`` plus a ``d_model x num_experts`` router
+(and one shared expert with ``--moe_shared_expert``); a token runs only ``moe_top_k`` of them, so
+*total* parameters count every expert and *active* parameters (and the FLOPs, and the training
+program's MFU) count the ``top_k`` a token uses. The presets use GPT-2's shapes with this architecture; as
 in the course's handout, their ``d_ff`` is ``4 * d_model`` (gpt2-xl: 6400).
 
 Counting conventions (the tests check them against ``sum(p.numel())`` of the real model and against
@@ -71,6 +75,9 @@ class Shape:
     d_ff: int
     ffn_type: str = "swiglu"
     remove_rmsnorm: bool = False
+    num_experts: int = 8  # ffn_type "moe" only
+    moe_top_k: int = 2
+    moe_shared_expert: bool = False
 
     def validate(self) -> Shape:
         for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
@@ -79,8 +86,14 @@ class Shape:
                 raise AccountingError(f"--{name} must be a positive integer, got {v!r}")
         if self.d_model % self.num_heads:
             raise AccountingError(f"--d_model {self.d_model} must be divisible by --num_heads {self.num_heads}")
-        if self.ffn_type not in ("swiglu", "silu"):
-            raise AccountingError(f"--ffn_type must be swiglu or silu, got {self.ffn_type!r}")
+        if self.ffn_type not in ("swiglu", "silu", "moe"):
+            raise AccountingError(f"--ffn_type must be swiglu, silu or moe, got {self.ffn_type!r}")
+        for name in ("num_experts", "moe_top_k"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise AccountingError(f"--{name} must be a positive integer, got {v!r}")
+        if self.moe_top_k > self.num_experts:
+            raise AccountingError(f"--moe_top_k {self.moe_top_k} exceeds --num_experts {self.num_experts}")
         return self
 
 
@@ -96,7 +109,16 @@ PRESETS: dict[str, Shape] = {
 
 
 def _ffn_mats(s: Shape) -> int:
-    return 3 if s.ffn_type == "swiglu" else 2
+    return 2 if s.ffn_type == "silu" else 3
+
+
+def _ffn_params(s: Shape) -> tuple[int, int]:
+    """One layer's FFN parameters: ``(total, active per token)``; they differ only for MoE."""
+    mat = _ffn_mats(s) * s.d_model * s.d_ff  # one dense FFN / one expert
+    if s.ffn_type != "moe":
+        return mat, mat
+    always = s.d_model * s.num_experts + (mat if s.moe_shared_expert else 0)  # router (+ shared expert)
+    return s.num_experts * mat + always, s.moe_top_k * mat + always
 
 
 # ------------------------------------------------------------------------------------------------
@@ -104,11 +126,12 @@ def _ffn_mats(s: Shape) -> int:
 # ------------------------------------------------------------------------------------------------
 def param_counts(s: Shape) -> dict[str, int]:
     """Parameters per component: ``embedding``, ``attention``, ``ffn``, ``norms`` (all layers +
-    final), ``lm_head``, plus ``per_layer_attention``, ``per_layer_ffn``, ``per_layer_norms`` and
-    ``total``. No biases anywhere; RoPE has no parameters."""
+    final), ``lm_head``, plus ``per_layer_attention``, ``per_layer_ffn``, ``per_layer_norms``,
+    ``total`` and ``active`` (what one token uses: ``total`` but for MoE's unchosen experts). No
+    biases anywhere; RoPE has no parameters."""
     d, L = s.d_model, s.num_layers
     attn = 4 * d * d  # q, k, v, output projections
-    ffn = _ffn_mats(s) * d * s.d_ff
+    ffn, ffn_active = _ffn_params(s)
     norms = 0 if s.remove_rmsnorm else 2 * d  # ln1, ln2 gains
     final_norm = 0 if s.remove_rmsnorm else d
     out = {
@@ -119,6 +142,7 @@ def param_counts(s: Shape) -> dict[str, int]:
         "lm_head": d * s.vocab_size,
     }
     out["total"] = sum(out.values())
+    out["active"] = out["total"] - L * (ffn - ffn_active)
     out.update(per_layer_attention=attn, per_layer_ffn=ffn, per_layer_norms=norms)
     return out
 
@@ -134,14 +158,15 @@ def forward_flops(s: Shape, seq_len: int | None = None, batch_size: int = 1) -> 
 
     Components (summed over layers): ``attention_proj`` (q/k/v/output: ``8 T d^2`` per layer),
     ``attention_scores`` (``Q K^T`` and ``P V``, dense: ``4 T^2 d`` per layer), ``ffn``
-    (``2 * mats * T * d * d_ff`` per layer), ``lm_head`` (``2 T d V``), and ``total``.
+    (``2 * mats * T * d * d_ff`` per layer; MoE: ``2 T`` times its active parameters, the router and
+    the ``top_k`` chosen experts), ``lm_head`` (``2 T d V``), and ``total``.
     """
     T = s.context_length if seq_len is None else seq_len
     d, L, B = s.d_model, s.num_layers, batch_size
     out = {
         "attention_proj": L * B * 2 * T * d * (4 * d),
         "attention_scores": L * B * 2 * (2 * T * T * d),
-        "ffn": L * B * 2 * T * d * s.d_ff * _ffn_mats(s),
+        "ffn": L * B * 2 * T * _ffn_params(s)[1],
         "lm_head": B * 2 * T * d * s.vocab_size,
     }
     out["total"] = sum(out.values())
@@ -177,7 +202,9 @@ def activation_elements(
     """
     T = s.context_length if seq_len is None else seq_len
     d, H, L, BT = s.d_model, s.num_heads, s.num_layers, batch_size * T
-    ffn = (4 * s.d_ff + d) if s.ffn_type == "swiglu" else (2 * s.d_ff + d)
+    ffn = (4 * s.d_ff + d) if s.ffn_type != "silu" else (2 * s.d_ff + d)
+    if s.ffn_type == "moe":  # each of a token's experts keeps a SwiGLU's activations; plus the router's logits
+        ffn = (s.moe_top_k + s.moe_shared_expert) * ffn + s.num_experts
     norms = 0 if s.remove_rmsnorm else 2 * d
     out = {
         "norms": BT * (L * norms + (0 if s.remove_rmsnorm else d)),
@@ -378,7 +405,13 @@ def format_report(r: dict, name: str) -> str:
     L = s["num_layers"]
     lines = [
         f"# {name}: vocab {s['vocab_size']}, context {s['context_length']}, d_model {s['d_model']}, "
-        f"{L} layers, {s['num_heads']} heads, d_ff {s['d_ff']} ({s['ffn_type']})",
+        f"{L} layers, {s['num_heads']} heads, d_ff {s['d_ff']} ({s['ffn_type']}"
+        + (
+            f": {s['num_experts']} experts, top-{s['moe_top_k']}" + (" + shared" if s["moe_shared_expert"] else "")
+            if s["ffn_type"] == "moe"
+            else ""
+        )
+        + ")",  # fmt: skip
         "",
         "## Parameters",
         f"{'component':<28}{'count':>16}{'share':>9}",
@@ -393,6 +426,8 @@ def format_report(r: dict, name: str) -> str:
     for label, n in rows:
         lines.append(f"{label:<28}{n:>16,}{100 * n / p['total']:>8.1f}%")
     lines.append(f"{'total':<28}{p['total']:>16,}   ({_h(p['total'])}; fp32 {p['total'] * 4 / 1e9:.2f} GB)")
+    if p["active"] != p["total"]:
+        lines.append(f"{'active per token (MoE)':<28}{p['active']:>16,}   ({_h(p['active'])}; FLOPs count these)")
     lines += [
         "",
         f"## Forward-pass matmul FLOPs (one sequence of {s['context_length']} tokens)",
@@ -523,7 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
         p.add_argument(f"--{name}", type=_pos_int, default=None)
-    p.add_argument("--ffn_type", choices=("swiglu", "silu"), default=None)
+    p.add_argument("--ffn_type", choices=("swiglu", "silu", "moe"), default=None)
+    p.add_argument("--num_experts", type=_pos_int, default=None, help="--ffn_type moe: experts per layer")
+    p.add_argument("--moe_top_k", type=_pos_int, default=None, help="--ffn_type moe: experts per token")
+    p.add_argument(
+        "--moe_shared_expert", action="store_true", default=None, help="--ffn_type moe: one always-on expert"
+    )
     p.add_argument(
         "--batch_size", type=_pos_int, default=1, help="batch for the memory estimates (per GPU with --gpus)"
     )
@@ -564,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     dims = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")
     base = asdict(PRESETS[args.preset]) if args.preset else {}
-    for k in (*dims, "ffn_type"):
+    for k in (*dims, "ffn_type", "num_experts", "moe_top_k", "moe_shared_expert"):
         if getattr(args, k) is not None:
             base[k] = getattr(args, k)
     missing = [k for k in dims if k not in base]

@@ -26,7 +26,7 @@ from cs336_basics.data import get_batch
 from cs336_basics.model import TransformerLM
 from cs336_basics.training import runtime
 from cs336_basics.training.settings import ConfigError, TrainSettings, parse_settings_and_extras
-from cs336_basics.training.step import StepResult, train_step
+from cs336_basics.training.step import StepResult, build_objective, train_step
 from cs336_basics.training_together import build_optimizer, load_data
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.fsutil import atomic_write_text
@@ -102,6 +102,8 @@ def run_sweep(s: TrainSettings, extras: dict) -> tuple[list[SweepPoint], bool]:
     model.activation_checkpointing = s.activation_checkpointing
     optimizer = build_optimizer(model, s)
     rng = np.random.Generator(np.random.PCG64(s.seed))
+    objective = build_objective(s, model, rt.rank)  # the run's loss (--objective, MoE router losses)
+    taken = [0]
 
     def step(lr: float) -> float:
         for group in optimizer.param_groups:
@@ -109,7 +111,9 @@ def run_sweep(s: TrainSettings, extras: dict) -> tuple[list[SweepPoint], bool]:
         batches = (get_batch(train_data, s.batch_size, s.context_length, rt.device, rng=rng)
                    for _ in range(s.grad_accum_steps))  # fmt: skip
         result: StepResult = train_step(model, optimizer, rt.scaler, batches, accum_steps=s.grad_accum_steps,
-                                        grad_clip=s.grad_clip, autocast=rt.autocast, no_sync=runtime.no_sync(model))  # fmt: skip
+                                        grad_clip=s.grad_clip, autocast=rt.autocast, no_sync=runtime.no_sync(model),
+                                        objective=objective, step=taken[0])  # fmt: skip
+        taken[0] += 1
         return result.loss
 
     return lr_sweep(step, num_steps=extras["num_steps"], start_lr=extras["start_lr"], end_lr=extras["end_lr"],

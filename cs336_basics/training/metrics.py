@@ -381,6 +381,8 @@ class RunLogger(Logger):
         smoothed = self._loss_ema.update(record["loss"])
         if smoothed is not None:
             scalars["train/loss_ema"] = smoothed
+        for name, v in (record.get("moe") or {}).items():  # MoE router losses (--ffn_type moe)
+            scalars[f"moe/{name}"] = v
         self._scalars(record["step"], scalars)
         if (
             self._tb is not None

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cs336_basics.extensions.diffusion import DEFAULT_EPS, OBJECTIVES, with_mask_token
 from cs336_basics.extensions.schedules import DECAY_SHAPES, LR_SCHEDULES
 from cs336_basics.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
 from cs336_basics.optim import OPTIMIZERS
@@ -32,7 +33,13 @@ from cs336_basics.utils.fsutil import read_toml
 
 # The settings that define the architecture: ModelConfig's fields (the one place they are declared)
 # less the implementation choices, which a resumed run may change freely.
-MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in IMPLEMENTATION_FIELDS)
+# --objective diffusion sets ModelConfig's derived fields (one more id, the [MASK]; bidirectional
+# attention): they are no flags of their own, and a resume checks them too, so a checkpoint of one
+# objective never resumes under the other.
+OBJECTIVE_MODEL_FIELDS = ("causal", "mask_token_id")
+MODEL_FIELDS = tuple(
+    f.name for f in fields(ModelConfig) if f.name not in IMPLEMENTATION_FIELDS and f.name not in OBJECTIVE_MODEL_FIELDS
+)
 _MODEL_DEFAULTS = ModelConfig()
 # Settings that may differ on resume without comment (where the data lives, how it is logged).
 RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_data_path", "val_data_path",
@@ -52,9 +59,9 @@ def _opt(group: str, help: str, *, choices: Sequence[str] | None = None, require
     return {"group": group, "help": help, "choices": choices, "required": required}
 
 
-def _model(name: str, help: str, *, choices: Sequence[str] | None = None) -> Any:
+def _model(name: str, help: str, *, choices: Sequence[str] | None = None, group: str = "model") -> Any:
     """A model flag: its default is ModelConfig's, so the two can't drift apart."""
-    return field(default=getattr(_MODEL_DEFAULTS, name), metadata=_opt("model", help, choices=choices))
+    return field(default=getattr(_MODEL_DEFAULTS, name), metadata=_opt(group, help, choices=choices))
 
 
 @dataclass
@@ -229,6 +236,41 @@ class TrainSettings:
             "evaluation, logging, checkpoints", "also write TensorBoard scalars here (uv sync --extra tensorboard)"
         ),
     )
+    # -- objective and mixture of experts (cs336_basics.extensions.diffusion, cs336_basics.extensions.moe) -------------
+    objective: str = field(
+        default="ar",
+        metadata=_opt(
+            "objective and experts",
+            "ar: next-token prediction; diffusion: masked diffusion (bidirectional attention, a [MASK] id "
+            "= --vocab_size added to the model; evaluation reports the bound in nats/token)",
+            choices=OBJECTIVES,
+        ),
+    )
+    diffusion_eps: float = field(
+        default=DEFAULT_EPS,
+        metadata=_opt("objective and experts", "diffusion: noise levels are drawn from U(eps, 1)"),
+    )
+    num_experts: int = _model("num_experts", "--ffn_type moe: experts per layer", group="objective and experts")
+    moe_top_k: int = _model("moe_top_k", "--ffn_type moe: experts per token", group="objective and experts")
+    moe_shared_expert: bool = _model(
+        "moe_shared_expert", "--ffn_type moe: add one always-on expert", group="objective and experts"
+    )
+    moe_capacity_factor: float | None = _model(
+        "moe_capacity_factor",
+        "--ffn_type moe: an expert takes at most factor * tokens * k / experts tokens, the rest are dropped "
+        "and counted (unset: no limit)",
+        group="objective and experts",
+    )
+    moe_load_balance_coef: float = field(
+        default=0.01, metadata=_opt("objective and experts", "--ffn_type moe: weight of E * sum_i f_i P_i")
+    )
+    moe_aux_coef: float = field(
+        default=0.0, metadata=_opt("objective and experts", "--ffn_type moe: weight of sum_i (f_i - 1/E)^2")
+    )
+    moe_z_coef: float = field(
+        default=0.001,
+        metadata=_opt("objective and experts", "--ffn_type moe: weight of the router z-loss mean(logsumexp^2)"),
+    )
     # -- runtime ---------------------------------------------------------------------------------
     device: str = field(
         default="auto", metadata=_opt("runtime", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
@@ -358,7 +400,10 @@ class TrainSettings:
         return settings_from_kwargs(kwargs)
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
+        cfg = ModelConfig(
+            **{f.name: getattr(self, f.name) for f in fields(ModelConfig) if f.name not in OBJECTIVE_MODEL_FIELDS}
+        )
+        return with_mask_token(cfg) if self.objective == "diffusion" else cfg
 
     @property
     def validation(self) -> bool:
@@ -649,6 +694,7 @@ def validate(s: TrainSettings) -> ModelConfig:
     if s.fsdp and s.log_norms:
         raise ConfigError("--log_norms is not supported with --fsdp (weights are sharded across ranks)")
     check_knobs(s)
+    _validate_objective_and_moe(s)
     try:
         return s.model_config().validate()
     except ValueError as err:
@@ -718,6 +764,16 @@ def check_given(s: TrainSettings, given: set[str]) -> None:
     for epochs, steps in (("eval_every_epochs", "eval_interval"), ("checkpoint_every_epochs", "checkpoint_interval")):
         if getattr(s, epochs) is not None and steps in given:
             raise ConfigError(f"--{epochs} and --{steps} both set the same interval: give one of them")
+
+
+def _validate_objective_and_moe(s: TrainSettings) -> None:
+    """The masked-diffusion / MoE flags (the MoE model fields are checked by ModelConfig.validate)."""
+    if not 0.0 < s.diffusion_eps < 1.0:
+        raise ConfigError(f"--diffusion_eps must be in (0, 1), got {s.diffusion_eps}")
+    for name in ("moe_load_balance_coef", "moe_aux_coef", "moe_z_coef"):
+        v = getattr(s, name)
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"--{name} must be a finite number >= 0, got {v}")
 
 
 def schedule_notes(s: TrainSettings) -> list[str]:

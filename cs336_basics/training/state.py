@@ -28,7 +28,7 @@ from torch import nn
 
 from cs336_basics.model import ModelConfig
 from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager, load_model_weights, read_checkpoint
-from cs336_basics.training.settings import MODEL_FIELDS
+from cs336_basics.training.settings import MODEL_FIELDS, OBJECTIVE_MODEL_FIELDS
 from cs336_basics.utils.dtensor import is_dtensor
 
 # Offsets that give every rank its own data stream from one --seed (a large odd constant, so
@@ -267,8 +267,9 @@ class TrainState:
 # ==============================================================================================
 def _config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     diffs = []
-    for k in MODEL_FIELDS:
-        a, b = saved.get(k), wanted.get(k)
+    defaults = ModelConfig().to_dict()  # a checkpoint older than a field loads it with its default
+    for k in (*MODEL_FIELDS, *OBJECTIVE_MODEL_FIELDS):
+        a, b = saved.get(k, defaults.get(k)), wanted.get(k)
         numbers = isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool)
         if not (float(a) == float(b) if numbers else a == b):
             diffs.append(f"{k} {a!r} in checkpoint vs {b!r} from flags")

@@ -3,6 +3,9 @@
 ``train_step`` is the whole of "learning" in the training program: forward and backward over the
 micro-batches, unscale, clip, and update the weights only when the loss and gradient norm are
 finite. ``NonFiniteGuard`` decides what a run of skipped steps means, and ``evaluate`` measures.
+What the loss *is* comes from an objective object chosen once at setup (:func:`build_objective`):
+``NextToken`` (the course's cross-entropy), ``diffusion.MaskedDiffusion``, either wrapped in
+``WithRouterLoss`` for a mixture-of-experts model; the step and the loop never branch on it.
 Nothing here knows about devices, DDP or precision beyond what it is handed (an autocast context
 factory, a grad scaler, a ``no_sync`` factory), all decided once in :mod:`cs336_basics.training.runtime`.
 """
@@ -13,6 +16,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,6 +29,95 @@ from cs336_basics.training import runtime
 from cs336_basics.training.state import Snapshot, TrainState, make_eval_rng
 
 Batch = tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]
+Autocast = Callable[[], contextlib.AbstractContextManager]
+
+
+# ==============================================================================================
+# objectives: what the loss is (chosen once, at setup)
+# ==============================================================================================
+class Objective(Protocol):
+    """The training objective. ``key`` identifies the micro-batch (``(step, i)`` in training,
+    ``(split, batch)`` in evaluation), for objectives that draw noise: it makes the draw a pure
+    function of where the run is, so resuming replays it exactly."""
+
+    def loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, autocast: Autocast, key: tuple, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(loss to backpropagate, the LM loss to report)``; with ``mask``, over its targets only."""
+        ...
+
+    def eval_batch(
+        self, model: nn.Module, x: Tensor, y: Tensor, autocast: Autocast, key: tuple, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Any]:
+        """``(mean loss, correct predictions, predictions counted)`` on one batch; with ``mask``,
+        ``(summed loss, correct, count)`` over the masked targets (``evaluate`` divides)."""
+        ...
+
+    def log_record(self) -> dict[str, Any]:
+        """Extra fields for the next train log line (and reset what they summarise)."""
+        ...
+
+
+class NextToken:
+    """The course's objective: cross-entropy of the next token at every position."""
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, autocast: Autocast, key: tuple, mask=None):
+        with autocast():
+            logits = model(x)
+        loss = cross_entropy(logits, y) if mask is None else masked_cross_entropy(logits, y, mask)
+        return loss, loss
+
+    def eval_batch(self, model: nn.Module, x: Tensor, y: Tensor, autocast: Autocast, key: tuple, mask=None):
+        with autocast():
+            logits = model(x)
+        right = logits.argmax(dim=-1) == y
+        if mask is None:
+            return cross_entropy(logits, y), right.sum(), y.numel()
+        return masked_cross_entropy(logits, y, mask, reduction="sum"), (right & (mask != 0)).sum(), mask.sum()
+
+    def log_record(self) -> dict[str, Any]:
+        return {}
+
+
+class WithRouterLoss:
+    """An objective plus a mixture-of-experts model's router losses (``moe.RouterLoss``).
+
+    Training adds the weighted router losses to the backpropagated loss; the reported loss stays
+    the LM loss, so it compares with a dense model's. Evaluation is the inner objective's.
+    """
+
+    def __init__(self, inner: Objective, router_loss: Any) -> None:
+        self.inner, self.router_loss = inner, router_loss
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, autocast: Autocast, key: tuple, mask=None):
+        total, lm = self.inner.loss(model, x, y, autocast, key, mask)
+        return total + self.router_loss(), lm
+
+    def eval_batch(self, model: nn.Module, x: Tensor, y: Tensor, autocast: Autocast, key: tuple, mask=None):
+        return self.inner.eval_batch(model, x, y, autocast, key, mask)
+
+    def log_record(self) -> dict[str, Any]:
+        return {**self.inner.log_record(), **self.router_loss.take_record()}
+
+
+def build_objective(s: Any, model: nn.Module, rank: int) -> Objective:
+    """The objective of a run's settings (``--objective``, and ``--ffn_type moe``'s router losses)."""
+    objective: Objective = NextToken()
+    if s.objective == "diffusion":
+        from cs336_basics.extensions.diffusion import MaskedDiffusion
+
+        objective = MaskedDiffusion(model.config.mask_token_id, s.diffusion_eps, seed=s.seed, rank=rank)
+    if s.ffn_type == "moe":
+        from cs336_basics.extensions.moe import RouterLoss
+
+        coefs = (s.moe_load_balance_coef, s.moe_aux_coef, s.moe_z_coef)
+        objective = WithRouterLoss(objective, RouterLoss(model, *coefs))
+    return objective
+
+
+# ==============================================================================================
+# one step, one evaluation
+# ==============================================================================================
 
 
 @dataclass(frozen=True)
@@ -45,21 +138,27 @@ def train_step(
     grad_clip: float,
     autocast: Callable[[], contextlib.AbstractContextManager],
     no_sync: Callable[[], contextlib.AbstractContextManager],
+    objective: Objective | None = None,
+    step: int = 0,
 ) -> StepResult:
-    """Accumulate gradients over ``accum_steps`` micro-batches, clip, and step if all is finite."""
+    """Accumulate gradients over ``accum_steps`` micro-batches, clip, and step if all is finite.
+
+    ``objective`` (default :class:`NextToken`) computes each micro-batch's loss; ``step`` is the
+    iteration being taken (objectives that draw noise key it on ``(step, micro-batch)``).
+    """
+    objective = NextToken() if objective is None else objective
     params = [p for group in optimizer.param_groups for p in group["params"]]
     losses = []
     for i, batch in enumerate(batches):
-        x, y = batch[0], batch[1]  # a third entry is the loss mask of y (conversation data)
+        x, y = batch[0], batch[1]
+        mask = batch[2] if len(batch) == 3 else None  # the loss mask of y (conversation data)
         last = i == accum_steps - 1
         # Under DDP only the last micro-batch's backward all-reduces the (accumulated) gradients.
         with contextlib.nullcontext() if last else no_sync():
-            with autocast():
-                logits = model(x)
-            loss = cross_entropy(logits, y) if len(batch) == 2 else masked_cross_entropy(logits, y, batch[2])
+            total, loss = objective.loss(model, x, y, autocast, (step, i), mask)
             # Dividing by accum_steps makes the accumulated gradient the mean over micro-batches;
             # the scaler multiplies fp16 losses up so small gradients don't underflow.
-            scaler.scale(loss / accum_steps).backward()
+            scaler.scale(total / accum_steps).backward()
         losses.append(loss.detach().float())
     scaler.unscale_(optimizer)  # true gradients again, so clipping sees their real norm
     grad_norm = clip_grad_norm(params, grad_clip if grad_clip > 0 else math.inf)
@@ -121,29 +220,28 @@ def evaluate(
     context_length: int,
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager],
+    objective: Objective | None = None,
 ) -> tuple[float, float]:
     """Mean loss and next-token accuracy over ``batches`` fixed batches (averaged over ranks); with a
-    loss mask, both over the masked targets of all batches and ranks."""
+    loss mask, both over the masked targets of all batches and ranks.
+
+    With ``diffusion.MaskedDiffusion`` the loss is the diffusion bound (nats/token) and the accuracy
+    is over the masked positions.
+    """
+    objective = NextToken() if objective is None else objective
     rng = make_eval_rng(state.seed, state.rank, split)
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, correct, count, masked?
     try:
-        for _ in range(batches):
+        for b in range(batches):
             batch = get_batch(data, batch_size, context_length, device, rng=rng)
-            x, y = batch[0], batch[1]
-            with autocast():
-                logits = model(x)
-            if len(batch) == 2:
-                totals[0] += cross_entropy(logits, y).double()
-                totals[1] += (logits.argmax(dim=-1) == y).sum().double()
-                totals[2] += y.numel()
-            else:  # sums over the masked targets; divided by their count below
-                m = batch[2]
-                totals[0] += masked_cross_entropy(logits, y, m, reduction="sum").double()
-                totals[1] += ((logits.argmax(dim=-1) == y) & (m != 0)).sum().double()
-                totals[2] += m.sum().double()
-                totals[3] += 1
+            x, y, mask = batch[0], batch[1], (batch[2] if len(batch) == 3 else None)
+            loss, correct, count = objective.eval_batch(model, x, y, autocast, (split, b), mask)
+            totals[0] += loss.double()
+            totals[1] += correct.double()
+            totals[2] += count
+            totals[3] += mask is not None  # masked: sums over the masked targets, divided by their count below
     finally:
         model.train(was_training)
     runtime.all_reduce_sum(totals)
