@@ -38,8 +38,9 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
+from cs336_basics.model import ModelConfig
 from cs336_basics.training.metrics import PEAK_TFLOPS
 from cs336_basics.utils.errors import UserError, run_cli
 
@@ -63,38 +64,8 @@ class AccountingError(UserError, ValueError):
     """A bad shape flag or preset name."""
 
 
-@dataclass(frozen=True)
-class Shape:
-    """The model dimensions accounting needs (a subset of ``ModelConfig``)."""
-
-    vocab_size: int
-    context_length: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    d_ff: int
-    ffn_type: str = "swiglu"
-    remove_rmsnorm: bool = False
-    num_experts: int = 8  # ffn_type "moe" only
-    moe_top_k: int = 2
-    moe_shared_expert: bool = False
-
-    def validate(self) -> Shape:
-        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise AccountingError(f"--{name} must be a positive integer, got {v!r}")
-        if self.d_model % self.num_heads:
-            raise AccountingError(f"--d_model {self.d_model} must be divisible by --num_heads {self.num_heads}")
-        if self.ffn_type not in ("swiglu", "silu", "moe"):
-            raise AccountingError(f"--ffn_type must be swiglu, silu or moe, got {self.ffn_type!r}")
-        for name in ("num_experts", "moe_top_k"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise AccountingError(f"--{name} must be a positive integer, got {v!r}")
-        if self.moe_top_k > self.num_experts:
-            raise AccountingError(f"--moe_top_k {self.moe_top_k} exceeds --num_experts {self.num_experts}")
-        return self
+# The dimensions accounting reads are the model's own config: one declaration, one set of checks.
+Shape = ModelConfig
 
 
 # GPT-2's shapes with this project's architecture; d_ff = 4 * d_model as in the course's handout.
@@ -612,7 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise AccountingError(
             f"give --preset or all of the shape flags; missing: {', '.join('--' + k for k in missing)}"
         )
-    shape = Shape(**base).validate()
+    try:
+        shape = Shape(**base).validate()
+    except ValueError as err:
+        raise AccountingError(str(err)) from None
     try:
         contexts = [int(c) for c in args.contexts.split(",") if c.strip()]
     except ValueError:
