@@ -42,6 +42,13 @@ MODEL_FIELDS = (
     "use_post_norm",
     "remove_rope",
     "ffn_type",
+    # leaderboard recipe (cs336_basics.recipe)
+    "qk_norm",
+    "zero_init_proj",
+    "tie_embeddings",
+    "logit_softcap",
+    "value_residual",
+    "embed_norm",
 )
 # Settings that may differ on resume without comment (where the data lives, how it is logged).
 RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_data_path", "val_data_path",
@@ -89,7 +96,14 @@ class TrainSettings:
     remove_rmsnorm: bool = field(default=False, metadata=_opt("model", "ablation: no RMSNorm anywhere"))
     use_post_norm: bool = field(default=False, metadata=_opt("model", "ablation: post-norm blocks"))
     remove_rope: bool = field(default=False, metadata=_opt("model", "ablation: no positional encoding (NoPE)"))
-    ffn_type: str = field(default="swiglu", metadata=_opt("model", "feed-forward type", choices=FFN_TYPES))
+    ffn_type: str = field(
+        default="swiglu",
+        metadata=_opt(
+            "model",
+            "feed-forward type (relu2: squared ReLU; give 3/2 of the SwiGLU d_ff for equal size)",
+            choices=FFN_TYPES,
+        ),
+    )
     attention: str = field(
         default="fast",
         metadata=_opt(
@@ -98,6 +112,21 @@ class TrainSettings:
             choices=ATTENTION_TYPES,
         ),
     )
+    # -- model: the leaderboard recipe (cs336_basics.recipe; all off by default) -------------------
+    qk_norm: bool = field(default=False, metadata=_opt("model", "recipe: RMSNorm on each head's queries and keys"))
+    zero_init_proj: bool = field(
+        default=False, metadata=_opt("model", "recipe: attention output and FFN down projections start at zero")
+    )
+    tie_embeddings: bool = field(
+        default=False, metadata=_opt("model", "recipe: the LM head shares the token-embedding matrix")
+    )
+    logit_softcap: float = field(
+        default=0.0, metadata=_opt("model", "recipe: C * tanh(logits / C) before loss and sampling (0: off)")
+    )
+    value_residual: bool = field(
+        default=False, metadata=_opt("model", "recipe: mix each layer's values with the first layer's (learned)")
+    )
+    embed_norm: bool = field(default=False, metadata=_opt("model", "recipe: RMSNorm after the token embedding"))
     # -- optimization ----------------------------------------------------------------------------
     optimizer: str = field(
         default="adamw",
@@ -492,6 +521,8 @@ def validate(s: TrainSettings) -> ModelConfig:
         raise ConfigError(f"--early_stopping_patience needs validation losses, but this run has {why}")
     if s.fsdp and s.log_norms:
         raise ConfigError("--log_norms is not supported with --fsdp (weights are sharded across ranks)")
+    if s.fsdp and s.tie_embeddings:
+        raise ConfigError("--tie_embeddings is not supported with --fsdp (the shared matrix would be sharded twice)")
     try:
         return s.model_config().validate()
     except ValueError as err:

@@ -178,8 +178,9 @@ class TrainState:
 # ==============================================================================================
 def _config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     diffs = []
+    defaults = ModelConfig().to_dict()  # a field added after the checkpoint was written: its default
     for k in MODEL_FIELDS:
-        a, b = saved.get(k), wanted.get(k)
+        a, b = saved.get(k, defaults.get(k)), wanted.get(k)
         numbers = isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool)
         if not (float(a) == float(b) if numbers else a == b):
             diffs.append(f"{k} {a!r} in checkpoint vs {b!r} from flags")
