@@ -445,8 +445,8 @@ class CausalMultiHeadSelfAttention(nn.Module):
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        # Leaderboard-recipe hooks (cs336_basics.recipe), None unless asked for: per-head QK-norm and
-        # value-residual mixing (recipe.ValueResidual).
+        # Leaderboard-recipe hooks (cs336_basics.recipe), None unless asked for: per-head QK-norm
+        # (ViT-22B, OLMo 2: bounded attention logits) and value-residual mixing (recipe.ValueResidual).
         self.q_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
         self.k_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
         self.value_mix = value_mix

@@ -101,6 +101,9 @@ def relu2_d_ff(swiglu_d_ff: int) -> int:
 class ReLU2FFN(nn.Module):
     """``W2(relu(W1 x)^2)`` with ``w1: [d_ff, d_model]``, ``w2: [d_model, d_ff]`` (same names as SwiGLU's).
 
+    Primer (So et al. 2021) found the squared ReLU by searching over Transformer variants: as good as
+    a gated unit per parameter with one matrix fewer, and its output is sparse (exact zeros).
+
     ``d_ff`` defaults to ``relu2_d_ff(default_d_ff(d_model))``: the SwiGLU's parameter count.
     """
 
@@ -126,7 +129,11 @@ class ReLU2FFN(nn.Module):
 # Logit soft-capping (Gemma 2)
 # ----------------------------------------------------------------------------------------------
 def softcap(logits: Float[Tensor, "... vocab"], cap: float) -> Float[Tensor, "... vocab"]:
-    """``cap * tanh(logits / cap)``: about the identity for |logits| << cap, never beyond +-cap."""
+    """``cap * tanh(logits / cap)``: about the identity for |logits| << cap, never beyond +-cap.
+
+    Gemma 2's final-logit soft-capping (cap 30), adopted by modded-nanogpt: it stops the head from
+    buying loss with ever larger logits, which steadies training at high learning rates.
+    """
     return torch.tanh(logits / cap) * cap
 
 
@@ -148,6 +155,9 @@ class FirstValues:
 class ValueResidual(nn.Module):
     """``v <- (1 - lam) v + lam v_first`` for layers after the first (``lam`` learned, starts at 0.5);
     the first layer (``first=True``, no parameter) only stores its values.
+
+    ResFormer ("Value Residual Learning", Zhou et al. 2024) and modded-nanogpt: a residual path for
+    the values themselves, so later layers can attend over token-level information directly.
 
     ``v`` is ``[batch, heads, seq, d_head]`` in both attention paths and is mixed before it goes into
     a KV cache, so cached decoding mixes the same per-position values as a full forward.
@@ -190,7 +200,11 @@ def tie_embeddings(model: nn.Module) -> None:
 
 @torch.no_grad()
 def zero_init_projections(model: nn.Module) -> None:
-    """Zero every block's attention ``output_proj`` and FFN ``w2``: each block is the identity at step 0."""
+    """Zero every block's attention ``output_proj`` and FFN ``w2``: each block is the identity at step 0.
+
+    As modded-nanogpt does for its output projections (in the spirit of ReZero and Fixup): the
+    network starts shallow and each block's contribution grows from zero, with no init scale to tune.
+    """
     for layer in model.layers:
         layer.attn.output_proj.weight.zero_()
         layer.ffn.w2.weight.zero_()
