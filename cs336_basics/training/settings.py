@@ -96,14 +96,7 @@ class TrainSettings:
     remove_rmsnorm: bool = field(default=False, metadata=_opt("model", "ablation: no RMSNorm anywhere"))
     use_post_norm: bool = field(default=False, metadata=_opt("model", "ablation: post-norm blocks"))
     remove_rope: bool = field(default=False, metadata=_opt("model", "ablation: no positional encoding (NoPE)"))
-    ffn_type: str = field(
-        default="swiglu",
-        metadata=_opt(
-            "model",
-            "feed-forward type (relu2: squared ReLU; give 3/2 of the SwiGLU d_ff for equal size)",
-            choices=FFN_TYPES,
-        ),
-    )
+    ffn_type: str = field(default="swiglu", metadata=_opt("model", "feed-forward type", choices=FFN_TYPES))
     attention: str = field(
         default="fast",
         metadata=_opt(
