@@ -71,6 +71,7 @@ class FastCausalMultiHeadSelfAttention(CausalMultiHeadSelfAttention):
         token_positions: Int[Tensor, "... seq"] | None = None,
         kv_cache: KVCache | None = None,
         layer_idx: int = 0,
+        first_values=None,
     ) -> Float[Tensor, "... seq d_model"]:
         lead = x.shape[:-2]
         T = x.shape[-2]
@@ -82,6 +83,10 @@ class FastCausalMultiHeadSelfAttention(CausalMultiHeadSelfAttention):
         # [batch, seq, 3 * d_model] -> [3, batch, heads, seq, d_head]: a view + permute, no copy.
         qkv = (x3 @ w_qkv.t()).view(B, T, 3, H, d_head).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
+        if self.q_norm is not None:  # leaderboard-recipe hooks, as in the plain path
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.value_mix is not None:
+            v = self.value_mix(v, first_values)
 
         start = 0 if kv_cache is None else kv_cache.length
         if self.rope is not None:

@@ -407,7 +407,10 @@ class CausalMultiHeadSelfAttention(nn.Module):
         rope: RotaryPositionalEmbedding | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
         causal: bool = True,
+        qk_norm: bool = False,
+        value_mix: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.causal = causal
@@ -421,6 +424,11 @@ class CausalMultiHeadSelfAttention(nn.Module):
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        # Leaderboard-recipe hooks (cs336_basics.extensions.recipe), None unless asked for: per-head QK-norm
+        # (ViT-22B, OLMo 2: bounded attention logits) and value-residual mixing (recipe.ValueResidual).
+        self.q_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
+        self.k_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
+        self.value_mix = value_mix
 
     def _positions(self, x: Tensor, token_positions: Tensor | None, start: int) -> Int[Tensor, "... seq"]:
         """Absolute positions of x's tokens: given, or ``start .. start+seq-1`` (after a cached prefix)."""
@@ -436,12 +444,18 @@ class CausalMultiHeadSelfAttention(nn.Module):
         token_positions: Int[Tensor, "... seq"] | None = None,
         kv_cache: KVCache | None = None,
         layer_idx: int = 0,
+        first_values=None,
     ) -> Float[Tensor, "... seq d_model"]:
-        """With ``kv_cache`` (x is ``[batch, seq, d_model]``), x continues the cached prefix."""
+        """With ``kv_cache`` (x is ``[batch, seq, d_model]``), x continues the cached prefix.
+        ``first_values``: the model's ``recipe.FirstValues`` when value residual is on."""
         start = 0 if kv_cache is None else kv_cache.length
         q = rearrange(self.q_proj(x), "... seq (heads d_head) -> ... heads seq d_head", heads=self.num_heads)
         k = rearrange(self.k_proj(x), "... seq (heads d_head) -> ... heads seq d_head", heads=self.num_heads)
         v = rearrange(self.v_proj(x), "... seq (heads d_head) -> ... heads seq d_head", heads=self.num_heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.value_mix is not None:
+            v = self.value_mix(v, first_values)
         if self.rope is not None:
             positions = self._positions(x, token_positions, start)
             q = self.rope(q, positions)

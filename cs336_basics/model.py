@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from cs336_basics.extensions import recipe
 from cs336_basics.extensions.moe import MoEFFN, MoESpec, check_moe_fields
 from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
 from cs336_basics.fast_layers import DeterministicEmbedding
@@ -48,7 +49,7 @@ __all__ = [
     "unwrap_model",
 ]
 
-FFN_TYPES = ("swiglu", "silu", "moe")
+FFN_TYPES = ("swiglu", "silu", "moe", "relu2")
 ATTENTION_TYPES = ("fast", "plain")
 EMBEDDING_TYPES = ("deterministic", "plain")
 # ModelConfig fields that choose how, not what, is computed: same parameters and function, so a
@@ -70,6 +71,12 @@ class ModelConfig:
     norms after each residual add; ``remove_rope`` drops positional information entirely (NoPE);
     ``ffn_type="silu"`` uses the non-gated ``W2(SiLU(W1 x))`` FFN with ``d_ff`` as given (use
     4 * d_model to match a SwiGLU's parameter count).
+
+    The leaderboard recipe (``cs336_basics.extensions.recipe``, every field off by default): ``qk_norm``,
+    ``zero_init_proj``, ``tie_embeddings``, ``logit_softcap`` (0 = off), ``value_residual``,
+    ``embed_norm``, and ``ffn_type="relu2"`` (``d_ff`` as given: ``recipe.relu2_d_ff`` of a SwiGLU's
+    width, i.e. 3/2 of it, matches its parameter count).
+
 
     ``attention`` and ``embedding`` are implementation choices, not architecture changes: "fast"
     (default) or "plain" attention, "deterministic" (default) or "plain" embedding compute the same
@@ -99,6 +106,13 @@ class ModelConfig:
     moe_top_k: int = 2
     moe_shared_expert: bool = False
     moe_capacity_factor: float | None = None
+    # -- leaderboard recipe (cs336_basics.extensions.recipe; all off by default) --
+    qk_norm: bool = False
+    zero_init_proj: bool = False
+    tie_embeddings: bool = False
+    logit_softcap: float = 0.0
+    value_residual: bool = False
+    embed_norm: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (round-trips through ``from_dict``)."""
@@ -159,6 +173,7 @@ class ModelConfig:
                 f"model config mask_token_id must be an id in [0, vocab_size={self.vocab_size}), got {m!r}"
             )
         check_moe_fields(self)
+        recipe.validate_recipe(self)
         return self
 
 
@@ -187,6 +202,8 @@ class TransformerBlock(nn.Module):
         dtype: torch.dtype | None = None,
         causal: bool = True,
         moe: MoESpec | None = None,
+        qk_norm: bool = False,
+        value_mix: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if ffn_type not in FFN_TYPES:
@@ -199,7 +216,14 @@ class TransformerBlock(nn.Module):
             rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=device)
         self.use_post_norm = use_post_norm
         self.attn = _ATTENTION_CLASSES[attention](
-            d_model, num_heads, rope=rope, device=device, dtype=dtype, causal=causal
+            d_model,
+            num_heads,
+            rope=rope,
+            device=device,
+            dtype=dtype,
+            causal=causal,
+            qk_norm=qk_norm,
+            value_mix=value_mix,
         )
         if remove_rmsnorm:
             self.ln1: nn.Module = Identity()
@@ -211,6 +235,8 @@ class TransformerBlock(nn.Module):
             self.ffn: nn.Module = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
         elif ffn_type == "moe":
             self.ffn = MoEFFN(d_model, d_ff, moe or MoESpec(), device=device, dtype=dtype)
+        elif ffn_type == "relu2":
+            self.ffn = recipe.ReLU2FFN(d_model, d_ff, device=device, dtype=dtype)
         else:
             self.ffn = SiLUFFN(d_model, d_ff, device=device, dtype=dtype)
 
@@ -220,11 +246,12 @@ class TransformerBlock(nn.Module):
         token_positions: Int[Tensor, "... seq"] | None = None,
         kv_cache: KVCache | None = None,
         layer_idx: int = 0,
+        first_values: recipe.FirstValues | None = None,
     ) -> Float[Tensor, "batch seq d_model"]:
         if self.use_post_norm:
-            z = self.ln1(x + self.attn(x, token_positions, kv_cache, layer_idx))
+            z = self.ln1(x + self.attn(x, token_positions, kv_cache, layer_idx, first_values))
             return self.ln2(z + self.ffn(z))
-        y = x + self.attn(self.ln1(x), token_positions, kv_cache, layer_idx)
+        y = x + self.attn(self.ln1(x), token_positions, kv_cache, layer_idx, first_values)
         return y + self.ffn(self.ln2(y))
 
 
@@ -265,11 +292,19 @@ class TransformerLM(nn.Module):
                 dtype=dtype,
                 causal=c.causal,
                 moe=MoESpec.from_config(c) if c.ffn_type == "moe" else None,
+                qk_norm=c.qk_norm,
+                value_mix=recipe.ValueResidual(i == 0, device=device, dtype=dtype) if c.value_residual else None,
             )
-            for _ in range(c.num_layers)
+            for i in range(c.num_layers)
         )
         self.ln_final: nn.Module = Identity() if c.remove_rmsnorm else RMSNorm(c.d_model, device=device, dtype=dtype)
         self.lm_head = Linear(c.d_model, c.vocab_size, device=device, dtype=dtype)
+        # The leaderboard recipe's construction-time pieces (cs336_basics.extensions.recipe), off by default.
+        self.embed_norm = RMSNorm(c.d_model, device=device, dtype=dtype) if c.embed_norm else None
+        if c.tie_embeddings:
+            recipe.tie_embeddings(self)
+        if c.zero_init_proj:
+            recipe.zero_init_projections(self)
         # Recompute each block in backward instead of keeping its activations (a training-time
         # memory/speed trade, not part of the architecture: set by the training program).
         self.activation_checkpointing = False
@@ -287,17 +322,23 @@ class TransformerLM(nn.Module):
                 f"sequence length {start + T} exceeds the model's context_length {self.config.context_length}"
             )
         x = self.token_embeddings(in_indices)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        first_values = recipe.FirstValues() if self.config.value_residual else None
         recompute = self.activation_checkpointing and kv_cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
             if recompute:
                 # Keep only each block's input for backward and run the block again there: memory
                 # for activations drops from all of every block's insides to one block's at a time.
-                x = checkpoint(layer, x, None, None, i, use_reentrant=False)
+                x = checkpoint(layer, x, None, None, i, first_values, use_reentrant=False)
             else:
-                x = layer(x, None, kv_cache, i)
+                x = layer(x, None, kv_cache, i, first_values)
         if kv_cache is not None:
             kv_cache.length += T
-        return self.lm_head(self.ln_final(x))
+        logits = self.lm_head(self.ln_final(x))
+        if self.config.logit_softcap:
+            logits = recipe.softcap(logits, self.config.logit_softcap)
+        return logits
 
     def make_kv_cache(self, batch_size: int = 1) -> KVCache:
         """An empty cache sized for this model's context length (on its device, in its dtype)."""

@@ -3,6 +3,9 @@
 
     uv run python scripts/bench_quality.py            # minutes on a 2-core CPU (see the README)
     uv run python scripts/bench_quality.py --optimizer muon   # Muon for the hidden matrices
+    uv run python scripts/bench_quality.py --recipe leaderboard   # Muon + the recipe (see RECIPES)
+    uv run python scripts/bench_quality.py --ablate   # baseline, each technique alone, leaderboard: a table
+    uv run python scripts/bench_quality.py --step_time 4   # CPU seconds per step only (no training run)
 
 1. trains a byte-level BPE tokenizer (vocab 4096, ``<|endoftext|>``) on the TinyStories sample;
 2. tokenizes train and valid;
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -82,6 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse the tokenizer and .npy files already in --out (for tuning runs)",
     )
     p.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default="baseline",
+        help="baseline (today's defaults, unchanged), leaderboard (Muon + every technique but tied embeddings) "
+        "or leaderboard_tied (Muon + all of them)",
+    )
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="run the baseline, each technique alone on top of it, and the leaderboard recipe; print a table",
+    )
+    p.add_argument(
+        "--techniques", default=None, help=f"with --ablate: a comma list of ({', '.join(TECHNIQUES)}); default all"
+    )
+    p.add_argument(
+        "--step_time",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time N training steps per configuration, interleaved, in CPU seconds of this one thread "
+        "(robust to other jobs on the machine); no data needed",
+    )
+    p.add_argument(
         "--extra",
         nargs=argparse.REMAINDER,
         default=[],
@@ -98,6 +125,32 @@ MUON_HIDDEN_LR = 1.2e-2
 
 # The fixed shape of the benchmark.
 SHAPE = dict(context_length=128, d_model=256, num_layers=4, num_heads=8, d_ff=704, batch_size=32)
+
+# The leaderboard recipe's techniques (cs336_basics.extensions.recipe), each as the training flags it adds;
+# "muon" is the optimizer (its LR defaults above). relu2 gets the SwiGLU's parameter count:
+# relu2_d_ff(704) = 1056 (the later --d_ff wins in argparse).
+TECHNIQUES: dict[str, list[str]] = {
+    "muon": [],  # sets --optimizer muon (see main)
+    "qk_norm": ["--qk_norm"],
+    "relu2": ["--ffn_type", "relu2", "--d_ff", "1056"],
+    "zero_init_proj": ["--zero_init_proj"],
+    "tie_embeddings": ["--tie_embeddings"],
+    "logit_softcap": ["--logit_softcap", "15"],
+    "value_residual": ["--value_residual"],
+    "embed_norm": ["--embed_norm"],
+}
+# leaderboard: Muon + every technique but tied embeddings, which measured worse than untied in the
+# 64-step screening (README, Quality bar); leaderboard_tied: all of them.
+RECIPES: dict[str, list[str]] = {
+    "baseline": [],
+    "leaderboard": ["muon", "qk_norm", "relu2", "zero_init_proj", "logit_softcap", "value_residual", "embed_norm"],
+    "leaderboard_tied": ["muon", "qk_norm", "relu2", "zero_init_proj", "tie_embeddings", "logit_softcap",
+                         "value_residual", "embed_norm"],
+}  # fmt: skip
+
+
+def technique_flags(names) -> list[str]:
+    return [x for name in names for x in TECHNIQUES[name]]
 
 
 @torch.no_grad()
@@ -140,6 +193,12 @@ def evaluate_file(model, ids: np.ndarray, context: int, stride: int, device: tor
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.step_time:
+        return step_time(args)
+    if args.ablate:
+        return ablate(args, argv if argv is not None else sys.argv[1:])
+    if "muon" in RECIPES[args.recipe]:
+        args.optimizer = "muon"
     if args.lr is None:
         args.lr = ADAMW_LR
     if args.optimizer == "muon" and args.lr_hidden is None:
@@ -224,6 +283,7 @@ def main(argv=None) -> int:
         str(args.seed),
         "--device",
         args.device,
+        *technique_flags(RECIPES[args.recipe]),
         *args.extra,
     ]
     print("python -m cs336_basics.training_together " + " ".join(flags), flush=True)
@@ -248,6 +308,7 @@ def main(argv=None) -> int:
     bpb = total_nats / math.log(2) / n_bytes
     result = {
         "val_loss_per_token": loss,
+        "step_ms": median_step_ms(model_dir / "metrics.jsonl"),
         "bits_per_byte": bpb,
         "val_tokens": count,
         "val_bytes": n_bytes,
@@ -265,6 +326,7 @@ def main(argv=None) -> int:
             "seed": args.seed,
             "max_iters": args.max_iters,
             "optimizer": args.optimizer,
+            "recipe": args.recipe,
             **group_lrs,
             "extra": args.extra,
         },
@@ -288,6 +350,129 @@ def main(argv=None) -> int:
         f"{'MET' if loss <= 3.10 else 'not met'}"
         + ("" if args.max_iters == 480 else f"  [max_iters {args.max_iters}, not the benchmark's 480]")
     )
+    return 0
+
+
+def median_step_ms(metrics_path: Path) -> float | None:
+    """Median of the logged train lines' ms per step (the first, which includes start-up, left out)."""
+    times = []
+    for line in metrics_path.read_text().splitlines() if metrics_path.is_file() else []:
+        rec = json.loads(line)
+        if rec.get("type") == "train" and rec.get("iter_time_ms") is not None and rec.get("step", 0) > 1:
+            times.append(rec["iter_time_ms"])
+    return float(np.median(times)) if times else None
+
+
+def ablate(args, argv) -> int:
+    """The baseline, each technique alone on top of it, and the leaderboard recipe, then a table."""
+    names = list(TECHNIQUES) if args.techniques is None else [t for t in args.techniques.split(",") if t]
+    unknown = [t for t in names if t not in TECHNIQUES]
+    if unknown:
+        print(
+            f"error: --techniques: unknown {', '.join(unknown)} (choose from {', '.join(TECHNIQUES)})", file=sys.stderr
+        )
+        return 2
+    # The same flags minus the ones that pick what runs; each run gets its own --out, sharing the data.
+    passthrough, skip = [], {"--ablate": 0, "--techniques": 1, "--recipe": 1, "--out": 1, "--optimizer": 1}
+    it = iter(argv)
+    for a in it:
+        key = a.split("=")[0]
+        if key in skip:
+            for _ in range(skip[key] if "=" not in a else 0):
+                next(it, None)
+            continue
+        passthrough.append(a)
+    out = Path(args.out)
+    runs = [("baseline", ["--recipe", "baseline"])]
+    runs += [(t, ["--optimizer", "muon"] if t == "muon" else ["--extra", *TECHNIQUES[t]]) for t in names]
+    runs.append(("leaderboard", ["--recipe", "leaderboard"]))
+    rows = []
+    for i, (name, flags) in enumerate(runs):
+        run_out = out / name
+        if i > 0:  # reuse the first run's tokenizer and ids
+            run_out.mkdir(parents=True, exist_ok=True)
+            for f in ("tokenizer", "train.npy", "valid.npy"):
+                src, dst = out / runs[0][0] / f, run_out / f
+                if src.is_dir():
+                    shutil.copytree(src, dst, dirs_exist_ok=True)
+                elif src.is_file():
+                    shutil.copy2(src, dst)
+        reuse = ["--reuse_data"] if i > 0 else []
+        extra_at = passthrough.index("--extra") if "--extra" in passthrough else len(passthrough)
+        own = [*passthrough[:extra_at], "--out", str(run_out), *reuse]
+        tail = passthrough[extra_at + 1 :]
+        if flags[:1] == ["--extra"]:
+            cmd = [*own, "--extra", *flags[1:], *tail]
+        else:
+            cmd = [*own, *flags, *(["--extra", *tail] if tail else [])]
+        print(f"=== {name}: bench_quality {' '.join(cmd)}", flush=True)
+        if main(cmd):
+            print(f"error: the {name} run failed", file=sys.stderr)
+            return 1
+        rows.append((name, json.loads((run_out / "result.json").read_text())))
+    base = rows[0][1]
+    print("=" * 80)
+    print(f"{'technique':<16} {'nats/token':>10} {'vs base':>8} {'bits/byte':>9} {'ms/step':>8} {'vs base':>7}")
+    for name, r in rows:
+        ratio = r["step_ms"] / base["step_ms"] if r.get("step_ms") and base.get("step_ms") else float("nan")
+        print(
+            f"{name:<16} {r['val_loss_per_token']:>10.4f} {r['val_loss_per_token'] - base['val_loss_per_token']:>+8.4f} "
+            f"{r['bits_per_byte']:>9.4f} {r.get('step_ms') or float('nan'):>8.0f} {ratio:>6.2f}x"
+        )
+    print("(ms/step is wall time: only comparable when nothing else shared the machine; see --step_time)")
+    return 0
+
+
+def step_time(args) -> int:
+    """CPU seconds per optimizer step of each configuration at the benchmark's shape, interleaved.
+
+    Random token batches, one thread (``torch.set_num_threads(1)``), ``time.thread_time`` around each
+    whole training step (forward, backward, clip, optimizer): the CPU time this thread spent, which
+    other jobs on the machine do not inflate the way they inflate wall time. The configurations take
+    turns step by step, so slow drifts of the machine hit them all alike; the median is reported.
+    """
+    import contextlib
+
+    from cs336_basics import training_together
+    from cs336_basics.model import TransformerLM
+    from cs336_basics.training.settings import parse_settings
+    from cs336_basics.training.step import train_step
+
+    torch.set_num_threads(1)
+    names = ["baseline", "muon", *(t for t in TECHNIQUES if t != "muon"), "leaderboard"]
+    if args.techniques is not None:
+        names = ["baseline", *[t for t in args.techniques.split(",") if t], "leaderboard"]
+    dummy = str(Path(__file__))  # parse_settings needs a path; no data is read
+    configs = []
+    for name in names:
+        techniques = RECIPES["leaderboard"] if name == "leaderboard" else [] if name == "baseline" else [name]
+        flags = ["--train_data_path", dummy, "--vocab_size", str(args.vocab_size),
+                 *[x for k, v in SHAPE.items() for x in (f"--{k}", str(v))], "--lr", repr(ADAMW_LR),
+                 "--weight_decay", repr(args.weight_decay), "--device", "cpu", *technique_flags(techniques)]  # fmt: skip
+        if "muon" in techniques:
+            flags += ["--optimizer", "muon", "--lr_hidden", repr(MUON_HIDDEN_LR)]
+        s = parse_settings(flags)
+        torch.manual_seed(0)
+        model = TransformerLM(s.model_config())
+        opt = training_together.build_optimizer(model, s)
+        configs.append((name, model, opt))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    gen = torch.Generator().manual_seed(0)
+    T, B = SHAPE["context_length"], SHAPE["batch_size"]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rnd in range(args.step_time + 1):  # round 0 warms up (first-call allocations)
+        for name, model, opt in configs:
+            ids = torch.randint(0, args.vocab_size, (B, T + 1), generator=gen)
+            t0 = time.thread_time()
+            train_step(model, opt, scaler, [(ids[:, :-1], ids[:, 1:])], accum_steps=1, grad_clip=args.grad_clip,
+                       autocast=contextlib.nullcontext, no_sync=contextlib.nullcontext)  # fmt: skip
+            if rnd:
+                times[name].append(time.thread_time() - t0)
+    base = float(np.median(times["baseline"]))
+    print(f"CPU seconds per step (one thread, median of {args.step_time}, interleaved):")
+    for name in names:
+        t = float(np.median(times[name]))
+        print(f"  {name:<16} {t:7.3f} s  {t / base:5.2f}x")
     return 0
 
 

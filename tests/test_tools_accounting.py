@@ -170,7 +170,9 @@ def test_cli_preset_and_bad_input():
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "--vocab_size" in bad.stderr
     bad = _cli("--preset", "gpt2-xl", "--num_heads", "7")
-    assert bad.returncode == 2 and "num_heads (7)" in bad.stderr and "Traceback" not in bad.stderr  # ModelConfig's check
+    assert (
+        bad.returncode == 2 and "num_heads (7)" in bad.stderr and "Traceback" not in bad.stderr
+    )  # ModelConfig's check
 
 
 # ------------------------------------------------------------------------------------------------

@@ -164,7 +164,13 @@ def test_presets_are_valid_against_the_real_training_flags():
             silu, d = by["silu_ffn"], base["d_model"]
             assert silu["ffn_type"] == "silu" and silu["d_ff"] == 4 * d
             assert abs(2 * d * silu["d_ff"] - 3 * d * by["baseline"]["d_ff"]) < 0.05 * 3 * d * by["baseline"]["d_ff"]
-        if not name.endswith("_cpu"):  # the course's model
+        if name == "leaderboard":  # the course's leaderboard setting: OpenWebText, context 512, vocab 32k
+            assert (base["context_length"], base["vocab_size"]) == (512, 32000)
+            by = {v.name: v.flags for v in s.variants}
+            lb = by["leaderboard"]
+            assert lb["optimizer"] == "muon" and lb["ffn_type"] == "relu2" and by["leaderboard_tied"]["tie_embeddings"]
+            assert 2 * lb["d_ff"] == 3 * base["d_ff"]  # relu2 at the SwiGLU's parameter count
+        elif not name.endswith("_cpu"):  # the course's model
             assert (
                 base["d_model"],
                 base["num_layers"],

@@ -111,6 +111,21 @@ class TrainSettings:
         "embedding backward: deterministic (gradient rows summed in a fixed order, bit-exact CPU runs) or plain (the handout's lookup)",
         choices=EMBEDDING_TYPES,
     )
+    # -- model: the leaderboard recipe (cs336_basics.extensions.recipe; all off by default) -------------------
+    qk_norm: bool = field(default=False, metadata=_opt("model", "recipe: RMSNorm on each head's queries and keys"))
+    zero_init_proj: bool = field(
+        default=False, metadata=_opt("model", "recipe: attention output and FFN down projections start at zero")
+    )
+    tie_embeddings: bool = field(
+        default=False, metadata=_opt("model", "recipe: the LM head shares the token-embedding matrix")
+    )
+    logit_softcap: float = field(
+        default=0.0, metadata=_opt("model", "recipe: C * tanh(logits / C) before loss and sampling (0: off)")
+    )
+    value_residual: bool = field(
+        default=False, metadata=_opt("model", "recipe: mix each layer's values with the first layer's (learned)")
+    )
+    embed_norm: bool = field(default=False, metadata=_opt("model", "recipe: RMSNorm after the token embedding"))
     # -- optimization ----------------------------------------------------------------------------
     optimizer: str = field(
         default="adamw",
@@ -695,6 +710,8 @@ def validate(s: TrainSettings) -> ModelConfig:
         raise ConfigError("--log_norms is not supported with --fsdp (weights are sharded across ranks)")
     check_knobs(s)
     _validate_objective_and_moe(s)
+    if s.fsdp and s.tie_embeddings:
+        raise ConfigError("--tie_embeddings is not supported with --fsdp (the shared matrix would be sharded twice)")
     try:
         return s.model_config().validate()
     except ValueError as err:
