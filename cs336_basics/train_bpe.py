@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cs336_basics.bpe import BPEError, train_bpe
+from cs336_basics.utils import runlock
 from cs336_basics.utils.errors import run_cli
 
 
@@ -103,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.path.isfile(args.input) and os.path.getsize(args.input) == 0:
             raise BPEError(f"--input {args.input} is empty: nothing to train on")
     check_output_dir(args.output)
+    # One training per --output: a second would overwrite these files (freed when main returns or we die).
+    lock = runlock.acquire(args.output, what="--output", hint="wait for it to end or pass another --output")  # noqa: F841
     from cs336_basics.tokenizer import Tokenizer  # import here: only needed once training succeeds
 
     start = time.perf_counter()

@@ -55,6 +55,7 @@ from cs336_basics.training.settings import TrainSettings, changed_settings, pars
 from cs336_basics.training.signals import StopRequest
 from cs336_basics.training.state import TrainState, find_resume
 from cs336_basics.training.step import NonFiniteGuard, StepResult, evaluate, train_step
+from cs336_basics.utils import runlock
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import atomic_write_text
 
@@ -80,6 +81,7 @@ class Run:
     norms: NormRecorder | None = None
     resumed_from: Path | None = None
     last_saved: Path | None = None  # the newest checkpoint of this run known to be intact
+    lock: runlock.RunLock | None = None  # rank 0's hold on --checkpoint_dir (one run per directory)
 
 
 # ==============================================================================================
@@ -123,11 +125,16 @@ def load_data(s: TrainSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str
     return train, val, meta
 
 
+LOCK_HINT = "wait for it to end (then --resume continues it) or pass another --checkpoint_dir"
+
+
 def setup(s: TrainSettings) -> Run:
     """Check what can be checked cheaply first (exit 2 before anything heavy), then build the run."""
     rt = runtime.setup_runtime(s.device, s.dtype, s.tf32, s.deterministic)
     cfg = s.model_config()
     manager = CheckpointManager(s.checkpoint_dir, keep_last=s.keep_last)
+    runtime.init_process_group(rt)  # first: every rank must learn whether rank 0 got the directory's lock
+    lock = runtime.rank0_decides(rt, lambda: runlock.acquire(s.checkpoint_dir, what="--checkpoint_dir", hint=LOCK_HINT))
     if rt.is_main:
         manager.check_writable()
         for stale in manager.remove_stale_temps():
@@ -144,7 +151,6 @@ def setup(s: TrainSettings) -> Run:
         )
     train_data, val_data, tokenizer = load_data(s)
 
-    runtime.init_process_group(rt)
     runtime.seed_everything(s.seed)  # the same initial weights on every rank
     print0("Initializing model...")
     model = TransformerLM(cfg, device=rt.device)
@@ -181,6 +187,7 @@ def setup(s: TrainSettings) -> Run:
         train_data=train_data, val_data=val_data,
         tokens_per_step=s.batch_size * s.context_length * s.grad_accum_steps * rt.world_size,
         norms=norms, resumed_from=resume[0] if resume else None, last_saved=resume[0] if resume else None,
+        lock=lock,
     )  # fmt: skip
     if rt.is_main:
         run.logger = RunLogger(
@@ -441,6 +448,8 @@ def _run(argv: Sequence[str] | None, stop: StopRequest) -> int:
             if run.norms is not None:
                 run.norms.remove()
             run.logger.close()
+            if run.lock is not None:
+                run.lock.release()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -451,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(argv, stop)
     except UserError as err:
-        print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
+        if not isinstance(err, runtime.RefusedOnRankZero):  # rank 0 already said it, once
+            print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
         return 2
     except TrainingFailure as err:
         print(f"{prefix}error: {err}", file=sys.stderr, flush=True)

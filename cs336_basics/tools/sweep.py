@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cs336_basics.training.metrics import finite_number, read_records
+from cs336_basics.utils import runlock
 from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.utils.fsutil import atomic_write_text, read_toml
 
@@ -830,7 +831,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        results, completed = run_sweep(sweep, slots=slots, progress=lambda m: print(m, flush=True))
+        # One sweep per directory (each variant's own run directory is locked by its trainer).
+        with runlock.hold(sweep.out_dir, what="sweep directory", hint="wait for it to end or pass another --out_dir"):
+            results, completed = run_sweep(sweep, slots=slots, progress=lambda m: print(m, flush=True))
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"Summary: {sweep.out_dir / 'summary.md'}")

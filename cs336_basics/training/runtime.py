@@ -201,6 +201,31 @@ def init_process_group(rt: Runtime) -> None:
     dist.init_process_group(backend=backend, rank=rt.info.rank, world_size=rt.info.world_size, **kwargs)
 
 
+class RefusedOnRankZero(UserError):
+    """Rank 0 refused the run (and printed why); the other ranks exit 2 without repeating it."""
+
+
+def rank0_decides(rt: Runtime, decide: Callable[[], Any]) -> Any:
+    """Run ``decide`` on rank 0 only (e.g. taking the run directory's lock) and make every rank
+    share the outcome: if it raised a UserError, all ranks raise, so the job ends at once instead
+    of the other ranks waiting in a collective that rank 0 never reaches. Returns ``decide()``'s
+    value on rank 0, None elsewhere."""
+    result, error = None, None
+    if rt.is_main:
+        try:
+            result = decide()
+        except UserError as err:
+            error = err
+    if rt.info.is_distributed and dist.is_initialized():
+        said = [None if error is None else str(error)]
+        dist.broadcast_object_list(said, src=0)
+        if said[0] is not None and not rt.is_main:
+            raise RefusedOnRankZero(said[0])
+    if error is not None:
+        raise error
+    return result
+
+
 def destroy_process_group() -> None:
     """Leave the process group. The barrier first makes every rank finish its last collective
     before any rank tears its connections down: without it a fast rank's teardown can hit a peer
