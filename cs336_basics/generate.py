@@ -247,6 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     warning = tokenizer_mismatch(payload, tok_dir)
     if warning:
         print(warning, file=sys.stderr)
+    n_prompt, ctx = len(tokenizer.encode(args.prompt)) if args.prompt else 0, model.config.context_length
+    if n_prompt >= ctx:  # sample() keeps the most recent tokens; say so once rather than silently
+        kept = max(ctx - 1, 1)
+        print(
+            f"note: the prompt is {n_prompt} tokens, more than the model's context_length {ctx} leaves room "
+            f"for; it sees only the last {kept}",
+            file=sys.stderr,
+        )
     outs = sample(
         model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.num_samples
     )

@@ -56,12 +56,26 @@ from cs336_basics.training.signals import StopRequest
 from cs336_basics.training.state import TrainState, find_resume
 from cs336_basics.training.step import NonFiniteGuard, StepResult, evaluate, train_step
 from cs336_basics.utils import runlock
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.utils.fsutil import atomic_write_text
 
 
 class TrainingFailure(Exception):
     """Training could not continue (non-finite steps, checkpoint write failure): exit status 1."""
+
+
+class AlreadyFinished(Exception):
+    """``--resume`` found a checkpoint at (or past) ``--max_iters``: nothing to do, exit status 0."""
+
+
+def check_not_finished(resume: tuple[Path, dict[str, Any]] | None, s: TrainSettings) -> None:
+    """A finished run resumed again would re-evaluate, rewrite its last checkpoint and log a second
+    ``final`` record: stop before writing anything instead (unless --max_iters grew)."""
+    if resume is not None and int(resume[1]["iteration"]) >= s.max_iters:
+        raise AlreadyFinished(
+            f"{resume[0]}: the run already finished at iteration {int(resume[1]['iteration'])} (--max_iters "
+            f"{s.max_iters}); nothing to do (raise --max_iters to train further)"
+        )
 
 
 @dataclass
@@ -143,11 +157,19 @@ def setup(s: TrainSettings) -> Run:
             print0(f"Note: {note}")
     check_extras(s.use_wandb, s.tensorboard_dir)
     resume = find_resume(s.resume_from, s.resume, manager, cfg, say=print0)
+    check_not_finished(resume, s)
     if resume is None and rt.is_main and manager.list():
         runtime.eprint0(
             f"warning: {manager.directory} already holds checkpoints (newest: {manager.list()[-1].name}); this new "
             "run overwrites same-numbered ones and --resume later picks the newest. Pass --resume to continue "
             "that run, or use a fresh --checkpoint_dir."
+        )
+    restarts = rt.info.restart_count
+    if restarts:  # torchrun --max-restarts restarted the group after a worker died
+        print0(
+            f"torchrun restart {restarts} (TORCHELASTIC_RESTART_COUNT={restarts}): "
+            + (f"continuing from {resume[0].name}" if resume else "no checkpoint to continue from; starting over")
+            + ("" if s.resume or s.resume_from else " (pass --resume so a restart continues the run)")
         )
     train_data, val_data, tokenizer = load_data(s)
 
@@ -195,9 +217,11 @@ def setup(s: TrainSettings) -> Run:
             use_wandb=s.use_wandb, wandb_project=s.wandb_project, wandb_run_name=s.wandb_run_name,
             tensorboard_dir=s.tensorboard_dir,
             config={**s.to_dict(), "model_config": cfg.to_dict(), "world_size": rt.world_size},
-            resume_step=state.iteration if resume else None,
+            resume_step=state.iteration if resume else (0 if restarts else None),  # a restart is not a new run
         )  # fmt: skip
         write_run_config(run, n_params)
+        if restarts:
+            run.logger.event(state.iteration, "restart", f"TORCHELASTIC_RESTART_COUNT={restarts}", count=restarts)
         if resume:
             run.logger.event(state.iteration, "resume", str(resume[0]))
     return run
@@ -466,6 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingFailure as err:
         print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
         return 1
+    except AlreadyFinished as done:
+        print0(str(done))
+        return 0
     except KeyboardInterrupt:
         print(f"{prefix}interrupted", file=sys.stderr, flush=True)
         return 130
@@ -475,4 +502,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

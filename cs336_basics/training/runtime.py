@@ -37,6 +37,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    restart_count: int = 0  # TORCHELASTIC_RESTART_COUNT: how often torchrun restarted the group (--max-restarts)
 
     @property
     def is_distributed(self) -> bool:
@@ -54,11 +55,12 @@ def dist_info_from_env(env: dict[str, str] | None = None) -> DistInfo:
         rank = int(env.get("RANK", "0"))
         world = int(env.get("WORLD_SIZE", "1"))
         local = int(env.get("LOCAL_RANK", str(rank)))
+        restarts = int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))
     except ValueError as err:
         raise RuntimeConfigError(f"bad RANK/WORLD_SIZE/LOCAL_RANK environment: {err}") from None
     if world < 1 or not 0 <= rank < world:
         raise RuntimeConfigError(f"bad distributed environment: RANK={rank} WORLD_SIZE={world}")
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, restart_count=restarts)
 
 
 _INFO = DistInfo()
