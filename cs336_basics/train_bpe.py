@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved_to, save_error = _save_with_fallback(Tokenizer(vocab, merges, args.special_tokens), args.output)
     rss_self, rss_kids = _peak_rss_mb()
     print(f"Trained on {args.input} in {elapsed:.2f}s")
-    print(f"Peak memory: {rss_self:.0f} MiB (main process), {rss_kids:.0f} MiB (largest worker)")
+    workers = f", {rss_kids:.0f} MiB (largest worker)" if rss_kids > 0 else " (no worker processes)"
+    print(f"Peak memory: {rss_self:.0f} MiB (main process){workers}")
     print(f"Vocabulary: {len(vocab):,} tokens ({len(merges):,} merges, {len(args.special_tokens)} special)")
     longest = sorted(vocab.values(), key=len, reverse=True)[:10]
     print("Longest tokens: " + ", ".join(f"{t.decode('utf-8', 'replace')!r} ({len(t)})" for t in longest))

@@ -48,6 +48,7 @@ from cs336_basics.training.metrics import (
     RunLogger,
     ThroughputMeter,
     check_extras,
+    cpu_step_hint,
     peak_flops,
 )
 from cs336_basics.training.runtime import print0
@@ -325,6 +326,9 @@ def train(run: Run, stop: StopRequest) -> int:
         tokens_per_step=run.tokens_per_step, flops_per_token=3 * state.model.flops_per_token(s.context_length) / rt.world_size,
         peak_flops=peak_flops(rt.device, s.dtype),
     )  # fmt: skip
+    hint = cpu_step_hint(rt.device, meter.flops_per_token * run.tokens_per_step)  # this rank's share
+    if hint:
+        print0(hint)
     guard = NonFiniteGuard(s.max_bad_steps)
     no_sync = runtime.no_sync(run.train_model)
     early_stop = False
