@@ -200,6 +200,12 @@ def init_process_group(rt: Runtime) -> None:
     kwargs: dict[str, Any] = {}
     if backend == "nccl":
         kwargs["device_id"] = rt.device
+    if rt.info.restart_count:
+        # After a torchrun --max-restarts restart the workers meet in the same store as the attempt
+        # before, whose keys (a dead rank's address) the new ranks could read as current ones and then
+        # wait on forever: keep each attempt's keys apart under its own prefix.
+        store, _, _ = next(dist.rendezvous("env://"))
+        kwargs["store"] = dist.PrefixStore(f"restart_{rt.info.restart_count}", store)
     dist.init_process_group(backend=backend, rank=rt.info.rank, world_size=rt.info.world_size, **kwargs)
 
 
