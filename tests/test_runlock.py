@@ -91,6 +91,28 @@ def test_second_trainer_is_refused_and_the_first_finishes_normally(data, tmp_pat
     assert load_pt(run_dir / "checkpoint_iter_12.pt")["train_config"]["seed"] == 1234
 
 
+def test_under_ddp_every_rank_learns_that_rank_0_was_refused(data, tmp_path, holder):
+    """Two ranks (started the way torchrun starts them): rank 0 is refused the lock, and both exit 2 at
+    once, with the reason said once (by rank 0), instead of rank 1 waiting in a collective."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    run_dir = tmp_path / "run"
+    p = holder(run_dir)
+    la = Launcher(tmp_path / "logs")
+    try:
+        env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        ranks = [la.start(base_argv(data, run_dir, max_iters=2, warmup_iters=0), name=f"rank{r}",
+                          env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]  # fmt: skip
+        for r in ranks:
+            assert r.wait(600) == 2, r.describe()
+    finally:
+        la.close()
+    _refusal(ranks[0].stderr, run_dir, p.pid)
+    assert ranks[1].stderr.strip() == "", ranks[1].describe()
+    assert "Loading data" not in ranks[0].stdout + ranks[1].stdout
+
+
 def test_kill9_holder_leaves_no_stale_lock(data, tmp_path, holder, capsys):
     run_dir = tmp_path / "run"
     p = holder(run_dir)
