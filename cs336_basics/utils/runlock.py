@@ -55,7 +55,8 @@ class RunLock:
         self.release()
 
     def __del__(self) -> None:  # a lock dropped by an exception unwinding setup is freed with it
-        self.release()
+        with contextlib.suppress(Exception):  # (at interpreter exit the kernel frees it anyway)
+            self.release()
 
 
 def describe_holder(path: Path) -> str:
