@@ -99,7 +99,10 @@ def test_generate_says_once_when_the_prompt_is_cut_and_every_sample_ends_with_a_
 # ----------------------------------------------------------------------------------------------
 # output piped into a reader that stops early
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv", [["cs336_basics.tools.sweep", "--list"], ["cs336_basics.training_together", "--help"]])
+# (argparse's own --help output already swallows a closed pipe; these print with plain print().)
+@pytest.mark.parametrize(
+    "argv", [["cs336_basics.tools.sweep", "--list"], ["cs336_basics.tools.accounting", "--preset", "gpt2-small"]]
+)
 def test_closed_stdout_pipe_is_a_quiet_exit_not_a_traceback(argv):
     r, w = os.pipe()
     os.close(r)  # the reader is gone before the first write: every write fails with EPIPE
