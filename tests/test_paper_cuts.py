@@ -234,5 +234,6 @@ def test_train_bpe_without_workers_does_not_report_a_worker(tmp_path, capsys, mo
 def test_plot_labels_are_the_shortest_unique_paths():
     from cs336_basics.tools.plot_metrics import shortest_unique_names
 
-    assert shortest_unique_names(["runs/quickstart/model"]) == ["quickstart/model"]
-    assert shortest_unique_names(["x/a/model", "y/a/model", "z/b"]) == ["x/a/model", "y/a/model", "z/b"]
+    assert shortest_unique_names(["runs/quickstart/model"]) == ["model"]
+    assert shortest_unique_names(["runs/quickstart/model", "runs/big/model"]) == ["quickstart/model", "big/model"]
+    assert shortest_unique_names(["x/a/model", "y/a/model", "z/b"]) == ["x/a/model", "y/a/model", "b"]

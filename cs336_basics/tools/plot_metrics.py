@@ -72,12 +72,12 @@ def metrics_path(run: str | os.PathLike) -> Path:
 
 
 def shortest_unique_names(dirs: Sequence[str | os.PathLike]) -> list[str]:
-    """Labels for run directories: the shortest trailing paths that tell them apart, at least two
-    parts long where there are two (``runs/quickstart/model`` -> ``quickstart/model``, not ``model``)."""
+    """Labels for run directories: the shortest trailing paths that tell them apart
+    (``runs/quickstart/model`` and ``runs/big/model`` -> ``quickstart/model`` and ``big/model``)."""
     parts = [Path(d).absolute().parts for d in dirs]
     names = []
     for i, p in enumerate(parts):
-        k = min(2, len(p))
+        k = 1
         while k < len(p) and any(q[-k:] == p[-k:] for j, q in enumerate(parts) if j != i):
             k += 1
         names.append(str(Path(*p[-k:])))
