@@ -74,16 +74,17 @@ def test_second_trainer_is_refused_and_the_first_finishes_normally(data, tmp_pat
         run_dir = tmp_path / "run"
         argv = base_argv(data, run_dir, max_iters=12, checkpoint_interval=4, eval_interval=4)
         first = la.start(argv, name="first", faults={"step_delay": 0.2})
-        first.wait_for_iter(1, timeout=120)
-        before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
-        second = la.run(base_argv(data, run_dir, max_iters=12, seed=99), name="second", timeout=120)
+        first.wait_for_iter(1, timeout=300)
+        config_before = (run_dir / "run_config.json").stat().st_mtime_ns
+        second = la.run(base_argv(data, run_dir, max_iters=12, seed=99), name="second", timeout=600)
         assert second.poll() == 2, second.describe()
         line = _refusal(second.stderr, run_dir, first.pid)
         assert "--checkpoint_dir" in line and "--resume" in line
         assert "Loading data" not in second.stdout  # refused before any work
-        # Nothing the first had written was touched by the second.
-        assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name in before} == before
-        assert first.wait(240) == 0, first.describe()
+        # The second wrote nothing: the first's run record is its own, the lock still names the first.
+        assert (run_dir / "run_config.json").stat().st_mtime_ns == config_before
+        assert f'"pid": {first.pid},' in (run_dir / runlock.LOCK_NAME).read_text()
+        assert first.wait(600) == 0, first.describe()
     finally:
         la.close()
     assert sorted(train_losses(run_dir)) == list(range(1, 13))  # one run's log, not moved aside
