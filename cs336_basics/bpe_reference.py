@@ -28,9 +28,11 @@ pair with the lowest merge rank (the leftmost one on ties) until no pair has a r
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 from cs336_basics.pretokenize import PRETOKEN_RE, special_pattern, split_on_specials
+from cs336_basics.utils.errors import UserError
 
 Pair = tuple[bytes, bytes]
 
@@ -87,7 +89,18 @@ def reference_train_bpe(
     text: str, vocab_size: int, special_tokens: list[str] | None = None
 ) -> tuple[dict[int, bytes], list[Pair]]:
     """``(vocab, merges)`` as ``bpe.train_bpe`` returns them for a file holding ``text``: ids are
-    the special tokens, then the 256 bytes, then one token per merge."""
+    the special tokens, then the 256 bytes, then one token per merge.
+
+    ``text`` is the corpus itself (``bpe.train_bpe`` takes a path): a path given here by mistake would
+    train on the path's characters, so a path object, or a one-line string naming an existing file,
+    is refused."""
+    if isinstance(text, os.PathLike) or (
+        isinstance(text, str) and len(text) < 4096 and "\n" not in text and text and os.path.isfile(text)
+    ):
+        raise UserError(
+            f"reference_train_bpe takes the corpus text, and {os.fspath(text)!r} is a file path; pass its "
+            "contents (Path(p).read_text()), or call bpe.train_bpe, which takes a path"
+        )
     specials = list(special_tokens or [])
     merges = reference_merges(pretoken_counts(text, specials), vocab_size - 256 - len(specials))
     vocab = {i: s.encode("utf-8") for i, s in enumerate(specials)}

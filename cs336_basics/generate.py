@@ -251,6 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         check_chat_tokenizer(tokenizer.special_tokens, f"--tokenizer {tok_dir}")
         prompt = prompt_text(args.prompt, args.system)
+    n_prompt, ctx = len(tokenizer.encode(prompt)) if prompt else 0, model.config.context_length
+    if n_prompt >= ctx:  # sample() keeps the most recent tokens; say so once rather than silently
+        kept = max(ctx - 1, 1)
+        print(
+            f"note: the prompt is {n_prompt} tokens, more than the model's context_length {ctx} leaves room "
+            f"for; it sees only the last {kept}",
+            file=sys.stderr,
+        )
     outs = sample(
         model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.num_samples,
         args.diffusion_steps,

@@ -26,6 +26,7 @@ data set (``--hf_dataset``), shards (``--shard_tokens N``), and conversations wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import multiprocessing as mp
@@ -236,8 +237,6 @@ def tokenize_file(
         raise TokenizerError(f"{inp}: input file not found")
     if not inp.is_file():
         raise TokenizerError(f"{inp}: input is not a regular file")
-    if not out.parent.is_dir() and str(out.parent):
-        raise TokenizerError(f"{out}: output directory {out.parent} does not exist")
     if out.is_dir():
         raise TokenizerError(f"{out}: output path is a directory")
     if out.exists() and out.resolve() == inp.resolve():
@@ -246,6 +245,12 @@ def tokenize_file(
     if num_workers is not None and num_workers < 1:
         raise TokenizerError(f"--workers must be >= 1, got {num_workers}")
     workers = num_workers or available_cpus()
+    try:  # a missing output folder is made, as train_bpe and the trainer make theirs
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TokenizerError(
+            f"{out}: cannot create the output directory {out.parent} ({err.strerror or err})"
+        ) from None
     size = inp.stat().st_size
     target = min(4 << 20, max(256 << 10, size // (workers * 16) + 1))
     specials = [s.encode("utf-8") for s in tok.special_tokens]
@@ -532,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if uses_document_path(args):
         return main_documents(args)
     args.input = args.input[0]
+    with contextlib.suppress(OSError):  # a missing/unreadable input is tokenize_file's to report
+        if os.path.isfile(args.input) and os.path.getsize(args.input) == 0:
+            raise TokenizerError(f"--input {args.input} is empty: nothing to tokenize")
     prog = None if args.quiet else _ProgressLine()
     t0 = time.perf_counter()
     n = tokenize_file(args.tokenizer, args.input, args.output, args.workers, prog, special_tokens=args.special_tokens)

@@ -119,6 +119,16 @@ class _PackedCache(dict):
         return value
 
 
+def _surrogate_error(err: UnicodeEncodeError) -> TokenizerError:
+    """A lone surrogate (U+D800..U+DFFF) is not a character and has no UTF-8 bytes, so it has no tokens
+    (it comes from text decoded with errors="surrogateescape" or a JSON "\\ud800" escape)."""
+    ch = err.object[err.start] if isinstance(err.object, str) and err.start < len(err.object) else "?"
+    return TokenizerError(
+        f"cannot encode text with a lone surrogate U+{ord(ch):04X} (in {err.object[:40]!r}): it is not valid "
+        "Unicode and has no UTF-8 bytes; clean the text first (e.g. decode files with errors='replace')"
+    )
+
+
 class Tokenizer:
     """Byte-level BPE tokenizer over a ``vocab`` (id -> bytes) and ``merges`` (in rank order).
 
@@ -317,13 +327,16 @@ class Tokenizer:
     def _encode_into(self, text: str, out: list[int], cache_get) -> None:
         extend = out.extend
         specials = self._special_ids
-        for piece, is_special in split_on_specials(text, self._special_re):
-            if is_special:
-                out.append(specials[piece])
-                continue
-            for pat, block in self._blocks(piece):
-                # One C-level pass: regex -> cache lookups (BPE only on a miss) -> flatten.
-                extend(chain.from_iterable(map(cache_get, pat.findall(block))))
+        try:
+            for piece, is_special in split_on_specials(text, self._special_re):
+                if is_special:
+                    out.append(specials[piece])
+                    continue
+                for pat, block in self._blocks(piece):
+                    # One C-level pass: regex -> cache lookups (BPE only on a miss) -> flatten.
+                    extend(chain.from_iterable(map(cache_get, pat.findall(block))))
+        except UnicodeEncodeError as err:
+            raise _surrogate_error(err) from None
 
     def encode_packed(self, text: str, typecode: str = "H") -> bytes:
         """``array(typecode, encode(text)).tobytes()``, computed without Python int lists.
@@ -338,12 +351,15 @@ class Tokenizer:
             cache = self._packed_caches[typecode] = _PackedCache(self._cache, self._bpe_fn, self._cache_size, typecode)
         get = cache.__getitem__
         parts: list[bytes] = []
-        for piece, is_special in split_on_specials(text, self._special_re):
-            if is_special:
-                parts.append(array(typecode, [self._special_ids[piece]]).tobytes())
-                continue
-            for pat, block in self._blocks(piece):
-                parts.append(b"".join(map(get, pat.findall(block))))
+        try:
+            for piece, is_special in split_on_specials(text, self._special_re):
+                if is_special:
+                    parts.append(array(typecode, [self._special_ids[piece]]).tobytes())
+                    continue
+                for pat, block in self._blocks(piece):
+                    parts.append(b"".join(map(get, pat.findall(block))))
+        except UnicodeEncodeError as err:
+            raise _surrogate_error(err) from None
         return b"".join(parts)
 
     def warm_cache(self, pretokens: Iterable[str] = ()) -> int:

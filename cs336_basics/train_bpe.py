@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cs336_basics.bpe import BPEError, train_bpe
+from cs336_basics.utils import runlock
 from cs336_basics.utils.errors import run_cli
 
 
@@ -147,6 +148,8 @@ def _main(args: argparse.Namespace) -> int:
         if os.path.isfile(args.input) and os.path.getsize(args.input) == 0:
             raise BPEError(f"--input {args.input_label} is empty: nothing to train on")
     check_output_dir(args.output)
+    # One training per --output: a second would overwrite these files (freed when main returns or we die).
+    lock = runlock.acquire(args.output, what="--output", hint="wait for it to end or pass another --output")  # noqa: F841
     from cs336_basics.tokenizer import Tokenizer  # import here: only needed once training succeeds
 
     start = time.perf_counter()
@@ -165,7 +168,8 @@ def _main(args: argparse.Namespace) -> int:
     saved_to, save_error = _save_with_fallback(Tokenizer(vocab, merges, args.special_tokens), args.output)
     rss_self, rss_kids = _peak_rss_mb()
     print(f"Trained on {args.input_label} in {elapsed:.2f}s")
-    print(f"Peak memory: {rss_self:.0f} MiB (main process), {rss_kids:.0f} MiB (largest worker)")
+    workers = f", {rss_kids:.0f} MiB (largest worker)" if rss_kids > 0 else " (no worker processes)"
+    print(f"Peak memory: {rss_self:.0f} MiB (main process){workers}")
     print(f"Vocabulary: {len(vocab):,} tokens ({len(merges):,} merges, {len(args.special_tokens)} special)")
     longest = sorted(vocab.values(), key=len, reverse=True)[:10]
     print("Longest tokens: " + ", ".join(f"{t.decode('utf-8', 'replace')!r} ({len(t)})" for t in longest))

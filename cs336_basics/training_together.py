@@ -56,6 +56,7 @@ from cs336_basics.training.metrics import (
     RunLogger,
     ThroughputMeter,
     check_extras,
+    cpu_step_hint,
     peak_flops,
 )
 from cs336_basics.training.run_name import adopt_checkpoint_name, settle_run_name
@@ -72,13 +73,28 @@ from cs336_basics.training.step import (
     evaluate,
     train_step,
 )
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils import runlock
+from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.utils.fsutil import atomic_write_text
 from cs336_basics.utils.token_files import carry_tokenizer
 
 
 class TrainingFailure(Exception):
     """Training could not continue (non-finite steps, checkpoint write failure): exit status 1."""
+
+
+class AlreadyFinished(Exception):
+    """``--resume`` found a checkpoint at (or past) ``--max_iters``: nothing to do, exit status 0."""
+
+
+def check_not_finished(resume: tuple[Path, dict[str, Any]] | None, s: TrainSettings) -> None:
+    """A finished run resumed again would re-evaluate, rewrite its last checkpoint and log a second
+    ``final`` record: stop before writing anything instead (unless --max_iters grew)."""
+    if resume is not None and int(resume[1]["iteration"]) >= s.max_iters:
+        raise AlreadyFinished(
+            f"{resume[0]}: the run already finished at iteration {int(resume[1]['iteration'])} (--max_iters "
+            f"{s.max_iters}); nothing to do (raise --max_iters to train further)"
+        )
 
 
 @dataclass
@@ -101,6 +117,7 @@ class Run:
     last_saved: Path | None = None  # the newest checkpoint of this run known to be intact
     hooks: NoHooks = field(default_factory=NoHooks)  # --on_checkpoint (rank 0)
     epoch_tokens: int | None = None  # train tokens per epoch, when the console shows epochs
+    lock: runlock.RunLock | None = None  # rank 0's hold on --checkpoint_dir (one run per directory)
 
 
 # ==============================================================================================
@@ -152,6 +169,9 @@ def load_data(s: TrainSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str
     return train, val, meta
 
 
+LOCK_HINT = "wait for it to end (then --resume continues it) or pass another --checkpoint_dir"
+
+
 def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] | None = None) -> Run:
     """Check what can be checked cheaply first (exit 2 before anything heavy), then build the run.
 
@@ -166,6 +186,8 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
     settle_run_name(s, rt)
     cfg = s.model_config()
     manager = CheckpointManager(s.checkpoint_dir, keep_last=s.keep_last)
+    runtime.init_process_group(rt)  # first: every rank must learn whether rank 0 got the directory's lock
+    lock = runtime.rank0_decides(rt, lambda: runlock.acquire(s.checkpoint_dir, what="--checkpoint_dir", hint=LOCK_HINT))
     if rt.is_main:
         manager.check_writable()
         for stale in manager.remove_stale_temps():
@@ -176,11 +198,19 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
     resume = find_resume(s.resume_from, s.resume, manager, cfg, say=print0)
     if resume is not None and dir_given:
         adopt_checkpoint_name(s, resume[1], name_given)
+    check_not_finished(resume, s)
     if resume is None and rt.is_main and manager.list():
         runtime.eprint0(
             f"warning: {manager.directory} already holds checkpoints (newest: {manager.list()[-1].name}); this new "
             "run overwrites same-numbered ones and --resume later picks the newest. Pass --resume to continue "
             "that run, or use a fresh --checkpoint_dir."
+        )
+    restarts = rt.info.restart_count
+    if restarts:  # torchrun --max-restarts restarted the group after a worker died
+        print0(
+            f"torchrun restart {restarts} (TORCHELASTIC_RESTART_COUNT={restarts}): "
+            + (f"continuing from {resume[0].name}" if resume else "no checkpoint to continue from; starting over")
+            + ("" if s.resume or s.resume_from else " (pass --resume so a restart continues the run)")
         )
     train_data, val_data, tokenizer = load_data(s)
     if s.objective == "diffusion" and any(getattr(d, "masked", False) for d in (train_data, val_data)):
@@ -189,7 +219,6 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
     for note in apply_epoch_intervals(s, len(train_data), tokens_per_step):
         print0(f"Note: {note}")
 
-    runtime.init_process_group(rt)
     runtime.agree_on_resume(int(resume[1]["iteration"]) if resume else None, manager.directory)
     runtime.seed_everything(s.seed)  # the same initial weights on every rank
     print0("Initializing model...")
@@ -230,6 +259,7 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
         tokens_per_step=tokens_per_step, epoch_tokens=len(train_data) if uses_epochs(s) else None,
         objective=build_objective(s, model, rt.rank),
         norms=norms, resumed_from=resume[0] if resume else None, last_saved=resume[0] if resume else None,
+        lock=lock,
     )  # fmt: skip
     if rt.is_main:
         run.logger = RunLogger(
@@ -238,13 +268,15 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
             tensorboard_dir=s.tensorboard_dir, log_format=s.log_format, run_name=s.run_name,
             tensorboard_flush_every=s.tensorboard_flush_every,
             config={**s.to_dict(), "model_config": cfg.to_dict(), "world_size": rt.world_size},
-            resume_step=state.iteration if resume else None,
+            resume_step=state.iteration if resume else (0 if restarts else None),  # a restart is not a new run
         )  # fmt: skip
         run.hooks = make_hooks(s.on_checkpoint, manager.directory, timeout_s=s.on_checkpoint_timeout, is_main=True,
                                report=lambda result: report_hook(run, result))  # fmt: skip
         write_run_config(run, n_params)
         if (note := carry_tokenizer(tokenizer, s.train_data_path, manager.directory)) is not None:
             print0(note)  # the run directory carries the tokenizer that made its data
+        if restarts:
+            run.logger.event(state.iteration, "restart", f"TORCHELASTIC_RESTART_COUNT={restarts}", count=restarts)
         if resume:
             run.logger.event(state.iteration, "resume", str(resume[0]))
     return run
@@ -350,6 +382,9 @@ def train_loop(run: Run, stop: StopRequest) -> int:
         tokens_per_step=run.tokens_per_step, flops_per_token=3 * flops(s.context_length) / rt.world_size if flops else 0.0,
         peak_flops=peak_flops(rt.device, s.dtype) if flops else None,
     )  # fmt: skip
+    hint = cpu_step_hint(rt.device, meter.flops_per_token * run.tokens_per_step)  # this rank's share
+    if hint:
+        print0(hint)
     guard = NonFiniteGuard(s.max_bad_steps)
     lr_at = make_schedule(s.lr_schedule, max_lr=s.lr, min_lr=s.min_lr, warmup_iters=s.warmup_iters,
                           max_iters=s.max_iters, decay_frac=s.decay_frac, decay_shape=s.decay_shape)  # fmt: skip
@@ -523,6 +558,8 @@ def run_training(settings: TrainSettings, stop: StopRequest, model_factory: Any 
             if run.norms is not None:
                 run.norms.remove()
             run.logger.close()
+            if run.lock is not None:
+                run.lock.release()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -533,11 +570,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(argv, stop)
     except UserError as err:
-        print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
+        if not isinstance(err, runtime.RefusedOnRankZero):  # rank 0 already said it, once
+            print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
         return 2
     except TrainingFailure as err:
         print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
         return 1
+    except AlreadyFinished as done:
+        print0(str(done))
+        return 0
     except KeyboardInterrupt:
         print(f"{prefix}interrupted", file=sys.stderr, flush=True)
         return 130
@@ -568,4 +609,4 @@ def train(settings: TrainSettings, model: nn.Module | Callable[[], nn.Module] | 
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

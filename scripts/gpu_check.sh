@@ -42,8 +42,15 @@ elif [ -n "${OUT:-}" ]; then SUMMARY="$OUT/gpu_check_summary.md"
 else SUMMARY="gpu_check_summary.md"; fi
 
 if ! command -v "$PY" >/dev/null 2>&1; then echo "error: $PY not found (set PYTHON=...)" >&2; exit 2; fi
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then echo "error: $PY cannot import torch" >&2; exit 2; fi
-HAS_CUDA=$("$PY" -c "import torch; print(1 if torch.cuda.is_available() else 0)" 2>/dev/null)
+# Cheap first (importing torch takes seconds, many on a busy machine): CUDA_VISIBLE_DEVICES set to
+# nothing (or -1) hides every GPU, so there is nothing to ask torch; otherwise one interpreter both
+# imports torch and asks it.
+if [ "$FORCE_CPU" != "1" ] && [ "${CUDA_VISIBLE_DEVICES-unset}" != "unset" ] \
+    && { [ -z "$CUDA_VISIBLE_DEVICES" ] || [ "$CUDA_VISIBLE_DEVICES" = "-1" ]; }; then
+    HAS_CUDA=0
+elif ! HAS_CUDA=$("$PY" -c "import torch; print(1 if torch.cuda.is_available() else 0)" 2>/dev/null); then
+    echo "error: $PY cannot import torch" >&2; exit 2
+fi
 if [ "$HAS_CUDA" != "1" ] && [ "$FORCE_CPU" != "1" ]; then
     echo "No CUDA device on this machine: nothing to check (GPU_CHECK_FORCE_CPU=1 runs the plumbing on the CPU)."
     exit 0

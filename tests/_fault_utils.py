@@ -20,8 +20,10 @@ production hooks needed:
   given number of bytes (a disk filling up in the middle of a checkpoint); ``open`` likewise for
   files written with plain ``open`` (the metrics log).
 - ``cs336_basics.nn_utils.cross_entropy`` is wrapped; training calls (grad enabled) are counted
-  1, 2, 3, ... and can be delayed (so external signals land mid-run), made NaN, or given an
-  infinite gradient while the loss itself stays finite.
+  1, 2, 3, ... and can be delayed (so external signals land mid-run: ``step_delay`` for every call,
+  ``slow_from`` from a given call on, so the run cannot end before a signal sent after it arrives),
+  parked (``hold_at``: the run cannot finish before a kill), made NaN, or given an infinite gradient
+  while the loss itself stays finite.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def leftover_temp_files(directory: Path) -> list[str]:
     out = []
     for p in directory.iterdir():
         name = p.name
+        if name == ".lock":  # the run directory's lock file (cs336_basics.utils.runlock): kept on purpose
+            continue
         if name.startswith(".") or any(h in name for h in _TEMP_HINTS) or name.startswith("tmp"):
             out.append(name)
     return sorted(out)
@@ -178,7 +182,9 @@ def _install_open_rules(rules: list[dict]) -> None:
     builtins.open = open_
 
 
-def _install_loss_faults(step_delay: float, loss_faults: dict[int, str]) -> None:
+def _install_loss_faults(
+    step_delay: float, loss_faults: dict[int, str], hold_at: int | None = None, slow_from: dict | None = None
+) -> None:
     import torch
 
     from cs336_basics import nn_utils
@@ -203,6 +209,10 @@ def _install_loss_faults(step_delay: float, loss_faults: dict[int, str]) -> None
             calls["n"] += 1
             if step_delay:
                 time.sleep(step_delay)
+            if slow_from and calls["n"] >= int(slow_from["call"]):  # a wide window for a signal to land in
+                time.sleep(float(slow_from["seconds"]))
+            if calls["n"] == hold_at:  # park here (a test kills the run before): it cannot finish first
+                time.sleep(3600)
             kind = loss_faults.get(calls["n"])
             if kind == "nan":
                 loss = loss * float("nan")
@@ -229,9 +239,13 @@ def _install_slow_c_step(call_no: int, seconds: float) -> None:
     real_ce = nn_utils.cross_entropy
     calls = {"n": 0}
     a = torch.randn(384, 384) / 384**0.5
-    t = time.perf_counter()
-    torch.linalg.matrix_power(a, 8)
-    per_matmul = max((time.perf_counter() - t) / 8, 1e-5)
+    # The fastest of a few timings: on a busy machine one timing can be many times too slow, and a
+    # call sized from it would then end long before ``seconds`` once the load drops.
+    per_matmul = 1.0
+    for _ in range(5):
+        t = time.perf_counter()
+        torch.linalg.matrix_power(a, 8)
+        per_matmul = min(per_matmul, max((time.perf_counter() - t) / 8, 1e-5))
     power = max(int(seconds / per_matmul), 8)
 
     def cross_entropy(*args, **kwargs):
@@ -260,8 +274,10 @@ def run_spec_in_this_process(spec: dict) -> int:
     if faults.get("open_rules"):
         _install_open_rules(faults["open_rules"])
     loss_faults = {int(k): v for k, v in (faults.get("loss_faults") or {}).items()}
-    if faults.get("step_delay") or loss_faults:
-        _install_loss_faults(float(faults.get("step_delay") or 0.0), loss_faults)
+    if faults.get("step_delay") or loss_faults or faults.get("hold_at") or faults.get("slow_from"):
+        _install_loss_faults(
+            float(faults.get("step_delay") or 0.0), loss_faults, faults.get("hold_at"), faults.get("slow_from")
+        )
     if faults.get("slow_c_step"):
         _install_slow_c_step(int(faults["slow_c_step"]["call"]), float(faults["slow_c_step"]["seconds"]))
     if faults.get("exec"):
@@ -417,7 +433,7 @@ class Run:
             self._set_rc(self._popen.returncode)
         return self._rc
 
-    def wait(self, timeout: float = 120.0) -> int:
+    def wait(self, timeout: float = 600.0) -> int:
         deadline = time.monotonic() + timeout
         while self.poll() is None:
             if time.monotonic() > deadline:
@@ -451,7 +467,7 @@ class Run:
             f"--- stderr (tail):\n{self.stderr[-4000:]}"
         )
 
-    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    def wait_for(self, predicate, timeout: float = 300.0, what: str = "condition") -> None:
         """Poll ``predicate()`` until true; fail early (with the run's output) if the run ends first."""
         deadline = time.monotonic() + timeout
         while True:
@@ -466,7 +482,7 @@ class Run:
                 raise AssertionError(f"timed out waiting for {what}\n{self.describe()}")
             time.sleep(0.005)
 
-    def wait_for_iter(self, n: int, timeout: float = 60.0) -> None:
+    def wait_for_iter(self, n: int, timeout: float = 300.0) -> None:
         """Wait until the console shows ``Iter <m>`` with m >= n (needs --log_interval 1)."""
         rx = re.compile(r"^Iter\s+(\d+)", re.M)
 
@@ -576,7 +592,7 @@ class Launcher:
             assert self._server is not None and self._server.stdin is not None
             self._server.stdin.write((json.dumps(spec) + "\n").encode())
             self._server.stdin.flush()
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 300  # the server may still be importing torch on a busy machine
             while run.pid is None and run._rc is None:
                 if time.monotonic() > deadline:
                     raise RuntimeError("fork server did not answer")
@@ -599,7 +615,7 @@ class Launcher:
         run.pid = run._popen.pid
         return run
 
-    def run(self, argv: list[str], *, timeout: float = 120.0, **kwargs) -> Run:
+    def run(self, argv: list[str], *, timeout: float = 600.0, **kwargs) -> Run:
         """Start and wait."""
         r = self.start(argv, **kwargs)
         r.wait(timeout)

@@ -140,8 +140,10 @@ def test_missing_files(tok_dir, tmp_path):
         tokenize_file(tok_dir, tmp_path / "nope.txt", tmp_path / "o.npy")
     with pytest.raises(TokenizerError, match="tokenizer directory not found"):
         tokenize_file(tmp_path / "notok", src, tmp_path / "o.npy")
-    with pytest.raises(TokenizerError, match="output directory"):
-        tokenize_file(tok_dir, src, tmp_path / "no" / "such" / "o.npy")
+    assert tokenize_file(tok_dir, src, tmp_path / "no" / "such" / "o.npy") == 2  # a missing folder is made
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(TokenizerError, match="cannot create the output directory"):
+        tokenize_file(tok_dir, src, tmp_path / "a_file" / "o.npy")
     with pytest.raises(TokenizerError, match="--workers"):
         tokenize_file(tok_dir, src, tmp_path / "o.npy", num_workers=0)
     with pytest.raises(TokenizerError, match="output path is a directory"):

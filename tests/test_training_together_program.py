@@ -430,7 +430,7 @@ def test_sigterm_to_a_real_process_then_resume(data, tmp_path):
             if line.startswith("Iter") and int(line.split()[1]) >= 3:
                 break
         proc.send_signal(signal.SIGTERM)
-        rest, err = proc.communicate(timeout=60)
+        rest, err = proc.communicate(timeout=300)  # finishing a step and a checkpoint on a busy machine
     finally:
         if proc.poll() is None:
             proc.kill()

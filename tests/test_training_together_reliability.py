@@ -257,14 +257,15 @@ def test_kill9_then_resume_matches_uninterrupted(launcher, data, reference, tmp_
         rng = random.Random(case)
         delay = 0.02
         kill_step = rng.randint(3, MAX_ITERS - 6)  # >= 6 steps (>= 120 ms) left: the kill lands mid-run
-        r = launcher.start(argv, name=f"kill_{case}", faults={"step_delay": delay})
+        # Parked at step kill_step + 3, so however slow the machine the kill lands before the end.
+        r = launcher.start(argv, name=f"kill_{case}", faults={"step_delay": delay, "hold_at": kill_step + 3})
         r.wait_for_iter(kill_step)
         time.sleep(rng.random() * delay * 1.5)
         r.kill()
     elif kind == "during_pt_write":
-        rule = {"pattern": r"checkpoint_iter_8\.pt", "action": "sleep", "sleep": 120, "marker_dir": str(markers)}
+        rule = {"pattern": r"checkpoint_iter_8\.pt", "action": "sleep", "sleep": 600, "marker_dir": str(markers)}
         r = launcher.start(argv, name=f"kill_{case}", faults={"fsync_rules": [rule]})
-        r.wait_for(lambda: any(markers.iterdir()), 60, "checkpoint 8 write to start")
+        r.wait_for(lambda: any(markers.iterdir()), 300, "checkpoint 8 write to start")
         temps = leftover_temp_files(run_dir)
         assert temps, (
             f"checkpoint 8 is being fsynced but no temp file exists: {sorted(p.name for p in run_dir.iterdir())}"
@@ -274,7 +275,7 @@ def test_kill9_then_resume_matches_uninterrupted(launcher, data, reference, tmp_
     else:
         rule = {"pattern": r"checkpoint_iter_8\.json", "action": "kill"}
         r = launcher.start(argv, name=f"kill_{case}", faults={"fsync_rules": [rule]})
-    rc = r.wait(60)
+    rc = r.wait(300)
     assert rc == -signal.SIGKILL, f"run was not killed (finished first, or the hook never fired)\n{r.describe()}"
     n = resume_and_check(launcher, data, run_dir, reference, f"resume_{case}")
     if kind == "during_pt_write":
@@ -290,11 +291,12 @@ def test_kill9_then_resume_matches_uninterrupted(launcher, data, reference, tmp_
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_gracefully_and_resume_is_exact(launcher, data, reference, tmp_path, sig):
     run_dir = tmp_path / "run"
+    # Steps from the 6th on take 1 s each: however busy the machine, the signal lands before the end.
     r = launcher.start(trainer_argv(data, run_dir, ckpt_every=1000), name=f"signal_{sig.name}",
-                       faults={"step_delay": 0.03})  # fmt: skip
+                       faults={"step_delay": 0.03, "slow_from": {"call": 6, "seconds": 1.0}})  # fmt: skip
     r.wait_for_iter(5)
     r.send_signal(sig)
-    assert r.wait(60) == 0, r.describe()
+    assert r.wait(300) == 0, r.describe()
     out = r.stdout
     assert re.search(rf"^Received {sig.name}: finishing iteration \d+ and saving a checkpoint", out, re.M), r.describe()
     saved = SAVED_LINE.findall(out)
@@ -350,12 +352,13 @@ def test_ddp_signal_to_one_rank_stops_all_ranks_together(launcher, data, tmp_pat
     ref_dir, run_dir = tmp_path / "ddp_ref", tmp_path / "ddp_run"
     ref = _start_ddp(launcher, trainer_argv(data, ref_dir, ckpt_every=1000), "ddp_ref")
     for r in ref:
-        assert r.wait(120) == 0, r.describe()
-    ranks = _start_ddp(launcher, trainer_argv(data, run_dir, ckpt_every=1000), "ddp_sig", faults={"step_delay": 0.03})
+        assert r.wait(600) == 0, r.describe()
+    slow = {"step_delay": 0.03, "slow_from": {"call": 5, "seconds": 1.0}}  # the signal lands before the end
+    ranks = _start_ddp(launcher, trainer_argv(data, run_dir, ckpt_every=1000), "ddp_sig", faults=slow)
     ranks[0].wait_for_iter(4)
     ranks[1].send_signal(signal.SIGTERM)
     for r in ranks:
-        assert r.wait(60) == 0, r.describe()
+        assert r.wait(300) == 0, r.describe()
     out = ranks[0].stdout
     assert re.search(r"^Received SIGTERM: finishing iteration \d+", out, re.M), ranks[0].describe()
     saved = SAVED_LINE.findall(out)
@@ -367,7 +370,7 @@ def test_ddp_signal_to_one_rank_stops_all_ranks_together(launcher, data, tmp_pat
     assert len(payload["rng"]["data"]) == 2, "the checkpoint does not hold both ranks' data streams"
     resumed = _start_ddp(launcher, trainer_argv(data, run_dir, "--resume", ckpt_every=1000), "ddp_resume")
     for r in resumed:
-        assert r.wait(120) == 0, r.describe()
+        assert r.wait(600) == 0, r.describe()
     assert f"(iteration {n})" in resumed[0].stdout
     assert_weights_equal(run_dir / f"checkpoint_iter_{MAX_ITERS}.pt", ref_dir / f"checkpoint_iter_{MAX_ITERS}.pt")
 
@@ -378,14 +381,14 @@ def test_second_sigint_aborts_immediately(launcher, data, tmp_path):
     run_dir = tmp_path / "run"
     markers = tmp_path / "markers"
     markers.mkdir()
-    rule = {"pattern": r"checkpoint_iter_\d+\.pt", "action": "sleep", "sleep": 120, "marker_dir": str(markers)}
+    rule = {"pattern": r"checkpoint_iter_\d+\.pt", "action": "sleep", "sleep": 600, "marker_dir": str(markers)}
     r = launcher.start(trainer_argv(data, run_dir, ckpt_every=1000), name="double_sigint",
                        faults={"step_delay": 0.03, "fsync_rules": [rule]})  # fmt: skip
     r.wait_for_iter(3)
     r.send_signal(signal.SIGINT)
-    r.wait_for(lambda: any(markers.iterdir()), 60, "the stop checkpoint write to start")
+    r.wait_for(lambda: any(markers.iterdir()), 300, "the stop checkpoint write to start")
     r.send_signal(signal.SIGINT)
-    rc = r.wait(20)
+    rc = r.wait(240)  # far less than the write's 600 s: an abort that waited for the write would fail
     assert rc in (130, -signal.SIGINT), f"second SIGINT: expected exit 130\n{r.describe()}"
     for n in ckpt_iters(run_dir):
         assert sha_ok(run_dir / f"checkpoint_iter_{n}.pt"), f"checkpoint_iter_{n}.pt left behind unverifiable"
@@ -399,13 +402,14 @@ def test_ctrl_c_during_a_long_step_is_acknowledged_at_once_and_a_second_aborts_a
     run_dir = tmp_path / "run"
     r = launcher.start(trainer_argv(data, run_dir, ckpt_every=1000), name="long_step_sigint",
                        faults={"slow_c_step": {"call": 3, "seconds": 20}})  # fmt: skip
-    r.wait_for(lambda: "SLOW STEP START" in r.stdout, 60, "the long step to start")
+    r.wait_for(lambda: "SLOW STEP START" in r.stdout, 300, "the long step to start")
     r.send_signal(signal.SIGINT)
-    r.wait_for(lambda: "Received SIGINT" in r.stdout, 15, "the first Ctrl-C to be acknowledged")
+    # "At once" is judged by the long call still running (no SLOW STEP END), not by a stopwatch.
+    r.wait_for(lambda: "Received SIGINT" in r.stdout, 60, "the first Ctrl-C to be acknowledged")
     assert "SLOW STEP END" not in r.stdout, f"acknowledged only after the long call returned\n{r.describe()}"
     assert "Ctrl-C again to abort" in r.stdout
     r.send_signal(signal.SIGINT)
-    rc = r.wait(15)
+    rc = r.wait(120)
     assert rc == 130, f"second SIGINT: expected exit 130\n{r.describe()}"
     assert "SLOW STEP END" not in r.stdout, f"aborted only after the long call returned\n{r.describe()}"
     assert "second Ctrl-C" in r.stderr
@@ -943,12 +947,12 @@ def test_tokenize_data_killed_mid_write_leaves_no_output(launcher, tok_dir, tmp_
     out = out_dir / "tokens.npy"
     markers = tmp_path / "markers"
     markers.mkdir()
-    rule = {"pattern": r"tokens", "action": "sleep", "sleep": 120, "marker_dir": str(markers)}
+    rule = {"pattern": r"tokens", "action": "sleep", "sleep": 600, "marker_dir": str(markers)}
     r = launcher.start(["--tokenizer", str(tok_dir), "--input", str(corpus), "--output", str(out)],
                        module="cs336_basics.tokenize_data", name="tokenize_kill", faults={"fsync_rules": [rule]})  # fmt: skip
-    r.wait_for(lambda: any(markers.iterdir()), 60, "the output write to reach fsync")
+    r.wait_for(lambda: any(markers.iterdir()), 300, "the output write to reach fsync")
     r.kill()
-    assert r.wait(30) == -signal.SIGKILL
+    assert r.wait(120) == -signal.SIGKILL
     assert not out.exists(), "the final output name exists although the write never finished"
 
 

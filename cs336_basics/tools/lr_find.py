@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cs336_basics.data import get_batch
+from cs336_basics.data import get_batch, load_tokens
 from cs336_basics.model import TransformerLM
 from cs336_basics.training import runtime
 from cs336_basics.training.settings import ConfigError, TrainSettings, parse_settings_and_extras
 from cs336_basics.training.step import StepResult, build_objective, train_step
-from cs336_basics.training_together import build_optimizer, load_data
+from cs336_basics.training_together import build_optimizer
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.fsutil import atomic_write_text
 
@@ -96,7 +96,9 @@ def run_sweep(s: TrainSettings, extras: dict) -> tuple[list[SweepPoint], bool]:
     rt = runtime.setup_runtime(s.device, s.dtype, s.tf32, s.deterministic)
     if rt.info.is_distributed:
         raise ConfigError("lr_find runs in one process: start it with python -m, not torchrun")
-    train_data, _, _ = load_data(s)
+    # Only the training stream: a sweep never evaluates (so the trainer's "no best.pt" note would mislead).
+    train_data = load_tokens(s.train_data_path, s.vocab_size, s.data_dtype, s.context_length)
+    print(f"Train data size: {len(train_data):,} tokens")
     runtime.seed_everything(s.seed)
     model = TransformerLM(s.model_config(), device=rt.device)
     model.activation_checkpointing = s.activation_checkpointing

@@ -71,6 +71,19 @@ def metrics_path(run: str | os.PathLike) -> Path:
     return p
 
 
+def shortest_unique_names(dirs: Sequence[str | os.PathLike]) -> list[str]:
+    """Labels for run directories: the shortest trailing paths that tell them apart
+    (``runs/quickstart/model`` and ``runs/big/model`` -> ``quickstart/model`` and ``big/model``)."""
+    parts = [Path(d).absolute().parts for d in dirs]
+    names = []
+    for i, p in enumerate(parts):
+        k = 1
+        while k < len(p) and any(q[-k:] == p[-k:] for j, q in enumerate(parts) if j != i):
+            k += 1
+        names.append(str(Path(*p[-k:])))
+    return names
+
+
 def read_metrics(run: str | os.PathLike) -> Curves:
     """Parse metrics.jsonl. Malformed lines (e.g. a half-written last line after a crash) are skipped."""
     path = metrics_path(run)
@@ -157,6 +170,7 @@ def plot(curves: Sequence[Curves], out: str | os.PathLike, title: str | None = N
                     color=col,
                     alpha=0.35,
                     lw=1,
+                    marker="o" if len(c.train) == 1 else None,  # one point draws no line: show it
                     label=f"{c.name} train" if multi else "train loss",
                 )
             if c.val:
@@ -215,10 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise MetricsError(f"{flag} {value}: is a directory; give a file name")
     out_kind = output_kind(args.out) if args.out is not None else "image"  # before any work: fail fast
     curves = [read_metrics(r) for r in args.runs]
-    names = [c.name for c in curves]
-    if len(set(names)) < len(names):  # e.g. a/model and b/model: label by the path instead
-        for c, r in zip(curves, args.runs):
-            c.name = str(metrics_path(r).parent)
+    for c, name in zip(curves, shortest_unique_names([metrics_path(r).parent for r in args.runs]), strict=True):
+        c.name = name
     for flag, value in (("--csv", args.csv), ("--out", args.out if out_kind == "csv" else None)):
         if value:
             try:

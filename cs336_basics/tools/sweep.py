@@ -62,6 +62,7 @@ from typing import Any, Protocol
 
 from cs336_basics.training.metrics import finite_number, read_records
 from cs336_basics.training.settings import TrainSettings, flatten_toml
+from cs336_basics.utils import runlock
 from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.utils.fsutil import atomic_write_text, read_toml
 
@@ -625,7 +626,9 @@ def run_sweep(
         took = time.perf_counter() - started.get(v.name, time.perf_counter())
         detail = f" ({res.note})" if res.note else ""
         loss = f", val loss {res.final_val_loss:.4f}" if res.final_val_loss is not None else ""
-        say(f"[{v.name}] {res.status}{loss}, exit {code}, {took:.0f}s{detail}")
+        # Two clocks, each named: the whole process (startup included) and summary.md's train time.
+        train = f", train time {_fmt_time(res.wall_s)}" if res.wall_s is not None else ""
+        say(f"[{v.name}] {res.status}{loss}, exit {code}, process time {_fmt_time(took)}{train}{detail}")
         state["variants"][v.name] = {"flags": v.flags, "status": res.status, "exit_code": code, "note": res.note}
         atomic_write_text(state_path, json.dumps(state, indent=2, default=str) + "\n")
 
@@ -685,7 +688,7 @@ def format_summary(sweep: Sweep, results: Sequence[VariantResult], plot_note: st
         )
     lines += [
         "",
-        "| variant | changes | status | final val loss | best val loss | steps | tokens | wall time | diverged | exit |",
+        "| variant | changes | status | final val loss | best val loss | steps | tokens | train time | diverged | exit |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -732,9 +735,12 @@ def write_outputs(sweep: Sweep, results: Sequence[VariantResult]) -> tuple[Path,
         starts = [c.train[0][2] for c in curves if c.train]
         cap = 1.5 * max(starts) if starts else math.inf
         clipped = sum(1 for c in curves for p in c.train + c.val if p[2] > cap)
+        diverged = {r.name for r in results if r.status == "diverged"}
         for c in curves:
             c.train = [p for p in c.train if p[2] <= cap]
             c.val = [p for p in c.val if p[2] <= cap]
+            if c.name in diverged:  # its line ends where it blew up (maybe at once): say why in the legend
+                c.name += " (diverged)"
         try:
             pm.plot(curves, sweep.out_dir / "curves.png", title=f"sweep {sweep.name}")
             note = "Curves: `curves.png` (loss vs steps and vs wall-clock time), data in `curves.csv`."
@@ -807,7 +813,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        results, completed = run_sweep(sweep, slots=slots, progress=lambda m: print(m, flush=True))
+        # One sweep per directory (each variant's own run directory is locked by its trainer).
+        with runlock.hold(sweep.out_dir, what="sweep directory", hint="wait for it to end or pass another --out_dir"):
+            results, completed = run_sweep(sweep, slots=slots, progress=lambda m: print(m, flush=True))
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"Summary: {sweep.out_dir / 'summary.md'}")

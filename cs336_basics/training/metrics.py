@@ -95,6 +95,27 @@ PEAK_TFLOPS = {
 }
 
 
+# A generous guess at a CPU's sustained training FLOP/s (a laptop's cores in fp32 matmuls manage less),
+# so the hint below fires only when a step is long for certain.
+CPU_FLOPS_GUESS = 1e11
+CPU_HINT_STEP_S = 10.0
+
+
+def cpu_step_hint(device: torch.device, flops_per_step: float) -> str | None:
+    """One line for a GPU-sized model started on a CPU (the course's default model takes minutes a
+    step there, with no other sign of why): the estimated step time and the quickstart's sizes."""
+    if device.type != "cpu":
+        return None
+    est = flops_per_step / CPU_FLOPS_GUESS
+    if est < CPU_HINT_STEP_S:
+        return None
+    return (
+        f"Note: on a CPU each step of this model needs about {flops_per_step:.1e} FLOPs (at least ~{est:.0f} s "
+        "a step here); to try things out, use the quickstart's sizes (--d_model 128 --num_layers 4 --num_heads 4 "
+        "--d_ff 384 --context_length 128 --batch_size 32) or python -m cs336_basics.quickstart"
+    )
+
+
 def peak_flops(device: torch.device, dtype_name: str) -> float | None:
     """The device's peak FLOP/s for ``dtype_name`` (bf16/fp16/fp32), or None when unknown."""
     import torch

@@ -37,6 +37,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    restart_count: int = 0  # TORCHELASTIC_RESTART_COUNT: how often torchrun restarted the group (--max-restarts)
 
     @property
     def is_distributed(self) -> bool:
@@ -54,11 +55,12 @@ def dist_info_from_env(env: dict[str, str] | None = None) -> DistInfo:
         rank = int(env.get("RANK", "0"))
         world = int(env.get("WORLD_SIZE", "1"))
         local = int(env.get("LOCAL_RANK", str(rank)))
+        restarts = int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))
     except ValueError as err:
         raise RuntimeConfigError(f"bad RANK/WORLD_SIZE/LOCAL_RANK environment: {err}") from None
     if world < 1 or not 0 <= rank < world:
         raise RuntimeConfigError(f"bad distributed environment: RANK={rank} WORLD_SIZE={world}")
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, restart_count=restarts)
 
 
 _INFO = DistInfo()
@@ -208,7 +210,38 @@ def init_process_group(rt: Runtime) -> None:
     kwargs: dict[str, Any] = {}
     if backend == "nccl":
         kwargs["device_id"] = rt.device
+    if rt.info.restart_count:
+        # After a torchrun --max-restarts restart the workers meet in the same store as the attempt
+        # before, whose keys (a dead rank's address) the new ranks could read as current ones and then
+        # wait on forever: keep each attempt's keys apart under its own prefix.
+        store, _, _ = next(dist.rendezvous("env://"))
+        kwargs["store"] = dist.PrefixStore(f"restart_{rt.info.restart_count}", store)
     dist.init_process_group(backend=backend, rank=rt.info.rank, world_size=rt.info.world_size, **kwargs)
+
+
+class RefusedOnRankZero(UserError):
+    """Rank 0 refused the run (and printed why); the other ranks exit 2 without repeating it."""
+
+
+def rank0_decides(rt: Runtime, decide: Callable[[], Any]) -> Any:
+    """Run ``decide`` on rank 0 only (e.g. taking the run directory's lock) and make every rank
+    share the outcome: if it raised a UserError, all ranks raise, so the job ends at once instead
+    of the other ranks waiting in a collective that rank 0 never reaches. Returns ``decide()``'s
+    value on rank 0, None elsewhere."""
+    result, error = None, None
+    if rt.is_main:
+        try:
+            result = decide()
+        except UserError as err:
+            error = err
+    if rt.info.is_distributed and dist.is_initialized():
+        said = [None if error is None else str(error)]
+        dist.broadcast_object_list(said, src=0)
+        if said[0] is not None and not rt.is_main:
+            raise RefusedOnRankZero(said[0])
+    if error is not None:
+        raise error
+    return result
 
 
 def destroy_process_group() -> None:

@@ -231,6 +231,13 @@ class TrainState:
         back the saved ones, so each group's settings are put back after loading.
         """
         load_model_weights(self.model, payload, source)
+        saved_opt = (payload.get("train_config") or {}).get("optimizer")
+        this_opt = self.train_config.get("optimizer")
+        if saved_opt and this_opt and saved_opt != this_opt:  # their states have different groups and moments
+            raise CheckpointError(
+                f"{source}: written with --optimizer {saved_opt}, this run has --optimizer {this_opt}; resume with "
+                f"--optimizer {saved_opt} (optimizer state does not carry over from {saved_opt} to {this_opt})"
+            )
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(shard_optimizer_state(self.optimizer, payload["optimizer"]))

@@ -6,6 +6,7 @@ catch ``UserError`` at the top and print ``error: <message>`` instead of a trace
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -15,7 +16,11 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a CLI ``main`` and turn ``UserError`` into ``error: ...`` on stderr with exit status 2."""
+    """Run a CLI ``main`` and turn ``UserError`` into ``error: ...`` on stderr with exit status 2.
+
+    Output piped into a reader that stops early (``... | head``) ends the program quietly with status
+    141, what a shell reports for a tool killed by SIGPIPE, instead of a ``BrokenPipeError`` traceback.
+    """
     try:
         return int(main(argv) or 0)
     except UserError as err:
@@ -24,3 +29,17 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter flushes it once more at exit, which would raise again
+    on the closed pipe (the recipe in Python's documentation of SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by something without a descriptor
+        pass
