@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cs336_basics import generate
 from cs336_basics import training_together as tt
 from cs336_basics.checkpoint import save_checkpoint
-from cs336_basics.extensions import diffusion, generate
+from cs336_basics.extensions import diffusion
 from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
 from cs336_basics.layers import CausalMultiHeadSelfAttention
 from cs336_basics.model import ModelConfig, TransformerLM
