@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cs336_basics import optim, recipe
+from cs336_basics import optim
 from cs336_basics import training_together as tt
+from cs336_basics.extensions import recipe
 from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
 from cs336_basics.generate import load_model
 from cs336_basics.layers import CausalMultiHeadSelfAttention, RotaryPositionalEmbedding, SwiGLU
