@@ -112,20 +112,12 @@ class TrainSettings:
         choices=EMBEDDING_TYPES,
     )
     # -- model: the leaderboard recipe (cs336_basics.extensions.recipe; all off by default) -------------------
-    qk_norm: bool = field(default=False, metadata=_opt("model", "recipe: RMSNorm on each head's queries and keys"))
-    zero_init_proj: bool = field(
-        default=False, metadata=_opt("model", "recipe: attention output and FFN down projections start at zero")
-    )
-    tie_embeddings: bool = field(
-        default=False, metadata=_opt("model", "recipe: the LM head shares the token-embedding matrix")
-    )
-    logit_softcap: float = field(
-        default=0.0, metadata=_opt("model", "recipe: C * tanh(logits / C) before loss and sampling (0: off)")
-    )
-    value_residual: bool = field(
-        default=False, metadata=_opt("model", "recipe: mix each layer's values with the first layer's (learned)")
-    )
-    embed_norm: bool = field(default=False, metadata=_opt("model", "recipe: RMSNorm after the token embedding"))
+    qk_norm: bool = _model("qk_norm", "recipe: RMSNorm on each head's queries and keys")
+    zero_init_proj: bool = _model("zero_init_proj", "recipe: attention output and FFN down projections start at zero")
+    tie_embeddings: bool = _model("tie_embeddings", "recipe: the LM head shares the token-embedding matrix")
+    logit_softcap: float = _model("logit_softcap", "recipe: C * tanh(logits / C) before loss and sampling (0: off)")
+    value_residual: bool = _model("value_residual", "recipe: mix each layer's values with the first layer's (learned)")
+    embed_norm: bool = _model("embed_norm", "recipe: RMSNorm after the token embedding")
     # -- optimization ----------------------------------------------------------------------------
     optimizer: str = field(
         default="adamw",
