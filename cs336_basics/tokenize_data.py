@@ -29,14 +29,12 @@ import argparse
 import contextlib
 import io
 import json
-import multiprocessing as mp
 import os
 import signal
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -54,6 +52,7 @@ from cs336_basics.pretokenize import (
 from cs336_basics.tokenizer import Tokenizer, TokenizerError
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.fsutil import atomic_write, atomic_write_text
+from cs336_basics.utils.pool import in_order, start_method
 from cs336_basics.utils.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
 
 ProgressFn = Callable[[int, int, int], None]  # (bytes done, total bytes, tokens so far)
@@ -151,52 +150,17 @@ def _sample_pretokens(tasks: list, budget: int, specials: list[str]) -> list[str
 
 
 def _run_pool(tok: Tokenizer, tokenizer_dir: str, tasks: list, workers: int, emit) -> None:
-    """Encode ``tasks`` in worker processes, calling ``emit(task, ids_bytes)`` in task order.
-
-    ProcessPoolExecutor rather than multiprocessing.Pool: if a worker dies (e.g. killed for memory)
-    the pending results fail with BrokenProcessPool instead of waiting forever.
-    """
+    """Encode ``tasks`` in worker processes, calling ``emit(task, ids_bytes)`` in task order."""
     global _worker_tok
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    if method == "fork":  # forked workers share the parent's warm cache (copy-on-write)
+    fork = start_method() == "fork"
+    if fork:  # forked workers share the parent's warm cache (copy-on-write)
         tok.warm_cache(_sample_pretokens(tasks, WARM_SAMPLE_BYTES, tok.special_tokens))
-    _worker_tok = tok if method == "fork" else None  # forked workers inherit it (no reload)
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=mp.get_context(method),
-        initializer=_init_worker,
-        initargs=(tokenizer_dir, tok.special_tokens),
-    )
-    ok = False
+    _worker_tok = tok if fork else None  # forked workers inherit it (no reload)
     try:
-        # A sliding window of in-flight chunks keeps memory bounded and output in order.
-        inflight: deque = deque()
-        for task in tasks:
-            inflight.append((task, pool.submit(_work, task)))
-            if len(inflight) >= 3 * workers:
-                _emit_result(*inflight.popleft(), emit)
-        while inflight:
-            _emit_result(*inflight.popleft(), emit)
-        ok = True
+        for task, future in in_order(_work, tasks, workers, _init_worker, (tokenizer_dir, tok.special_tokens)):
+            _emit_result(task, future, emit)
     finally:
         _worker_tok = None
-        if ok:
-            pool.shutdown(wait=True)
-        else:
-            _stop_pool(pool)
-
-
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """On failure (bad input, Ctrl-C, a dead worker) stop at once: terminate the workers instead of
-    letting them finish chunks nobody will read. A plain ``shutdown(wait=False)`` leaves the exit to
-    the executor's atexit join, which can hang in CPython 3.11 when workers are mid-task."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown()
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(timeout=10)
 
 
 def _emit_result(task, future, emit) -> None:
@@ -211,7 +175,7 @@ def _emit_result(task, future, emit) -> None:
 
 
 # ---------------------------------------------------------------------- library entry point
-def _npy_header(dtype: np.dtype, n: int) -> bytes:
+def npy_header(dtype: np.dtype, n: int) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
@@ -306,7 +270,7 @@ def _write_ids(
     """For .npy: a header placeholder, chunks in order, then the real header (same length) over
     it; raw files are just the chunks. All in a temp file that atomic_write renames into place
     only on success."""
-    placeholder = _npy_header(dtype, 0) if out.suffix.lower() == _NPY else b""
+    placeholder = npy_header(dtype, 0) if out.suffix.lower() == _NPY else b""
     n_tokens = 0
     done = 0
     with atomic_write(out, "wb") as fout:
@@ -326,7 +290,7 @@ def _write_ids(
         else:
             _run_pool(tok, tokenizer_dir, tasks, workers, emit)
         if placeholder:
-            header = _npy_header(dtype, n_tokens)
+            header = npy_header(dtype, n_tokens)
             if len(header) != len(placeholder):  # cannot happen for < 10**40 tokens; stay safe
                 raise TokenizerError(f"{out}: internal error: .npy header size changed")
             fout.seek(0)

@@ -18,14 +18,11 @@ has been read, so an error anywhere leaves no new file behind (and earlier outpu
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
 import sys
 import tempfile
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +34,8 @@ from cs336_basics.corpus import chat
 from cs336_basics.corpus.layout import CorpusError, existing_shards, mask_path, shard_path
 from cs336_basics.corpus.sources import EOT, Record, record_text
 from cs336_basics.tokenizer import Tokenizer
-from cs336_basics.utils.fsutil import _umask, atomic_write_text, fsync_dir
+from cs336_basics.utils.fsutil import atomic_write_text, current_umask, fsync_dir
+from cs336_basics.utils.pool import in_order, start_method
 from cs336_basics.utils.token_files import tokenizer_fingerprint, tokens_meta_path
 
 BATCH_CHARS = 1 << 20  # characters of text per worker task
@@ -145,32 +143,14 @@ def _encoded(tok: Tokenizer, tokenizer_dir: str, batches: Iterable[list[Doc]], d
         for b in batches:
             yield encode_batch(tok, b, dtype)
         return
-    from cs336_basics.tokenize_data import _stop_pool
-
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    _tok = tok if method == "fork" else None  # forked workers inherit it
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=mp.get_context(method),
-        initializer=_init_worker,
-        initargs=(tokenizer_dir, tok.special_tokens),
-    )
-    ok = False
+    fork = start_method() == "fork"
+    _tok = tok if fork else None  # forked workers inherit it
     try:
-        inflight: deque = deque()
-        for b in batches:
-            inflight.append(pool.submit(_work, (b, dtype.str)))
-            if len(inflight) >= 3 * workers:
-                yield _result(inflight.popleft())
-        while inflight:
-            yield _result(inflight.popleft())
-        ok = True
+        tasks = ((b, dtype.str) for b in batches)
+        for _task, future in in_order(_work, tasks, workers, _init_worker, (tokenizer_dir, tok.special_tokens)):
+            yield _result(future)
     finally:
         _tok = None
-        if ok:
-            pool.shutdown(wait=True)
-        else:
-            _stop_pool(pool)
 
 
 def _result(future):
@@ -181,12 +161,6 @@ def _result(future):
 
 
 # ---------------------------------------------------------------------- writing
-def _npy_header(dtype: np.dtype, n: int) -> bytes:
-    from cs336_basics.tokenize_data import _npy_header as header
-
-    return header(dtype, n)
-
-
 class _TempFile:
     """A file written under a temporary name beside ``final``; ``publish`` renames it there."""
 
@@ -194,16 +168,20 @@ class _TempFile:
         self.final = final
         directory = final.parent if str(final.parent) else Path(".")
         fd, self.tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
-        os.chmod(self.tmp, 0o666 & ~_umask())  # what a plain open() would give (see fsutil)
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # what a plain open() would give (see fsutil)
         self.f: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
         self.dtype = npy_dtype
         if npy_dtype is not None:
-            self.f.write(_npy_header(npy_dtype, 0))  # placeholder, same length as the real one
+            from cs336_basics.tokenize_data import npy_header  # (tokenize_data imports this module)
+
+            self.f.write(npy_header(npy_dtype, 0))  # placeholder, same length as the real one
 
     def close(self, n: int) -> None:
         if self.dtype is not None:
             self.f.seek(0)
-            self.f.write(_npy_header(self.dtype, n))
+            from cs336_basics.tokenize_data import npy_header
+
+            self.f.write(npy_header(self.dtype, n))
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask. Read from /proc where possible: setting it to read it back (the only
     portable way) briefly changes it for every thread of the process."""
     try:
@@ -57,7 +57,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
     _IN_PROGRESS.add(tmp)
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -72,7 +72,7 @@ def carry_tokenizer(
     import shutil
     import tempfile
 
-    from cs336_basics.utils.fsutil import _umask, fsync_dir
+    from cs336_basics.utils.fsutil import current_umask, fsync_dir
 
     dest = Path(run_dir) / RUN_TOKENIZER_DIR
     want, src = (meta or {}).get("tokenizer_sha256"), (meta or {}).get("tokenizer_dir")
@@ -94,7 +94,7 @@ def carry_tokenizer(
                 shutil.copyfile(found / name, tmp / name)
                 with open(tmp / name, "rb") as f:
                     os.fsync(f.fileno())
-        os.chmod(tmp, 0o777 & ~_umask())  # not mkdtemp's private 0o700: others may read the run folder
+        os.chmod(tmp, 0o777 & ~current_umask())  # not mkdtemp's private 0o700: others may read the run folder
         os.rename(tmp, dest)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
