@@ -44,7 +44,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from cs336_basics.optim import GroupStepOptimizer, _check_hparams, adamw_group_step
+from cs336_basics.optim import GroupStepOptimizer, _check_hparams, adamw_group_step, adamw_init_state
 from cs336_basics.utils.dtensor import DTensor, is_dtensor, local_tensor
 
 __all__ = ["Muon", "newton_schulz", "NS_COEFFS", "MATCHED_RMS"]
@@ -160,6 +160,12 @@ class Muon(GroupStepOptimizer):
                 _check_hparams(g["lr"], g["betas"], g["eps"], g["weight_decay"])
         except ValueError as err:
             raise ValueError(f"{err}{name}") from None
+
+    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        if group["use_muon"]:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        else:
+            adamw_init_state(p, state)
 
     def group_step(self, group: dict[str, Any]) -> None:
         if group["use_muon"]:

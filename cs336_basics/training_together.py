@@ -54,7 +54,7 @@ from cs336_basics.training.runtime import print0
 from cs336_basics.training.settings import TrainSettings, changed_settings, parse_settings, schedule_notes
 from cs336_basics.training.signals import StopRequest
 from cs336_basics.training.state import TrainState, find_resume
-from cs336_basics.training.step import NonFiniteGuard, StepResult, evaluate, train_step
+from cs336_basics.training.step import DeviceStepResult, NonFiniteGuard, StepResult, evaluate, train_step
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import atomic_write_text
 
@@ -314,16 +314,23 @@ def train(run: Run, stop: StopRequest) -> int:
         batches = (get_batch(run.train_data, s.batch_size, s.context_length, rt.device, rng=state.data_rng)
                    for _ in range(s.grad_accum_steps))  # fmt: skip
         result = train_step(run.train_model, state.optimizer, rt.scaler, batches, accum_steps=s.grad_accum_steps,
-                            grad_clip=s.grad_clip, autocast=rt.autocast, no_sync=no_sync)  # fmt: skip
+                            grad_clip=s.grad_clip, autocast=rt.autocast, no_sync=no_sync, guard=guard)  # fmt: skip
         state.iteration += 1
         state.tokens_seen += run.tokens_per_step
         meter.step_done()
         # A non-finite step was skipped; too many in a row end the run, saving the last good state.
-        report_skips(run, result, guard.observe(result, before), guard)
+        # The step's numbers stay on the device until a log, eval or checkpoint step reads them back.
+        log_due = meter.due(state.iteration)
+        if isinstance(result, DeviceStepResult):
+            guard.record(result, before)
+            if log_due or readback_due(s, state.iteration):
+                result = settle(run, guard)
+        else:
+            report_skips(run, result, guard.observe(result, before), guard)
         if guard.gave_up:
             give_up(run, guard)
         # Log; then stop at the same step on every rank if any rank got SIGTERM / Ctrl-C.
-        if meter.due(state.iteration):
+        if log_due:
             log_train(run, meter, lr, result)
         stopped_by = stop.agree(rt.device)
         if stopped_by or state.iteration == s.max_iters:
@@ -348,6 +355,9 @@ def train(run: Run, stop: StopRequest) -> int:
             break
 
     # One way out: a signal saves where we are; otherwise a final evaluation, then the last save.
+    settle(run, guard)
+    if guard.gave_up:
+        give_up(run, guard)
     if stopped_by is not None:
         print0(f"Received {stopped_by}: finishing iteration {state.iteration} and saving a checkpoint")
         run.logger.event(state.iteration, "signal", stopped_by)
@@ -363,6 +373,28 @@ def train(run: Run, stop: StopRequest) -> int:
             print0(f"Stopped early at iteration {state.iteration}")
     check_ranks_agree(run)
     return 0
+
+
+def readback_due(s: TrainSettings, iteration: int) -> bool:
+    """Steps whose numbers are read back to the host besides logged ones: eval, checkpoint, last."""
+    return (
+        iteration % s.checkpoint_interval == 0
+        or (s.validation and iteration % s.eval_interval == 0)
+        or iteration == s.max_iters
+    )
+
+
+def settle(run: Run, guard: NonFiniteGuard) -> StepResult | None:
+    """The one read-back: the steps since the last one, their non-finite reports, and the step counts
+    of the skipped updates taken off again. Returns the newest step's result (None if none)."""
+    settled = guard.settle()
+    if hasattr(run.state.optimizer, "settle_skips"):
+        run.state.optimizer.settle_skips()
+    for step, result, problem, streak in settled:
+        if problem is not None:
+            print0(problem)
+            run.logger.event(step, "nonfinite", f"loss={result.loss} grad_norm={result.grad_norm}", count=streak)
+    return settled[-1][1] if settled else None
 
 
 def report_skips(run: Run, result: StepResult, problem: str | None, guard: NonFiniteGuard) -> None:
