@@ -50,6 +50,7 @@ from cs336_basics.training.metrics import (
     check_extras,
     peak_flops,
 )
+from cs336_basics.training.prefetch import Prefetcher
 from cs336_basics.training.runtime import print0
 from cs336_basics.training.settings import TrainSettings, changed_settings, parse_settings, schedule_notes
 from cs336_basics.training.signals import StopRequest
@@ -297,11 +298,22 @@ def train(run: Run, stop: StopRequest) -> int:
     )  # fmt: skip
     guard = NonFiniteGuard(s.max_bad_steps)
     no_sync = runtime.no_sync(run.train_model)
-    early_stop = False
-    stopped_by: str | None = None
     stop.install()  # from here on, SIGTERM / Ctrl-C finish the step and save (before: nothing to save)
     run.train_model.train()
+    # The next step's batches are gathered while this one runs (the same batches: see training.prefetch).
+    prefetch = Prefetcher(run.train_data, s.batch_size, s.context_length, rt.device, s.grad_accum_steps) if s.prefetch else None  # fmt: skip
+    try:
+        return _loop(run, stop, meter, guard, no_sync, prefetch)
+    finally:
+        if prefetch is not None:
+            prefetch.close()
 
+
+def _loop(run: Run, stop: StopRequest, meter: ThroughputMeter, guard: NonFiniteGuard, no_sync: Any,
+          prefetch: Prefetcher | None) -> int:  # fmt: skip
+    s, state, rt = run.settings, run.state, run.rt
+    early_stop = False
+    stopped_by: str | None = None
     while state.iteration < s.max_iters:
         # The learning rate is a pure function of the step (so a resumed run gets the same one).
         lr = lr_cosine_schedule(state.iteration, s.lr, s.min_lr, s.warmup_iters, s.max_iters)
@@ -312,7 +324,7 @@ def train(run: Run, stop: StopRequest) -> int:
         if run.norms is not None:
             run.norms.active = meter.due(state.iteration + 1)  # record activations on steps that get logged
         batches = (get_batch(run.train_data, s.batch_size, s.context_length, rt.device, rng=state.data_rng)
-                   for _ in range(s.grad_accum_steps))  # fmt: skip
+                   for _ in range(s.grad_accum_steps)) if prefetch is None else prefetch.batches(state.data_rng)  # fmt: skip
         result = train_step(run.train_model, state.optimizer, rt.scaler, batches, accum_steps=s.grad_accum_steps,
                             grad_clip=s.grad_clip, autocast=rt.autocast, no_sync=no_sync, guard=guard)  # fmt: skip
         state.iteration += 1
