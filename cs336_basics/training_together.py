@@ -176,6 +176,8 @@ def setup(s: TrainSettings) -> Run:
         if changed:
             print0("Settings changed since the checkpoint: " + "; ".join(changed))
 
+    # Compile the inner model, then wrap it in DDP: the order PyTorch's "Where to apply torch.compile?"
+    # page recommends (Dynamo handles the DDP wrapper poorly; its DDPOptimizer splits the graph at DDP's buckets).
     compiled = torch.compile(model) if s.compile else model
     run = Run(
         settings=s, rt=rt, manager=manager, state=state,
