@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests._train_utils import REPO, base_argv, load_pt, subprocess_env, train_losses, write_pattern_data
@@ -29,6 +30,7 @@ def _ddp(data, run_dir, *extra):
     return p
 
 
+@pytest.mark.slow  # two torch.compile runs on the CPU: minutes on a busy machine
 def test_compiled_ddp_trains_like_eager_ddp(tmp_path):
     data = write_pattern_data(tmp_path / "data", n_train=4000, n_val=1000)
     eager, compiled = tmp_path / "eager", tmp_path / "compiled"
