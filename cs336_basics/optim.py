@@ -43,9 +43,12 @@ class GroupStepOptimizer(torch.optim.Optimizer):
     device when the flag is set (weights and state tensors keep their values), without reading the flag
     back: the ``found_inf`` technique of PyTorch's fused optimizers, written generically (the touched
     tensors are copied first and selected back with ``torch.where``). When the flag is clear the update
-    is the same arithmetic as ``step()``. Integer step counts are host-side, so they advance either way
-    until :meth:`settle_skips` reads the flags back (at a logging or checkpoint interval) and takes the
-    skipped steps off again.
+    is the same arithmetic as ``step()``. Cost: one copy of the touched tensors (weights and state) per
+    step, transient. Integer step counts are host-side, so they advance either way until
+    :meth:`settle_skips` reads the flags back (at a logging or checkpoint interval) and takes the
+    skipped steps off again; the steps between a skipped one and that read-back use AdamW's bias
+    correction for a count that is ahead by the skips (a small, logged-rare deviation; none at all
+    when every step is finite, and none at read-back steps).
     """
 
     @torch.no_grad()
