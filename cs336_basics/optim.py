@@ -47,7 +47,7 @@ class GroupStepOptimizer(torch.optim.Optimizer):
     step, transient. Integer step counts are host-side, so they advance either way until
     :meth:`settle_skips` reads the flags back (at a logging or checkpoint interval) and takes the
     skipped steps off again; the steps between a skipped one and that read-back use AdamW's bias
-    correction for a count that is ahead by the skips (a small, logged-rare deviation; none at all
+    correction for a count that is ahead by the skips (a small deviation, only after a non-finite step; none
     when every step is finite, and none at read-back steps).
     """
 
