@@ -44,8 +44,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from cs336_basics.optim import GroupStepOptimizer, _check_hparams, adamw_group_step
-from cs336_basics.utils.dtensor import DTensor, is_dtensor, local_tensor
+from cs336_basics.optim import GroupStepOptimizer, _check_hparams, adamw_group_step, adamw_init_state
+from cs336_basics.utils.dtensor import is_dtensor, local_tensor
 
 __all__ = ["Muon", "newton_schulz", "NS_COEFFS", "MATCHED_RMS"]
 
@@ -161,6 +161,12 @@ class Muon(GroupStepOptimizer):
         except ValueError as err:
             raise ValueError(f"{err}{name}") from None
 
+    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        if group["use_muon"]:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        else:
+            adamw_init_state(p, state)
+
     def group_step(self, group: dict[str, Any]) -> None:
         if group["use_muon"]:
             self._muon_group_step(group)
@@ -185,6 +191,8 @@ class Muon(GroupStepOptimizer):
             u = torch.lerp(g, buf, mu) if group["nesterov"] else buf
             if is_dtensor(p):
                 # Newton-Schulz mixes all rows: gather the whole matrix from the shards.
+                from torch.distributed.tensor import DTensor  # loaded already: p is one
+
                 u = DTensor.from_local(
                     u, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
                 ).full_tensor()

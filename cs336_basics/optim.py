@@ -37,17 +37,62 @@ def _check_hparams(lr: float, betas: tuple[float, float], eps: float, weight_dec
 
 class GroupStepOptimizer(torch.optim.Optimizer):
     """``torch.optim.Optimizer`` with the usual ``step(closure)``: evaluate the closure (with grad
-    enabled) if one is given, then update each param group with :meth:`group_step`."""
+    enabled) if one is given, then update each param group with :meth:`group_step`.
+
+    ``step(skip_if=flag)``, with ``flag`` a bool tensor on the device, makes the update a no-op on the
+    device when the flag is set (weights and state tensors keep their values), without reading the flag
+    back: the ``found_inf`` technique of PyTorch's fused optimizers, written generically (the touched
+    tensors are copied first and selected back with ``torch.where``). When the flag is clear the update
+    is the same arithmetic as ``step()``. Cost: one copy of the touched tensors (weights and state) per
+    step, transient. Integer step counts are host-side, so they advance either way until
+    :meth:`settle_skips` reads the flags back (at a logging or checkpoint interval) and takes the
+    skipped steps off again; the steps between a skipped one and that read-back use AdamW's bias
+    correction for a count that is ahead by the skips (a small deviation, only after a non-finite step; none
+    when every step is finite, and none at read-back steps).
+    """
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+    def step(self, closure: Callable[[], float] | None = None, *, skip_if: Tensor | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if skip_if is None:
+            for group in self.param_groups:
+                self.group_step(group)
+            return loss
+        stepped = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    stepped.append(p)
+                    if len(self.state[p]) == 0:  # allocated first, so that a skip restores it too
+                        self.init_state(p, self.state[p], group)
+        touched = [local_tensor(t) for p in stepped for t in (p, *self.state[p].values()) if isinstance(t, Tensor)]
+        saved = [t.clone() for t in touched]
         for group in self.param_groups:
             self.group_step(group)
+        for t, old in zip(touched, saved):
+            torch.where(skip_if, old, t, out=t)
+        self.__dict__.setdefault("_pending_skips", []).append((skip_if, stepped))
         return loss
+
+    def settle_skips(self) -> int:
+        """Read back the ``skip_if`` flags since the last call (one host sync); take each skipped step
+        off the integer step counts of the parameters it would have updated. Returns the skips."""
+        pending = self.__dict__.pop("_pending_skips", [])
+        if not pending:
+            return 0
+        flags = torch.stack([flag.reshape(()) for flag, _ in pending]).tolist()
+        for skipped, (_, params) in zip(flags, pending):
+            if skipped:
+                for p in params:
+                    if isinstance(self.state[p].get("step"), int):
+                        self.state[p]["step"] -= 1
+        return int(sum(flags))
+
+    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """Allocate a parameter's state before its first update (``group_step`` does it otherwise)."""
 
     def group_step(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -96,8 +141,18 @@ class AdamW(GroupStepOptimizer):
         g = self.param_groups[-1]
         _check_hparams(g["lr"], g["betas"], g["eps"], g["weight_decay"])
 
+    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        adamw_init_state(p, state)
+
     def group_step(self, group: dict[str, Any]) -> None:
         adamw_group_step(self.state, group)
+
+
+def adamw_init_state(p: Tensor, st: dict[str, Any]) -> None:
+    st["step"] = 0
+    # zeros_like keeps a DTensor parameter's sharding, so the state is sharded too.
+    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def adamw_group_step(state: dict, group: dict[str, Any]) -> None:
@@ -118,10 +173,7 @@ def adamw_group_step(state: dict, group: dict[str, Any]) -> None:
             raise RuntimeError("AdamW does not support sparse gradients")
         st = state[p]
         if len(st) == 0:
-            st["step"] = 0
-            # zeros_like keeps a DTensor parameter's sharding, so the state is sharded too.
-            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            adamw_init_state(p, st)
         st["step"] = int(st["step"]) + 1
         params.append(local_tensor(p))
         grads.append(local_tensor(p.grad))

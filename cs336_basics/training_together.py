@@ -59,12 +59,14 @@ from cs336_basics.training.metrics import (
     cpu_step_hint,
     peak_flops,
 )
+from cs336_basics.training.prefetch import Prefetcher
 from cs336_basics.training.run_name import adopt_checkpoint_name, settle_run_name
 from cs336_basics.training.runtime import print0
 from cs336_basics.training.settings import TrainSettings, changed_settings, parse_settings, schedule_notes
 from cs336_basics.training.signals import StopRequest
 from cs336_basics.training.state import TrainState, find_resume
 from cs336_basics.training.step import (
+    DeviceStepResult,
     NextToken,
     NonFiniteGuard,
     Objective,
@@ -251,6 +253,8 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
         if changed:
             print0("Settings changed since the checkpoint: " + "; ".join(changed))
 
+    # Compile the inner model, then wrap it in DDP: the order PyTorch's "Where to apply torch.compile?"
+    # page recommends (Dynamo handles the DDP wrapper poorly; its DDPOptimizer splits the graph at DDP's buckets).
     compiled = torch.compile(model) if s.compile else model
     run = Run(
         settings=s, rt=rt, manager=manager, state=state,
@@ -389,11 +393,22 @@ def train_loop(run: Run, stop: StopRequest) -> int:
     lr_at = make_schedule(s.lr_schedule, max_lr=s.lr, min_lr=s.min_lr, warmup_iters=s.warmup_iters,
                           max_iters=s.max_iters, decay_frac=s.decay_frac, decay_shape=s.decay_shape)  # fmt: skip
     no_sync = runtime.no_sync(run.train_model)
-    early_stop = False
-    stopped_by: str | None = None
     stop.install()  # from here on, SIGTERM / Ctrl-C finish the step and save (before: nothing to save)
     run.train_model.train()
+    # The next step's batches are gathered while this one runs (the same batches: see training.prefetch).
+    prefetch = Prefetcher(run.train_data, s.batch_size, s.context_length, rt.device, s.grad_accum_steps) if s.prefetch else None  # fmt: skip
+    try:
+        return _loop(run, stop, meter, guard, lr_at, no_sync, prefetch)
+    finally:
+        if prefetch is not None:
+            prefetch.close()
 
+
+def _loop(run: Run, stop: StopRequest, meter: ThroughputMeter, guard: NonFiniteGuard, lr_at: Callable[[int], float],
+          no_sync: Any, prefetch: Prefetcher | None) -> int:  # fmt: skip
+    s, state, rt = run.settings, run.state, run.rt
+    early_stop = False
+    stopped_by: str | None = None
     while state.iteration < s.max_iters:
         # The learning rate is a pure function of the step (so a resumed run gets the same one).
         lr = lr_at(state.iteration)  # --lr_schedule (default: the course's lr_cosine_schedule)
@@ -404,20 +419,27 @@ def train_loop(run: Run, stop: StopRequest) -> int:
         if run.norms is not None:
             run.norms.active = meter.due(state.iteration + 1)  # record activations on steps that get logged
         batches = (get_batch(run.train_data, s.batch_size, s.context_length, rt.device, rng=state.data_rng)
-                   for _ in range(s.grad_accum_steps))  # fmt: skip
+                   for _ in range(s.grad_accum_steps)) if prefetch is None else prefetch.batches(state.data_rng)  # fmt: skip
         result = train_step(run.train_model, state.optimizer, rt.scaler, batches, accum_steps=s.grad_accum_steps,
                             grad_clip=s.grad_clip, autocast=rt.autocast, no_sync=no_sync,
-                            objective=run.objective, step=state.iteration)  # fmt: skip
+                            objective=run.objective, step=state.iteration, guard=guard)  # fmt: skip
         state.iteration += 1
         state.tokens_seen += run.tokens_per_step
         meter.step_done()
         run.hooks.poll()  # report a finished --on_checkpoint command, start the next
         # A non-finite step was skipped; too many in a row end the run, saving the last good state.
-        report_skips(run, result, guard.observe(result, before), guard)
+        # The step's numbers stay on the device until a log, eval or checkpoint step reads them back.
+        log_due = meter.due(state.iteration)
+        if isinstance(result, DeviceStepResult):
+            guard.record(result, before)
+            if log_due or readback_due(s, state.iteration):
+                result = settle(run, guard)
+        else:
+            report_skips(run, result, guard.observe(result, before), guard)
         if guard.gave_up:
             give_up(run, guard)
         # Log; then stop at the same step on every rank if any rank got SIGTERM / Ctrl-C.
-        if meter.due(state.iteration):
+        if log_due:
             log_train(run, meter, lr, result)
         stopped_by = stop.agree(rt.device)
         if stopped_by or state.iteration == s.max_iters:
@@ -442,6 +464,9 @@ def train_loop(run: Run, stop: StopRequest) -> int:
             break
 
     # One way out: a signal saves where we are; otherwise a final evaluation, then the last save.
+    settle(run, guard)
+    if guard.gave_up:
+        give_up(run, guard)
     if stopped_by is not None:
         print0(f"Received {stopped_by}: finishing iteration {state.iteration} and saving a checkpoint")
         run.logger.event(state.iteration, "signal", stopped_by)
@@ -457,6 +482,28 @@ def train_loop(run: Run, stop: StopRequest) -> int:
             print0(f"Stopped early at iteration {state.iteration}")
     check_ranks_agree(run)
     return 0
+
+
+def readback_due(s: TrainSettings, iteration: int) -> bool:
+    """Steps whose numbers are read back to the host besides logged ones: eval, checkpoint, last."""
+    return (
+        iteration % s.checkpoint_interval == 0
+        or (s.validation and iteration % s.eval_interval == 0)
+        or iteration == s.max_iters
+    )
+
+
+def settle(run: Run, guard: NonFiniteGuard) -> StepResult | None:
+    """The one read-back: the steps since the last one, their non-finite reports, and the step counts
+    of the skipped updates taken off again. Returns the newest step's result (None if none)."""
+    settled = guard.settle()
+    if hasattr(run.state.optimizer, "settle_skips"):
+        run.state.optimizer.settle_skips()
+    for step, result, problem, streak in settled:
+        if problem is not None:
+            print0(problem)
+            run.logger.event(step, "nonfinite", f"loss={result.loss} grad_norm={result.grad_norm}", count=streak)
+    return settled[-1][1] if settled else None
 
 
 def report_skips(run: Run, result: StepResult, problem: str | None, guard: NonFiniteGuard) -> None:

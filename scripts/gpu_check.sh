@@ -11,8 +11,11 @@
 #      eager and with --compile: final loss and tokens/s from metrics.jsonl
 #   c. a 1-process run through torch.distributed.run, and an NCCL all_reduce under it
 #   d. resuming a GPU checkpoint from (b) on the CPU
-#   e. scripts/bench_model.py's bf16 + compile cell on the GPU (ours vs the built-in model: tok/s,
+#   e. scripts/bench_model.py's bf16 + compile cell on the GPU (our fast path, our plain path and the
+#      built-in model with F.scaled_dot_product_attention side by side: tok/s,
 #      MFU, peak memory; generation tok/s)
+#   g. the GPU-ready loop: the TinyStories-shape run with --prefetch and --no-prefetch (tokens/s each;
+#      both must end on the same loss)
 #   f. the course's TinyStories shape (d_model 512, 4 layers, 16 heads, d_ff 1344, context 256,
 #      vocab 10k), bf16 + compile at a GPU-filling batch: tokens/s and the projected time for
 #      327,680,000 tokens
@@ -200,6 +203,31 @@ DETAIL=""
 [ "$STEP_RC" -eq 0 ] && DETAIL="$([ "$DEV" = cuda ] && echo "bf16 + compile" || echo "CPU fp32"), batch $([ "$DEV" = cuda ] && echo "$TS_BATCH" || echo 2): $($HELPER project "$WORK/f_tinystories_shape" --tokens 327680000 --skip_steps "$F_SKIP" 2>&1)"
 record f_tinystories_shape "$DETAIL"
 
+# g. the GPU-ready loop: the same TinyStories-shape run with and without --prefetch ---------------
+# (the non-finite guard never syncs with the host at any setting but fp16; the numbers must match.)
+if [ "$DEV" = cuda ]; then
+    G_FLAGS=(--device cuda --dtype bf16 --compile --tf32 --batch_size "$TS_BATCH" --max_iters 100 --warmup_iters 10 --log_interval 10)
+    G_SKIP=30
+else
+    G_FLAGS=(--device cpu --dtype fp32 --batch_size 2 --max_iters 4 --warmup_iters 1 --log_interval 1)
+    G_SKIP=1
+fi
+G_RCS=""
+for pf in prefetch no-prefetch; do
+    run_step "g_loop_$pf" 150 "$PY" -m cs336_basics.training_together --train_data_path "$WORK/ts_train.npy" \
+        "${TS[@]}" "${G_FLAGS[@]}" "--$pf" --checkpoint_interval 100000 --checkpoint_dir "$WORK/g_loop_$pf"
+    G_RCS="$G_RCS $STEP_RC"
+done
+DETAIL=""
+if [ "$G_RCS" = " 0 0" ]; then
+    DETAIL=$($HELPER compare "$WORK/g_loop_prefetch" "$WORK/g_loop_no-prefetch" --skip_steps "$G_SKIP" \
+        --labels prefetch no-prefetch 2>&1); STEP_RC=$?
+    [ "$STEP_RC" -ne 0 ] && echo "$DETAIL" >> "$WORK/logs/g_loop_prefetch.log"
+else
+    for rc in $G_RCS; do [ "$rc" -ne 0 ] && STEP_RC=$rc && break; done
+fi
+record g_loop_prefetch "$DETAIL"
+
 # b (continued). torch.compile, bf16 first (the precision real runs use) -------------------------
 if [ "$DEV" = cuda ]; then
     train_run b_bf16_compile 150 --device cuda --dtype bf16 --compile
@@ -208,7 +236,7 @@ fi
 # e. model benchmark, GPU cells (ours vs the built-in model; bf16 + compile is the MFU cell) ------
 if [ "$DEV" = cuda ]; then
     run_step e_bench_model 180 "$PY" scripts/bench_model.py --device cuda --shapes tinystories \
-        --precisions bf16 --modes compile --attention fast --reps 2 --steps 5 --warmup 2 --gen_tokens 50
+        --precisions bf16 --modes compile --attention fast plain --reps 2 --steps 5 --warmup 2 --gen_tokens 50
     record e_bench_model "output below"
 fi
 

@@ -114,6 +114,23 @@ def project(run_dir: Path, tokens: int, skip_steps: int) -> str:
     )
 
 
+def compare(run_a: Path, run_b: Path, skip_steps: int, label_a: str, label_b: str) -> str:
+    """Tokens/s of two runs of the same shape side by side (e.g. the loop with and without prefetch),
+    and whether they trained the same (their last losses, which must match bit for bit here)."""
+    a, b = _stats(run_a, skip_steps), _stats(run_b, skip_steps)
+    if not a["tok_s"] or not b["tok_s"]:
+        raise SystemExit(f"{run_a} / {run_b}: no tokens/s recorded")
+    same = (
+        "same last loss"
+        if a["last_loss"] == b["last_loss"]
+        else f"LAST LOSSES DIFFER {a['last_loss']!r} vs {b['last_loss']!r}"
+    )
+    return (
+        f"{label_a} {a['tok_s']:,.0f} tok/s, {label_b} {b['tok_s']:,.0f} tok/s "
+        f"({a['tok_s'] / b['tok_s']:.3f}x; medians after step {skip_steps}); {same}"
+    )
+
+
 def collective(device: str) -> str:
     """Join a process group (nccl on CUDA, gloo on CPU) under torchrun and all-reduce a tensor.
 
@@ -166,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--tokens", type=int, required=True)
     c = sub.add_parser("collective")
     c.add_argument("--device", default="cuda")
+    cmp = sub.add_parser("compare")
+    cmp.add_argument("run_a", type=Path)
+    cmp.add_argument("run_b", type=Path)
+    cmp.add_argument("--skip_steps", type=int, default=10)
+    cmp.add_argument("--labels", nargs=2, default=["A", "B"])
     a = p.parse_args(argv)
     try:
         if a.cmd == "data":
@@ -175,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             print(collective(a.device))
         elif a.cmd == "summary":
             print(summary(a.run_dir, a.skip_steps, a.expect_drop))
+        elif a.cmd == "compare":
+            line = compare(a.run_a, a.run_b, a.skip_steps, *a.labels)
+            print(line)
+            if "DIFFER" in line:
+                return 1
         else:
             print(project(a.run_dir, a.tokens, a.skip_steps))
     except OSError as err:

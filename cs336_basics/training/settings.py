@@ -306,6 +306,14 @@ class TrainSettings:
         default=False,
         metadata=_opt("runtime", "deterministic algorithms everywhere (slower; on CUDA also fixes cuBLAS's workspace)"),
     )
+    # -- GPU-ready loop: the next step's batches gathered in a background thread ------------------
+    prefetch: bool = field(
+        default=True,
+        metadata=_opt(
+            "runtime",
+            "gather the next step's batches in a background thread (pinned, non-blocking copy on CUDA); the same batches either way",
+        ),
+    )
     seed: int = field(
         default=42, metadata=_opt("runtime", "seeds init and the data order (rank r draws from seed + r * 1000003)")
     )

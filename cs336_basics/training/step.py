@@ -24,7 +24,8 @@ from jaxtyping import Int
 from torch import Tensor, nn
 
 from cs336_basics.data import get_batch
-from cs336_basics.nn_utils import clip_grad_norm, cross_entropy, masked_cross_entropy
+from cs336_basics.fast_nn_utils import clip_grad_norm, clip_grad_norm_on_device
+from cs336_basics.nn_utils import cross_entropy, masked_cross_entropy
 from cs336_basics.training import runtime
 from cs336_basics.training.state import Snapshot, TrainState, make_eval_rng
 
@@ -128,6 +129,15 @@ class StepResult:
     scaler_skipped: bool = False  # fp16 only: the loss scaler found overflowed gradients and skipped
 
 
+@dataclass(frozen=True)
+class DeviceStepResult:
+    """A step's outcome still on the device (no host sync): ``NonFiniteGuard.settle`` reads it back."""
+
+    loss: Tensor
+    grad_norm: Tensor
+    skipped: Tensor  # bool: the update was a no-op (non-finite loss or norm, or the guard gave up)
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -140,11 +150,17 @@ def train_step(
     no_sync: Callable[[], contextlib.AbstractContextManager],
     objective: Objective | None = None,
     step: int = 0,
-) -> StepResult:
+    guard: NonFiniteGuard | None = None,
+) -> StepResult | DeviceStepResult:
     """Accumulate gradients over ``accum_steps`` micro-batches, clip, and step if all is finite.
 
     ``objective`` (default :class:`NextToken`) computes each micro-batch's loss; ``step`` is the
     iteration being taken (objectives that draw noise key it on ``(step, micro-batch)``).
+
+    With a ``guard`` (and no fp16 loss scaler) nothing is read back to the host: the loss, the norm
+    and a ``found_nonfinite`` flag stay on the device, the optimizer's update is a no-op there when the
+    flag is set, and the result is a :class:`DeviceStepResult` for ``guard.settle`` to read back at the
+    next logging or checkpoint interval. With fp16 the scaler checks the gradients itself (one sync).
     """
     objective = NextToken() if objective is None else objective
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -161,6 +177,14 @@ def train_step(
             scaler.scale(total / accum_steps).backward()
         losses.append(loss.detach().float())
     scaler.unscale_(optimizer)  # true gradients again, so clipping sees their real norm
+    if guard is not None and not scaler.is_enabled():
+        norm = clip_grad_norm_on_device(params, grad_clip if grad_clip > 0 else math.inf)
+        loss_t = runtime.all_reduce_mean(torch.stack(losses).mean())
+        found_nonfinite = ~(torch.isfinite(loss_t) & torch.isfinite(norm))
+        skip = guard.skip_flag(found_nonfinite)
+        optimizer.step(skip_if=skip)
+        optimizer.zero_grad(set_to_none=True)
+        return DeviceStepResult(loss_t, norm, skip)
     grad_norm = clip_grad_norm(params, grad_clip if grad_clip > 0 else math.inf)
     mean_loss = runtime.all_reduce_mean(torch.stack(losses).mean()).item()  # the one host sync per step
 
@@ -190,6 +214,43 @@ class NonFiniteGuard:
         self.streak = 0
         self.last_good: Snapshot | None = None
         self.scaler_skips = 0  # fp16 overflow skips: expected now and then, counted, never a failure
+        # The device-side twin of the streak (see skip_flag) and the steps not yet read back.
+        self._device_streak: Tensor | None = None
+        self._gave_up_on_device: Tensor | None = None
+        self._pending: list[tuple[DeviceStepResult, Snapshot]] = []
+
+    def skip_flag(self, found_nonfinite: Tensor) -> Tensor:
+        """The device flag that skips this step's update: non-finite, or the streak already reached
+        ``max_bad_steps`` since the last read-back. The second part keeps the weights at the last good
+        state until the loop reads the flags back and stops, as if it had stopped at once."""
+        if self._device_streak is None:
+            self._device_streak = torch.zeros((), dtype=torch.int64, device=found_nonfinite.device)
+            self._gave_up_on_device = torch.zeros((), dtype=torch.bool, device=found_nonfinite.device)
+        skip = found_nonfinite | self._gave_up_on_device
+        self._device_streak = (self._device_streak + 1) * found_nonfinite
+        self._gave_up_on_device = self._gave_up_on_device | (self._device_streak >= self.max_bad_steps)
+        return skip
+
+    def record(self, result: DeviceStepResult, before: Snapshot) -> None:
+        self._pending.append((result, before))
+
+    def settle(self) -> list[tuple[int, StepResult, str | None, int]]:
+        """Read back the steps recorded since the last call (one host sync) and :meth:`observe` each
+        in order, stopping where the guard gives up: (iteration, result, problem line, streak) each."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        values = torch.stack(
+            [torch.stack([r.loss.float(), r.grad_norm.float(), r.skipped.float()]) for r, _ in pending]
+        ).tolist()
+        out = []
+        for (loss, norm, skipped), (_, before) in zip(values, pending):
+            result = StepResult(loss, norm, applied=not skipped)
+            problem = self.observe(result, before)
+            out.append((before.iteration + 1, result, problem, self.streak))
+            if self.gave_up:
+                break
+        return out
 
     def observe(self, result: StepResult, before: Snapshot) -> str | None:
         """Record one step; a one-line description when it was non-finite, else None."""

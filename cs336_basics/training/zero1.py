@@ -38,6 +38,10 @@ class Zero1(ZeroRedundancyOptimizer):
         finally:
             self._all_state_dicts = []  # the gathered copy lives in the returned dict only
 
+    def settle_skips(self) -> int:
+        """The wrapped optimizer's device-side skips, read back (see ``optim.GroupStepOptimizer``)."""
+        return self.optim.settle_skips()
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a plain optimizer state dict (from any world size); each rank keeps its parameters' part."""
         # ZeroRedundancyOptimizer blanks the other ranks' entries of the dict it is given: hand it a copy.
