@@ -427,6 +427,18 @@ def _sample_next(
 
 
 @torch.no_grad()
+def check_sampling_args(prompt_ids: Any, max_new_tokens: int, temperature: float, top_p: float) -> None:
+    """The arguments every sampler shares, checked once (``generate`` and diffusion's sampler)."""
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if len(prompt_ids) == 0:
+        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
+
+
 def generate(
     model: nn.Module,
     prompt_ids: list[int],
@@ -451,14 +463,7 @@ def generate(
     ``vocab_limit``: ids ``>= vocab_limit`` are never produced (their logits are set to -inf before
     greedy / temperature / top-p), for a tokenizer with fewer ids than the model's vocabulary.
     """
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if len(prompt_ids) == 0:
-        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
+    check_sampling_args(prompt_ids, max_new_tokens, temperature, top_p)
     if vocab_limit is not None and (
         isinstance(vocab_limit, bool) or not isinstance(vocab_limit, int) or vocab_limit < 1
     ):

@@ -43,7 +43,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from cs336_basics.layers import softmax
-from cs336_basics.model import ModelConfig, unwrap_model
+from cs336_basics.model import ModelConfig, check_sampling_args, unwrap_model
 
 __all__ = [
     "OBJECTIVES",
@@ -239,16 +239,9 @@ def generate(
     cfg = base.config
     if not is_diffusion(cfg):
         raise ValueError("diffusion.generate needs a masked-diffusion model (mask_token_id set, causal false)")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling_args(prompt_ids, max_new_tokens, temperature, top_p)
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if len(prompt_ids) == 0:
-        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
     ctx, mask_id = cfg.context_length, cfg.mask_token_id
     prompt = list(prompt_ids)[-(ctx - 1) :] if ctx > 1 else list(prompt_ids)[-1:]
     n = min(max_new_tokens, ctx - len(prompt))
