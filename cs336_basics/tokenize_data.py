@@ -53,7 +53,12 @@ from cs336_basics.tokenizer import Tokenizer, TokenizerError
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.fsutil import atomic_write, atomic_write_text
 from cs336_basics.utils.pool import in_order, start_method
-from cs336_basics.utils.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
+from cs336_basics.utils.token_files import (
+    RAW_SUFFIXES,
+    read_tokens_meta,
+    tokens_meta,
+    tokens_meta_path,
+)
 
 ProgressFn = Callable[[int, int, int], None]  # (bytes done, total bytes, tokens so far)
 
@@ -237,15 +242,7 @@ def _write_meta(
     """The sidecar ``data.read_tokens_meta`` reads. If it cannot be written, a stale one (from an
     earlier run, maybe another tokenizer) must not stay next to the new file."""
 
-    meta = {
-        "vocab_size": tok.vocab_size,
-        "tokenizer_sha256": tokenizer_fingerprint(tokenizer_dir),
-        "tokenizer_dir": str(tokenizer_dir),
-        "special_tokens": list(tok.special_tokens),
-        "dtype": dtype.name,
-        "num_tokens": n,
-        "source": str(inp),
-    }
+    meta = tokens_meta(tok, tokenizer_dir, dtype, str(inp), num_tokens=n)
     path = tokens_meta_path(out)
     try:
         atomic_write_text(path, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")

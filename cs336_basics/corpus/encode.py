@@ -36,7 +36,7 @@ from cs336_basics.corpus.sources import EOT, Record, record_text
 from cs336_basics.tokenizer import Tokenizer
 from cs336_basics.utils.fsutil import atomic_write_text, current_umask, fsync_dir
 from cs336_basics.utils.pool import in_order, start_method
-from cs336_basics.utils.token_files import tokenizer_fingerprint, tokens_meta_path
+from cs336_basics.utils.token_files import tokens_meta, tokens_meta_path
 
 BATCH_CHARS = 1 << 20  # characters of text per worker task
 Doc = str | list[chat.Segment]  # a plain document (EOT appended when encoded) or chat segments
@@ -353,15 +353,7 @@ def encode_corpus(
         if n_docs == 0:
             why = f" ({report.summary()})" if report.count else ""
             raise CorpusError(f"{source}: no documents found; nothing written{why}")
-        meta = {
-            "vocab_size": tok.vocab_size,
-            "tokenizer_sha256": tokenizer_fingerprint(tokenizer_dir),
-            "tokenizer_dir": str(tokenizer_dir),
-            "special_tokens": list(tok.special_tokens),
-            "dtype": dtype.name,
-            "source": source,
-            "chat": chat_format is not None,
-        }
+        meta = tokens_meta(tok, tokenizer_dir, dtype, source, chat=chat_format is not None)
         files, stale = writer.finish(meta)
     except OSError as err:
         writer.discard()

@@ -36,6 +36,20 @@ def tokenizer_fingerprint(directory: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def tokens_meta(tok: Any, tokenizer_dir: str | os.PathLike, dtype: Any, source: str, **extra: Any) -> dict[str, Any]:
+    """The sidecar of a token file written with ``tok`` (a ``Tokenizer``) from ``tokenizer_dir``: the
+    keys :func:`read_tokens_meta` documents, plus ``extra`` (e.g. ``num_tokens``)."""
+    return {
+        "vocab_size": tok.vocab_size,
+        "tokenizer_sha256": tokenizer_fingerprint(tokenizer_dir),
+        "tokenizer_dir": str(tokenizer_dir),
+        "special_tokens": list(tok.special_tokens),
+        "dtype": dtype.name,
+        "source": source,
+        **extra,
+    }
+
+
 def read_tokens_meta(path: str | os.PathLike) -> dict[str, Any] | None:
     """The sidecar of a token file as a dict, or None when there is none (or it is unreadable).
 
