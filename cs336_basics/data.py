@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,10 @@ __all__ = [
 
 # Elements checked per chunk when validating ids (16M uint16 = 32 MB resident at a time).
 _CHECK_CHUNK = 1 << 24
+
+# What np.load raises on a damaged .npy file: numpy parses the header with ast/tokenize, so a broken
+# one can raise their errors too.
+NPY_READ_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
 
 
 class DataError(UserError, ValueError):
@@ -114,7 +119,7 @@ def load_tokens(
         is_bin = False
         try:
             data = np.load(p, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
+        except NPY_READ_ERRORS as err:
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise DataError(f"{p}: not a readable .npy token array ({msg})") from None
         if data.ndim != 1:

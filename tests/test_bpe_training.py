@@ -4,6 +4,7 @@ tokens, parallel == serial, the fast trainer equal to the readable reference
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,10 @@ from cs336_basics.bpe_reference import reference_merges, reference_train_bpe
 from cs336_basics.pretokenize import PRETOKEN_RE, special_pattern
 from cs336_basics.pretokenize import split_on_specials as _split
 from cs336_basics.utils.errors import run_cli
+
+# In CI the examples are fixed (derandomize): a new counterexample found at random should be found
+# here, locally, not turn a submission's CI red by chance.
+IN_CI = bool(os.environ.get("CI"))
 
 EOT = "<|endoftext|>"
 
@@ -176,7 +181,7 @@ def test_long_tail_words_match_reference(merge_path: str, floor_drop: int, monke
     assert bpe_merges(_LONG_TAIL, 200) == _LONG_TAIL_REF[0]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(derandomize=IN_CI, max_examples=40, deadline=None)
 @given(
     corpus=st.dictionaries(
         st.lists(st.sampled_from([b"a", b"b", b"c", b"ab", b"\xff"]), min_size=1, max_size=10).map(tuple),

@@ -14,6 +14,7 @@ machine may be busy, and speed is not the property.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import tempfile
 from pathlib import Path
@@ -29,9 +30,13 @@ from cs336_basics.data import load_tokens
 from cs336_basics.tokenizer import Tokenizer, TokenizerError
 from cs336_basics.utils.errors import UserError
 
+# In CI the examples are fixed (derandomize): a new counterexample found at random should be found
+# here, locally, not turn a submission's CI red by chance.
+IN_CI = bool(os.environ.get("CI"))
+
 EOT = "<|endoftext|>"
 SPECIALS = [EOT, "<pad>", "<|endoftext|><|endoftext|>"]  # overlapping: the longest must win
-FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(derandomize=IN_CI, max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Text of every kind: any code point but the surrogates (which are not characters), weighted towards
 # the spaces, newlines, digits, letters and apostrophes the GPT-2 pre-tokenizer treats specially.
@@ -107,7 +112,7 @@ CORPUS = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(derandomize=IN_CI, max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(CORPUS, st.integers(0, 40), st.booleans())
 def test_fast_bpe_equals_the_reference(corpus, n_merges, with_special):
     specials = [EOT] if with_special else []

@@ -28,7 +28,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from cs336_basics.corpus.layout import CorpusError, mask_path, resolve_token_paths
-from cs336_basics.data import load_tokens
+from cs336_basics.data import NPY_READ_ERRORS, load_tokens
 from cs336_basics.utils.devices import resolve_device
 from cs336_basics.utils.token_files import read_tokens_meta
 
@@ -104,7 +104,7 @@ class TokenShards:
 def _load_mask(path: Path, n: int) -> np.ndarray:
     try:
         mask = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except NPY_READ_ERRORS as err:
         raise CorpusError(
             f"{path}: not a readable .npy mask ({str(err).splitlines()[0] if str(err) else err})"
         ) from None
