@@ -5,8 +5,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
+from cs336_basics import tokenize_data
 from cs336_basics.bpe import train_bpe
 from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.utils.errors import run_cli
 
 EOT = "<|endoftext|>"
 CHAT_SPECIALS = [EOT, "<|system|>", "<|user|>", "<|assistant|>"]
@@ -27,3 +31,18 @@ def make_tokenizer(d: Path, specials: list[str] | None = None, vocab_size: int =
     vocab, merges = train_bpe(corpus, vocab_size, specials)
     Tokenizer(vocab, merges, specials).save(d)
     return d
+
+
+# Fixtures and a runner the corpus tests share (imported by them).
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory) -> Path:
+    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.fixture(scope="module")
+def tok(tok_dir) -> Tokenizer:
+    return Tokenizer.from_dir(tok_dir)
+
+
+def tokenize(*argv: str) -> int:
+    return run_cli(tokenize_data.main, ["--quiet", *argv])

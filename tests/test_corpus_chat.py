@@ -12,12 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cs336_basics import generate, tokenize_data
+from cs336_basics import generate
 from cs336_basics.corpus import chat
 from cs336_basics.nn_utils import masked_cross_entropy
-from cs336_basics.tokenizer import Tokenizer
 from cs336_basics.utils.errors import run_cli
-from tests._corpus_utils import EOT, make_tokenizer
+from tests._corpus_utils import EOT, make_tokenizer, tok, tok_dir, tokenize  # noqa: F401  (fixtures and the CLI runner)
 
 CASES = [
     (  # messages, with a system turn and two exchanges
@@ -48,20 +47,6 @@ CASES = [
         "hi<|endoftext|>",
     ),
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory) -> Path:
-    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
-
-
-@pytest.fixture(scope="module")
-def tok(tok_dir) -> Tokenizer:
-    return Tokenizer.from_dir(tok_dir)
-
-
-def tokenize(*argv: str) -> int:
-    return run_cli(tokenize_data.main, ["--quiet", *argv])
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

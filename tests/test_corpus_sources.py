@@ -21,21 +21,7 @@ from cs336_basics.bpe import train_bpe as bpe_train
 from cs336_basics.tokenizer import Tokenizer
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.token_files import read_tokens_meta
-from tests._corpus_utils import EOT, make_tokenizer, sentences
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory) -> Path:
-    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
-
-
-@pytest.fixture(scope="module")
-def tok(tok_dir) -> Tokenizer:
-    return Tokenizer.from_dir(tok_dir)
-
-
-def tokenize(*argv: str) -> int:
-    return run_cli(tokenize_data.main, ["--quiet", *argv])
+from tests._corpus_utils import EOT, make_tokenizer, sentences, tok, tok_dir, tokenize  # noqa: F401  (fixtures and the CLI runner)
 
 
 def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
