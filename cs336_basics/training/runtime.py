@@ -210,13 +210,22 @@ def init_process_group(rt: Runtime) -> None:
     kwargs: dict[str, Any] = {}
     if backend == "nccl":
         kwargs["device_id"] = rt.device
-    if rt.info.restart_count:
+    if rt.info.restart_count and _shares_one_agents_store():
         # After a torchrun --max-restarts restart the workers meet in the same store as the attempt
         # before, whose keys (a dead rank's address) the new ranks could read as current ones and then
-        # wait on forever: keep each attempt's keys apart under its own prefix.
+        # wait on forever: keep each attempt's keys apart under its own prefix. Only on one node: each
+        # node's agent counts its own restarts, so the counts (and prefixes) can differ between nodes;
+        # there TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 gives every attempt a fresh store instead.
         store, _, _ = next(dist.rendezvous("env://"))
         kwargs["store"] = dist.PrefixStore(f"restart_{rt.info.restart_count}", store)
     dist.init_process_group(backend=backend, rank=rt.info.rank, world_size=rt.info.world_size, **kwargs)
+
+
+def _shares_one_agents_store() -> bool:
+    """Every rank of this job was started by one torchrun agent whose store carries over restarts."""
+    fresh_store = os.environ.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "0") not in ("", "0")
+    one_node = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE")) == os.environ.get("WORLD_SIZE")
+    return one_node and not fresh_store
 
 
 class RefusedOnRankZero(UserError):
