@@ -10,6 +10,9 @@ group is kept between them), so the expensive start-up is paid once:
 ZeRO-1 must match DDP (each rank's update of the parameters it owns is DDP's update of them), its
 checkpoints must be plain optimizer state dicts (so they cross-load: a single process continues
 one exactly like a DDP checkpoint), and each rank must hold only part of the optimizer state.
+
+Each rank writes its RESULT/EXIT lines to its own file: the two ranks share torchrun's stdout pipe, and
+a block-buffered flush of one rank can cut a line in two with the other rank's line in between.
 """
 
 from __future__ import annotations
@@ -43,20 +46,25 @@ WRAPPER = textwrap.dedent(
     destroy = runtime.destroy_process_group
     runtime.destroy_process_group = lambda: None  # keep the process group for the next run
     real_loop, label = tt.train_loop, [None]
+    results = open(f"{sys.argv[2]}.rank{os.environ['RANK']}", "a")  # this rank's own file
+
+    def report(line):
+        results.write(line + "\n")
+        results.flush()
 
     def loop(run, stop):
         rc = real_loop(run, stop)
         opt = run.state.optimizer
         local = getattr(opt, "optim", opt)  # ZeroRedundancyOptimizer keeps this rank's optimizer in .optim
         n = sum(t.numel() for st in local.state.values() for t in st.values() if torch.is_tensor(t) and t.dim() > 0)
-        print(f"RESULT run={label[0]} rank={os.environ['RANK']} name={run.settings.run_name} state_numel={n} "
-              f"params={sum(p.numel() for p in run.state.model.parameters())}", flush=True)
+        report(f"RESULT run={label[0]} rank={os.environ['RANK']} name={run.settings.run_name} state_numel={n} "
+               f"params={sum(p.numel() for p in run.state.model.parameters())}")
         return rc
 
     tt.train_loop = loop
     for name, argv in json.load(open(sys.argv[1])):
         label[0] = name
-        print(f"EXIT run={name} rank={os.environ['RANK']} rc={tt.main(argv)}", flush=True)
+        report(f"EXIT run={name} rank={os.environ['RANK']} rc={tt.main(argv)}")
     destroy()
     """
 )
@@ -89,10 +97,11 @@ def launch(tmp_path_factory):
     (d / "runs.json").write_text(json.dumps(list(runs.items())))
     (d / "wrapper.py").write_text(WRAPPER)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(d / "wrapper.py"), str(d / "runs.json")]  # fmt: skip
+           str(d / "wrapper.py"), str(d / "runs.json"), str(d / "results")]  # fmt: skip
     p = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, f"stdout:\n{p.stdout[-4000:]}\nstderr:\n{p.stderr[-4000:]}"
-    return d, data, p.stdout
+    results = "".join((d / f"results.rank{rank}").read_text() for rank in (0, 1))
+    return d, data, results
 
 
 def test_every_run_succeeds_and_ranks_agree_on_the_run_name(launch):
@@ -103,6 +112,7 @@ def test_every_run_succeeds_and_ranks_agree_on_the_run_name(launch):
     names = {}
     for run, _rank, name in re.findall(r"^RESULT run=(\w+) rank=(\d) name=(\S+)", out, re.M):
         names.setdefault(run, set()).add(name)
+    assert sorted(names) == sorted(("ddp", "zero_a", "zero_b", "ddp_muon", "zero_muon")), out
     assert all(len(v) == 1 for v in names.values()), names  # rank 0 chose the timestamp, rank 1 got it
 
 
@@ -111,6 +121,7 @@ def test_each_rank_keeps_part_of_the_optimizer_state(launch):
     for run, moments in (("zero_b", 2), ("ddp", 2)):  # AdamW: exp_avg and exp_avg_sq per parameter
         rows = re.findall(rf"^RESULT run={run} rank=(\d) \S+ state_numel=(\d+) params=(\d+)$", out, re.M)
         sizes = {int(rank): int(n) for rank, n, _ in rows}
+        assert sorted(sizes) == [0, 1], (run, out)
         total = moments * int(rows[0][2])
         if run == "ddp":
             assert sizes == {0: total, 1: total}  # replicated
