@@ -49,7 +49,7 @@ WRAPPER = textwrap.dedent(
     results = open(f"{sys.argv[2]}.rank{os.environ['RANK']}", "a")  # this rank's own file
 
     def report(line):
-        results.write(line + "\n")
+        results.write(line + "\\n")
         results.flush()
 
     def loop(run, stop):
