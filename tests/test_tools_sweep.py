@@ -168,7 +168,8 @@ def test_presets_are_valid_against_the_real_training_flags():
             assert (base["context_length"], base["vocab_size"]) == (512, 32000)
             by = {v.name: v.flags for v in s.variants}
             lb = by["leaderboard"]
-            assert lb["optimizer"] == "muon" and lb["ffn_type"] == "relu2" and by["leaderboard_tied"]["tie_embeddings"]
+            assert lb["optimizer"] == "muon" and lb["ffn_type"] == "relu2" and lb["tie_embeddings"]
+            assert "tie_embeddings" not in by["leaderboard_untied"] and by["leaderboard_untied"]["qk_norm"]
             assert 2 * lb["d_ff"] == 3 * base["d_ff"]  # relu2 at the SwiGLU's parameter count
         elif not name.endswith("_cpu"):  # the course's model
             assert (
