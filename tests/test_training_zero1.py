@@ -11,8 +11,8 @@ ZeRO-1 must match DDP (each rank's update of the parameters it owns is DDP's upd
 checkpoints must be plain optimizer state dicts (so they cross-load: a single process continues
 one exactly like a DDP checkpoint), and each rank must hold only part of the optimizer state.
 
-Each rank writes its RESULT/EXIT lines to its own file: the two ranks share torchrun's stdout pipe, and
-a block-buffered flush of one rank can cut a line in two with the other rank's line in between.
+Each rank writes its RESULT/EXIT lines to its own file: the two ranks share torchrun's one stdout pipe,
+where a write of one rank can land inside a line of the other (it once failed CI that way).
 """
 
 from __future__ import annotations
