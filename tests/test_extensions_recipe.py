@@ -103,6 +103,37 @@ def test_relu2_ffn_matches_builtin_and_swiglu_parameter_count():
     assert n(recipe.ReLU2FFN(512)) == n(SwiGLU(512))  # the default width follows the same rule
 
 
+def test_relu2_gradient_is_autograd_through_the_builtin_formula():
+    """relu2's own backward (grad * 2r) against autograd through ``F.relu(x) ** 2``: bit for bit."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 7, 33, dtype=torch.float64)
+    x[0, 0, :3] = 0.0  # the kink itself: both give 0 there
+    for dtype in (torch.float32, torch.float64):
+        a = x.to(dtype).requires_grad_()
+        b = x.to(dtype).requires_grad_()
+        g = torch.randn(x.shape, dtype=dtype)
+        (recipe.relu2(a) * g).sum().backward()
+        (F.relu(b) ** 2 * g).sum().backward()
+        assert torch.equal(recipe.relu2(a), F.relu(b) ** 2)
+        assert torch.equal(a.grad, b.grad)  # -0.0 == 0.0, the only difference allowed
+    assert torch.autograd.gradcheck(recipe.relu2, (x[:1, :2].clone().requires_grad_(),))
+
+
+def test_softcap_gradient_is_autograd_through_the_formula():
+    """softcap's own backward (one pass: grad * (1 - t^2)) against autograd through ``C * tanh(z / C)``."""
+    torch.manual_seed(0)
+    z = 20 * torch.randn(3, 5, 64, dtype=torch.float64)  # some logits well past the cap
+    for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        a = z.to(dtype).requires_grad_()
+        b = z.to(dtype).requires_grad_()
+        g = torch.randn(z.shape, dtype=dtype)
+        (recipe.softcap(a, 15.0) * g).sum().backward()
+        (15.0 * torch.tanh(b / 15.0) * g).sum().backward()
+        torch.testing.assert_close(recipe.softcap(a, 15.0), 15.0 * torch.tanh(b / 15.0), rtol=0, atol=0)
+        torch.testing.assert_close(a.grad, b.grad, rtol=tol, atol=tol)
+    assert torch.autograd.gradcheck(lambda t: recipe.softcap(t, 2.0), (z[:1, :2].clone().requires_grad_(),))
+
+
 def test_softcap_is_the_formula_in_the_model():
     torch.manual_seed(0)
     capped = TransformerLM(small_config(logit_softcap=0.5))
@@ -289,12 +320,13 @@ def test_flags_reach_the_model_config_and_defaults_are_off(data, tmp_path):
     assert _config_diff(old, cfg.to_dict()) != []
 
 
-@pytest.mark.parametrize("opt", ["adamw", "muon"])
+@pytest.mark.parametrize("opt", ["adamw", "muon", "muon_bf16"])
 def test_exact_resume_and_checkpoints_with_every_flag_on(data, tmp_path, capsys, opt):
     """N steps, then --resume for N more == 2N uninterrupted, bit for bit; the checkpoint loads for generation."""
     n = 4
     common = dict(lr=3e-3, min_lr=3e-3, warmup_iters=0, eval_interval=n, checkpoint_interval=n)
-    flags = [*ALL_FLAGS, "--optimizer", opt]
+    opt_flags = ["--optimizer", "muon", "--muon_ns_dtype", "bfloat16"] if opt == "muon_bf16" else ["--optimizer", opt]
+    flags = [*ALL_FLAGS, *opt_flags]
     full, part = tmp_path / "full", tmp_path / "part"
     assert tt.main(base_argv(data, full, *flags, max_iters=2 * n, **common)) == 0
     assert tt.main(base_argv(data, part, *flags, max_iters=n, **common)) == 0

@@ -88,8 +88,27 @@ def validate_recipe(cfg) -> None:
 # Squared-ReLU FFN (Primer)
 # ----------------------------------------------------------------------------------------------
 def relu2(x: Tensor) -> Tensor:
-    """``relu(x)^2``: zero for x < 0, x^2 above (Primer's squared ReLU)."""
-    return x.clamp_min(0).square()
+    """``relu(x)^2``: zero for x < 0, x^2 above (Primer's squared ReLU).
+
+    The formula is ``x.clamp_min(0).square()``; autograd through it would keep both ``x`` and the
+    clamped ``r`` and spend three passes (``2 r``, times the gradient, then a masked copy) in backward.
+    :class:`_ReLU2` keeps ``r`` only and returns ``grad * 2r``, which is already zero where ``x < 0``:
+    the same gradient (bit for bit, up to the sign of a zero; ``test_extensions_recipe``), in two passes.
+    """
+    return _ReLU2.apply(x)
+
+
+class _ReLU2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        r = x.clamp_min(0)
+        ctx.save_for_backward(r)
+        return r.square()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (r,) = ctx.saved_tensors
+        return grad * (2 * r)
 
 
 def relu2_d_ff(swiglu_d_ff: int) -> int:
@@ -133,8 +152,27 @@ def softcap(logits: Float[Tensor, "... vocab"], cap: float) -> Float[Tensor, "..
 
     Gemma 2's final-logit soft-capping (cap 30), adopted by modded-nanogpt: it stops the head from
     buying loss with ever larger logits, which steadies training at high learning rates.
+
+    The derivative is ``1 - tanh(logits / cap)^2`` (the ``cap`` and ``1 / cap`` cancel), so
+    :class:`_SoftCap` keeps only ``t = tanh(logits / cap)`` and spends one pass in backward
+    (``torch.ops.aten.tanh_backward``, which is ``grad * (1 - t^2)``) where autograd through the formula
+    spends three over these vocabulary-wide tensors. Equal to autograd through the formula up to
+    rounding (``test_extensions_recipe``).
     """
-    return torch.tanh(logits / cap) * cap
+    return _SoftCap.apply(logits, float(cap))
+
+
+class _SoftCap(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, cap: float) -> Tensor:
+        t = (logits / cap).tanh_()
+        ctx.save_for_backward(t)
+        return t * cap
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (t,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, t), None
 
 
 # ----------------------------------------------------------------------------------------------
