@@ -133,9 +133,12 @@ def build_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer
     groups = param_groups(model, s.optimizer, weight_decay=s.weight_decay, lr=s.lr, lr_hidden=s.lr_hidden,
                           lr_embed=s.lr_embed, lr_head=s.lr_head, lr_scalar=s.lr_scalar)  # fmt: skip
     kind = Muon if s.optimizer == "muon" else AdamW
+    kw: dict[str, Any] = dict(lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps, weight_decay=s.weight_decay)
+    if s.optimizer == "muon":
+        kw["ns_dtype"] = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[s.muon_ns_dtype]
     if s.zero1:  # the same optimizer, each rank keeping 1/world of its state
-        return zero1.make_zero1(groups, kind, lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps, weight_decay=s.weight_decay)
-    return kind(groups, lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps, weight_decay=s.weight_decay)
+        return zero1.make_zero1(groups, kind, **kw)
+    return kind(groups, **kw)
 
 
 def load_data(s: TrainSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any] | None]:

@@ -326,3 +326,22 @@ def test_muon_state_dict_round_trip_continues_bit_for_bit():
     model3.load_state_dict(saved["model"])
     _train(model3, opt3, batches[3:])
     assert not torch.equal(model3.lm_head.weight, straight["lm_head.weight"])
+
+
+def test_muon_load_state_dict_keeps_the_constructed_ns_dtype():
+    """ns_dtype says how a step is computed: a resumed Muon uses its own, not the checkpoint's."""
+    torch.manual_seed(0)
+    model = TransformerLM(TINY)
+    bf16 = Muon(param_groups(model, "muon", weight_decay=0.1, lr=1e-2), lr=1e-2, ns_dtype=torch.bfloat16)
+    batches = [(torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16)))]
+    _train(model, bf16, batches)
+    buf = io.BytesIO()
+    torch.save(bf16.state_dict(), buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    assert saved["param_groups"][0]["ns_dtype"] == torch.bfloat16
+    fp32 = Muon(param_groups(model, "muon", weight_decay=0.1, lr=1e-2), lr=1e-2, ns_dtype=torch.float32)
+    fp32.load_state_dict(saved)
+    assert [g["ns_dtype"] for g in fp32.param_groups] == [torch.float32] * 4
+    p = fp32.param_groups[0]["params"][0]
+    assert torch.equal(fp32.state[p]["momentum_buffer"], bf16.state[p]["momentum_buffer"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import fields
 
 import pytest
+import torch
 
-from cs336_basics.model import IMPLEMENTATION_FIELDS, ModelConfig
+from cs336_basics.model import IMPLEMENTATION_FIELDS, ModelConfig, TransformerLM
 from cs336_basics.training.settings import (
     MODEL_FIELDS,
     OBJECTIVE_MODEL_FIELDS,
@@ -61,3 +62,19 @@ def test_model_flags_rebuild_the_config():
     assert flags[:2] == ["--vocab_size", "300"] and "--remove_rope" in flags
     assert parse_settings(["--train_data_path", "t.npy", *flags]).model_config() == cfg
     assert model_flags(ModelConfig()) == []
+
+
+def test_muon_ns_dtype_reaches_the_optimizer_and_needs_muon():
+    from cs336_basics import training_together as tt
+
+    def groups_dtype(*flags):
+        s = parse_settings(["--train_data_path", "t.npy", "--d_model", "32", "--num_heads", "4", "--d_ff", "48",
+                            "--num_layers", "1", "--vocab_size", "64", "--context_length", "16", *flags])  # fmt: skip
+        opt = tt.build_optimizer(TransformerLM(s.model_config()), s)
+        return {g["ns_dtype"] for g in opt.param_groups}
+
+    assert groups_dtype("--optimizer", "muon") == {None}  # auto: bfloat16 on CUDA, float32 elsewhere
+    assert groups_dtype("--optimizer", "muon", "--muon_ns_dtype", "bfloat16") == {torch.bfloat16}
+    assert groups_dtype("--optimizer", "muon", "--muon_ns_dtype", "float32") == {torch.float32}
+    with pytest.raises(ConfigError, match="--muon_ns_dtype bfloat16: applies to --optimizer muon only"):
+        parse_settings(["--train_data_path", "t.npy", "--muon_ns_dtype", "bfloat16"])

@@ -127,6 +127,15 @@ class TrainSettings:
             choices=OPTIMIZERS,
         ),
     )
+    muon_ns_dtype: str = field(
+        default="auto",
+        metadata=_opt(
+            "optimization",
+            "muon: dtype of the Newton-Schulz iteration (auto: bfloat16 on CUDA, float32 elsewhere; bfloat16 is "
+            "also fast on CPUs with AMX)",
+            choices=("auto", "float32", "bfloat16"),
+        ),
+    )
     lr: float = field(default=6e-4, metadata=_opt("optimization", "maximum learning rate"))
     lr_hidden: float | None = field(
         default=None, metadata=_opt("optimization", "muon: peak LR of the blocks' matrices (default: --lr)")
@@ -688,6 +697,8 @@ def validate(s: TrainSettings) -> ModelConfig:
     group_lrs = [f"--lr_{k}" for k in ("hidden", "embed", "head", "scalar") if getattr(s, f"lr_{k}") is not None]
     if group_lrs and s.optimizer != "muon":
         raise ConfigError(f"{', '.join(group_lrs)}: per-group learning rates apply to --optimizer muon only")
+    if s.muon_ns_dtype != "auto" and s.optimizer != "muon":
+        raise ConfigError(f"--muon_ns_dtype {s.muon_ns_dtype}: applies to --optimizer muon only")
     if any(getattr(s, f"lr_{k}") for k in ("hidden", "embed", "head", "scalar")) and s.lr == 0:
         raise ConfigError("per-group learning rates are scaled by the schedule of --lr: set --lr > 0")
     for name in ("beta1", "beta2"):
