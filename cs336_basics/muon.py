@@ -54,10 +54,6 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 MATCHED_RMS = 0.2
 
 
-# Group settings that say how a step is computed, not what was learned: a resumed run keeps its own.
-STEP_HOW_KEYS = ("ns_dtype", "foreach")
-
-
 def newton_schulz(
     G: Float[Tensor, "... rows cols"], steps: int = 5, dtype: torch.dtype | None = None
 ) -> Float[Tensor, "... rows cols"]:
@@ -111,8 +107,11 @@ class Muon(GroupStepOptimizer):
 
     State: Muon parameters keep ``momentum_buffer`` (parameter dtype, sharded like the parameter);
     AdamW parameters keep ``step``/``exp_avg``/``exp_avg_sq``. Everything is in ``state_dict()``,
-    so a reloaded optimizer continues bit-for-bit.
+    so a reloaded optimizer continues bit-for-bit (with its own ``ns_dtype`` and ``foreach``, which say
+    how a step is computed, not the checkpoint's).
     """
+
+    STEP_HOW_KEYS = ("ns_dtype", "foreach")
 
     def __init__(
         self,
@@ -144,14 +143,6 @@ class Muon(GroupStepOptimizer):
             foreach=foreach,
         )
         super().__init__(params, defaults)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As ``Optimizer.load_state_dict``, but ``ns_dtype`` and ``foreach`` stay as constructed: they say
-        how a step is computed, not what was learned, so a resumed run uses the ones it was started with."""
-        how = [{k: g[k] for k in STEP_HOW_KEYS} for g in self.param_groups]
-        super().load_state_dict(state_dict)
-        for g, keep in zip(self.param_groups, how):
-            g.update(keep)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)

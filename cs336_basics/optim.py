@@ -35,6 +35,14 @@ def _check_hparams(lr: float, betas: tuple[float, float], eps: float, weight_dec
         raise ValueError(f"AdamW: invalid weight_decay={weight_decay!r} (must be a finite number >= 0)")
 
 
+def keep_step_how(opt: torch.optim.Optimizer, keys: Iterable[str], load: Callable[[], None]) -> None:
+    """Run ``load`` (a ``load_state_dict``), then put back the groups' ``keys`` as they were before it."""
+    how = [{k: g[k] for k in keys if k in g} for g in opt.param_groups]
+    load()
+    for g, keep in zip(opt.param_groups, how):
+        g.update(keep)
+
+
 class GroupStepOptimizer(torch.optim.Optimizer):
     """``torch.optim.Optimizer`` with the usual ``step(closure)``: evaluate the closure (with grad
     enabled) if one is given, then update each param group with :meth:`group_step`.
@@ -90,6 +98,13 @@ class GroupStepOptimizer(torch.optim.Optimizer):
                     if isinstance(self.state[p].get("step"), int):
                         self.state[p]["step"] -= 1
         return int(sum(flags))
+
+    # Group settings that say how a step is computed, not what was learned: a resumed optimizer keeps
+    # the ones it was constructed with instead of taking the checkpoint's.
+    STEP_HOW_KEYS: tuple[str, ...] = ("foreach",)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        keep_step_how(self, self.STEP_HOW_KEYS, lambda: super(GroupStepOptimizer, self).load_state_dict(state_dict))
 
     def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         """Allocate a parameter's state before its first update (``group_step`` does it otherwise)."""

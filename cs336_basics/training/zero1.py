@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-from cs336_basics.muon import STEP_HOW_KEYS
+from cs336_basics.optim import keep_step_how
 from cs336_basics.training.runtime import Runtime, RuntimeConfigError
 
 
@@ -45,13 +45,11 @@ class Zero1(ZeroRedundancyOptimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a plain optimizer state dict (from any world size); each rank keeps its parameters' part."""
-        # As Muon.load_state_dict: the constructed ns_dtype / foreach stay (each step syncs these groups
-        # into the local optimizer).
-        how = [{k: g[k] for k in STEP_HOW_KEYS if k in g} for g in self.param_groups]
         # ZeroRedundancyOptimizer blanks the other ranks' entries of the dict it is given: hand it a copy.
-        super().load_state_dict({**state_dict, "state": dict(state_dict["state"])})
-        for g, keep in zip(self.param_groups, how):
-            g.update(keep)
+        # As in our optimizers' own load_state_dict, the constructed step settings (ns_dtype, foreach)
+        # stay; each step syncs these groups into the local optimizer.
+        copy = {**state_dict, "state": dict(state_dict["state"])}
+        keep_step_how(self, type(self.optim).STEP_HOW_KEYS, lambda: super(Zero1, self).load_state_dict(copy))
         # The base class also filed this rank's entries in the (unused) global ``state``: drop that copy.
         self.state.clear()
 
