@@ -10,7 +10,7 @@ threads on a shared CPU made timings much worse and erratic -- ``--threads 0`` f
 Ours uses cs336_basics' cross_entropy / clip_grad_norm / AdamW when
 they exist (``--optim torch`` swaps in the built-ins to isolate the model itself).
 
-Memory: on CUDA, peak allocated bytes; on CPU, the bytes autograd saves for backward in one forward
+Memory: on CUDA, each model's peak allocated bytes as if it were alone on the GPU; on CPU, the bytes autograd saves for backward in one forward
 (activation memory; eager only -- the hook does not see inside compiled graphs).
 
 Also: generation tokens/s with and without the KV cache; on CUDA, bf16 + compile MFU
@@ -43,7 +43,11 @@ from cs336_basics.model import ModelConfig, TransformerLM, generate  # noqa: E40
 SHAPES = {
     "tinystories": dict(vocab_size=10000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344),
     "small": dict(vocab_size=2000, context_length=128, d_model=128, num_layers=2, num_heads=4, d_ff=384),
+    # cs336_basics/tools/experiments/leaderboard.toml's base shape (GPT-2 small's body at context 512, vocab 32k)
+    "leaderboard": dict(vocab_size=32000, context_length=512, d_model=768, num_layers=12, num_heads=12, d_ff=2048),
 }
+# The course's TinyStories run: 327,680,000 tokens (the projected time is printed for that shape).
+TINYSTORIES_TOKENS = 327_680_000
 PEAK_TFLOPS_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "4090": 165.0}
 
 
@@ -175,6 +179,13 @@ def make_step(model: nn.Module, loss_fn: Callable, clip_fn: Callable, opt, autoc
     return step
 
 
+def resident_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
+    """Bytes a model keeps between steps: its weights (and buffers) and its optimizer's state tensors."""
+    tensors = [*model.parameters(), *model.buffers()]
+    tensors += [v for st in opt.state.values() for v in st.values() if isinstance(v, Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -232,19 +243,14 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
         mem["ref"] = saved_activation_bytes(ref, x, autocast)
 
     loss_fn, clip_fn, opt_ctor, _ = our_training_pieces(args.optim)
-    steps = {}
+    steps, opts = {}, {}
     for name, m in models.items():
-        steps[name] = make_step(
-            torch.compile(m) if mode == "compile" else m, loss_fn, clip_fn, opt_ctor(m.parameters()), autocast
-        )
+        opts[name] = opt_ctor(m.parameters())
+        steps[name] = make_step(torch.compile(m) if mode == "compile" else m, loss_fn, clip_fn, opts[name], autocast)
     m_ref = torch.compile(ref) if mode == "compile" else ref
-    steps["ref"] = make_step(
-        m_ref,
-        F.cross_entropy,
-        torch.nn.utils.clip_grad_norm_,
-        torch.optim.AdamW(ref.parameters(), lr=1e-4, weight_decay=0.1),
-        autocast,
-    )
+    opts["ref"] = torch.optim.AdamW(ref.parameters(), lr=1e-4, weight_decay=0.1)
+    steps["ref"] = make_step(m_ref, F.cross_entropy, torch.nn.utils.clip_grad_norm_, opts["ref"], autocast)
+    owners = {**models, "ref": ref}
     times: dict[str, list[float]] = {name: [] for name in steps}
     compile_s = {}
     for name, step in steps.items():  # warmup (includes compilation)
@@ -254,10 +260,13 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
         sync(device)
         compile_s[name] = time.perf_counter() - t0
         if device.type == "cuda":
+            # This model's own peak, as if it were alone on the GPU: the step's peak over what is
+            # resident before it (all models' weights and optimizer states), plus its own resident share.
             torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
             step(x, y)
             sync(device)
-            mem[name] = torch.cuda.max_memory_allocated()
+            mem[name] = torch.cuda.max_memory_allocated() - before + resident_bytes(owners[name], opts[name])
     names = list(steps)
     for r in range(args.reps):
         order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
@@ -460,6 +469,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     mfu = r["flops_per_token"] * 3 * r[f"{who}_tps"] / (peak * 1e12)
                     print(f"MFU {r['shape']} bf16+compile {who}: {100 * mfu:.1f}% (peak {peak:g} TFLOP/s)")
+        for r in results:
+            if r["shape"] == "tinystories" and r["precision"] == "bf16" and r["mode"] == "compile":
+                for who in ("ours", "plain", "ref"):
+                    if r.get(f"{who}_tps"):
+                        mins = TINYSTORIES_TOKENS / r[f"{who}_tps"] / 60
+                        print(f"projected: {TINYSTORIES_TOKENS:,} tokens at {who}'s rate in {mins:.1f} min")
     if args.activation_checkpointing:
         ac = bench_activation_checkpointing(args, device)
         label = "peak MB" if device.type == "cuda" else "saved-act MB"

@@ -70,7 +70,9 @@ def _stats(run_dir: Path, skip_steps: int) -> dict:
     if not steady:
         steady = [r["tokens_per_sec"] for r in train[-1:] if isinstance(r.get("tokens_per_sec"), (int, float))]
     mfu = [r["mfu"] for r in train if r["step"] > skip_steps and isinstance(r.get("mfu"), (int, float))]
+    nonfinite = [r for r in recs if r.get("type") == "event" and r.get("event") == "nonfinite"]
     return {
+        "nonfinite_steps": len(nonfinite),
         "first_step": train[0]["step"],
         "first_loss": train[0]["loss"],
         "last_step": train[-1]["step"],
@@ -96,6 +98,8 @@ def summary(run_dir: Path, skip_steps: int, expect_drop: float = 0.5) -> str:
         parts.append(f"{s['tok_s']:,.0f} tok/s (median of {s['n_intervals']} logged intervals after step {skip_steps})")
     if s["mfu"] is not None:
         parts.append(f"MFU {100 * s['mfu']:.1f}%")
+    if s["nonfinite_steps"]:
+        parts.append(f"{s['nonfinite_steps']} NON-FINITE STEP(S) skipped")
     if not ok:
         parts.append("NON-FINITE LOSS")
     return ", ".join(parts)
