@@ -147,7 +147,7 @@ def our_training_pieces(which: str) -> tuple[Callable, Callable, Callable, str]:
     except ImportError:
         loss_fn = torch_pieces[0]
     try:
-        from cs336_basics.fast_nn_utils import clip_grad_norm as clip_fn  # what the trainer uses
+        from cs336_basics.fast_nn_utils import clip_grad_norm_on_device as clip_fn  # the trainer's: no host sync
 
         parts.append("clip_grad_norm")
     except ImportError:
@@ -165,11 +165,21 @@ def our_training_pieces(which: str) -> tuple[Callable, Callable, Callable, str]:
     return loss_fn, clip_fn, opt_ctor, desc
 
 
-def make_step(model: nn.Module, loss_fn: Callable, clip_fn: Callable, opt, autocast) -> Callable:
-    def step(x: Tensor, y: Tensor) -> Tensor:
+def make_step(
+    model: nn.Module, loss_fn: Callable, clip_fn: Callable, opt, autocast, compile_loss: bool = False
+) -> Callable:
+    """One training step. ``compile_loss``: forward and loss compiled together (as nanoGPT's model,
+    whose forward returns the loss), so the compiler fuses the cross-entropy too; both models get it."""
+
+    def forward_loss(x: Tensor, y: Tensor) -> Tensor:
         with autocast():
             logits = model(x)
-        loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return loss_fn(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    fwd = torch.compile(forward_loss) if compile_loss else forward_loss
+
+    def step(x: Tensor, y: Tensor) -> Tensor:
+        loss = fwd(x, y)
         loss.backward()
         clip_fn(model.parameters(), 1.0)
         opt.step()
@@ -246,10 +256,11 @@ def run_cell(args, shape: str, precision: str, mode: str, device: torch.device) 
     steps, opts = {}, {}
     for name, m in models.items():
         opts[name] = opt_ctor(m.parameters())
-        steps[name] = make_step(torch.compile(m) if mode == "compile" else m, loss_fn, clip_fn, opts[name], autocast)
-    m_ref = torch.compile(ref) if mode == "compile" else ref
+        steps[name] = make_step(m, loss_fn, clip_fn, opts[name], autocast, compile_loss=mode == "compile")
     opts["ref"] = torch.optim.AdamW(ref.parameters(), lr=1e-4, weight_decay=0.1)
-    steps["ref"] = make_step(m_ref, F.cross_entropy, torch.nn.utils.clip_grad_norm_, opts["ref"], autocast)
+    steps["ref"] = make_step(
+        ref, F.cross_entropy, torch.nn.utils.clip_grad_norm_, opts["ref"], autocast, compile_loss=mode == "compile"
+    )
     owners = {**models, "ref": ref}
     times: dict[str, list[float]] = {name: [] for name in steps}
     compile_s = {}

@@ -282,7 +282,9 @@ wait "$LANE_I"
 cat "$WORK/logs/lane_i.out"
 
 # g. the GPU-ready loop: the same TinyStories-shape run with and without --prefetch ---------------
-# (the non-finite guard never syncs with the host at any setting but fp16; the numbers must match.)
+# (the non-finite guard never syncs with the host at any setting but fp16; the same batches in the same
+# order either way: on the CPU the losses match exactly, on CUDA to 1e-4, since compiled scatter-adds
+# (the embedding's backward) use atomics whose summation order varies from run to run.)
 if [ "$DEV" = cuda ]; then
     G_FLAGS=(--device cuda --dtype bf16 --compile --tf32 --batch_size "$TS_BATCH" --max_iters 100 --warmup_iters 10 --log_interval 10)
     G_SKIP=30
@@ -299,7 +301,7 @@ done
 DETAIL=""
 if [ "$G_RCS" = " 0 0" ]; then
     DETAIL=$($HELPER compare "$WORK/g_loop_prefetch" "$WORK/g_loop_no-prefetch" --skip_steps "$G_SKIP" \
-        --labels prefetch no-prefetch 2>&1); STEP_RC=$?
+        --labels prefetch no-prefetch --rtol "$([ "$DEV" = cuda ] && echo 1e-4 || echo 0)" 2>&1); STEP_RC=$?
     [ "$STEP_RC" -ne 0 ] && echo "$DETAIL" >> "$WORK/logs/g_loop_prefetch.log"
 elif [ "$G_RCS" != " 200 200" ]; then
     for rc in $G_RCS; do [ "$rc" -ne 0 ] && STEP_RC=$rc && break; done
