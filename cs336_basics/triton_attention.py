@@ -75,7 +75,7 @@ if triton is not None:
 
     @triton.jit
     def _fwd_kernel(
-        Q, K, V, O, LSE, qk_scale,
+        Q, K, V, OUT, LSE, qk_scale,
         sq_n, sq_t, sk_n, sk_t, sv_n, sv_t, so_n, so_t,
         T, S,
         CAUSAL: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -110,7 +110,9 @@ if triton is not None:
             m_i = m_new
         acc = acc / l_i[:, None]
         tl.store(
-            O + n * so_n + rows[:, None] * so_t + offs_d[None, :], acc.to(O.dtype.element_ty), mask=rows[:, None] < T
+            OUT + n * so_n + rows[:, None] * so_t + offs_d[None, :],
+            acc.to(OUT.dtype.element_ty),
+            mask=rows[:, None] < T,
         )
         tl.store(LSE + n * T + rows, m_i + tl.math.log2(l_i), mask=rows < T)
 
