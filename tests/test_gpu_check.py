@@ -73,3 +73,18 @@ def test_synthetic_data_follows_its_rule(tmp_path):
     assert len(ids) == 5000 and ids.min() >= 0 and ids.max() < 256
     follows = (ids[1:] == (5 * ids[:-1] + 3) % 256).mean()
     assert 0.9 < follows < 1.0  # runs of the rule, broken only at run starts
+
+
+def test_compare_exact_and_within_rtol_and_nonfinite_count(tmp_path):
+    _metrics(tmp_path / "a")
+    _metrics(tmp_path / "b")
+    same = helper.compare(tmp_path / "a", tmp_path / "b", 10, "A", "B")
+    assert "the same loss at all 4 logged steps" in same and "1.000x" in same
+    # b's last loss off by 3.5e-6 relative: refused exactly, accepted within 1e-4
+    path = tmp_path / "b" / "metrics.jsonl"
+    path.write_text(path.read_text().replace('"loss": 3.5,', '"loss": 3.5000123,'))
+    assert "LOSSES DIFFER by up to 3.5e-06" in helper.compare(tmp_path / "a", tmp_path / "b", 10, "A", "B")
+    assert "within 3.5e-06" in helper.compare(tmp_path / "a", tmp_path / "b", 10, "A", "B", rtol=1e-4)
+    with path.open("a") as f:  # the trainer's record of a skipped non-finite step
+        f.write('\n{"type": "event", "step": 41, "event": "nonfinite", "detail": "loss=nan"}\n')
+    assert "1 NON-FINITE STEP(S) skipped" in helper.summary(tmp_path / "b", 10)

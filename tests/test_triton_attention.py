@@ -27,17 +27,18 @@ CASES = [(2, 40, 40, 16, True), (2, 150, 150, 32, True), (2, 70, 130, 32, True),
 
 def reference(q, k, v, do, scale: float, causal: bool):
     """Output and (dq, dk, dv) in float64 through the handout's attention (autograd)."""
-    ins = [t.double().requires_grad_() for t in (q, k, v)]
+    ins = [t.detach().cpu().double().requires_grad_() for t in (q, k, v)]
     T, S = q.shape[-2], k.shape[-2]
     mask = None
     if causal:
         mask = torch.arange(S)[None, :] <= torch.arange(S - T, S)[:, None]  # True = may attend
     out = layers.scaled_dot_product_attention(*ins, mask)
-    return (out, *torch.autograd.grad(out, ins, do.double()))
+    return (out, *torch.autograd.grad(out, ins, do.cpu().double()))
 
 
 def rel_err(a, b) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+    a, b = a.detach().cpu().double(), b.detach().cpu().double()
+    return ((a - b).norm() / b.norm()).item()
 
 
 _INTERPRETED = textwrap.dedent(
