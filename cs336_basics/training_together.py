@@ -44,7 +44,7 @@ from cs336_basics.model import TransformerLM
 from cs336_basics.muon import Muon
 from cs336_basics.nn_utils import perplexity
 from cs336_basics.optim import AdamW, param_groups
-from cs336_basics.training import api, runtime, zero1
+from cs336_basics.training import api, runtime
 from cs336_basics.training.cadence import apply_epoch_intervals, uses_epochs
 from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager
 from cs336_basics.training.hooks import HookResult, NoHooks, make_hooks
@@ -137,6 +137,8 @@ def build_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer
     if s.optimizer == "muon":
         kw["ns_dtype"] = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[s.muon_ns_dtype]
     if s.zero1:  # the same optimizer, each rank keeping 1/world of its state
+        from cs336_basics.training import zero1  # torch.distributed.optim imports FSDP and sympy: seconds
+
         return zero1.make_zero1(groups, kind, **kw)
     return kind(groups, **kw)
 
@@ -186,6 +188,8 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
     rt = runtime.setup_runtime(s.device, s.dtype, s.tf32, s.deterministic)
     runtime.messages_to_stderr(s.log_format == "json")  # stdout carries only the JSON records
     if s.zero1:
+        from cs336_basics.training import zero1
+
         zero1.check_launch(rt)
     name_given, dir_given = s.run_name is not None, s.checkpoint_dir is not None
     settle_run_name(s, rt)
