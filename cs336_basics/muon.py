@@ -24,8 +24,9 @@ cosine schedule fits all. With the modded-nanogpt scale, Muon's LR lives in diff
 **Newton-Schulz precision.** The quintic iteration (coefficients 3.4445, -4.7750, 2.0315, 5 steps)
 maximises the slope at zero instead of converging: it maps singular values into a band around 1
 (roughly 0.7-1.2), not exactly onto 1, which is known not to hurt training. It is stable in bfloat16,
-so on CUDA it runs in bf16 (tensor-core matmuls); elsewhere in float32, because CPUs mostly lack
-fast bf16 matmuls and float32 costs nothing extra there. ``ns_dtype`` overrides the choice.
+so it runs in bf16 where bf16 matmuls are fast (CUDA's tensor cores, CPUs with AMX bf16 units:
+``utils.devices.fast_bf16_matmuls``) and in float32 elsewhere: other CPUs emulate bf16 matmuls,
+several times slower than float32. ``ns_dtype`` overrides the choice.
 
 **FSDP2 (DTensor parameters, sharded on dim 0).** Momentum is elementwise, so it runs on the local
 shard. Newton-Schulz needs the whole matrix: the Nesterov update is all-gathered
@@ -45,6 +46,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from cs336_basics.optim import GroupStepOptimizer, _check_hparams, adamw_group_step, adamw_init_state
+from cs336_basics.utils.devices import fast_bf16_matmuls
 from cs336_basics.utils.dtensor import is_dtensor, local_tensor
 
 __all__ = ["Muon", "newton_schulz", "NS_COEFFS", "MATCHED_RMS"]
@@ -62,12 +64,12 @@ def newton_schulz(
     The input is scaled to Frobenius norm 1 (so its spectral norm is <= 1, inside the iteration's
     basin), then ``X <- a X + (b A + c A^2) X`` with ``A = X X^T`` runs ``steps`` times. Wide
     orientation is used inside (``X X^T`` is then the small Gram matrix). Returns ``dtype``
-    (default: bf16 on CUDA, float32 otherwise).
+    (default: bf16 where bf16 matmuls are fast, on CUDA and on CPUs with AMX; float32 otherwise).
     """
     if G.dim() < 2:
         raise ValueError(f"newton_schulz: needs a matrix (or a batch of them), got shape {tuple(G.shape)}")
     if dtype is None:
-        dtype = torch.bfloat16 if G.is_cuda else torch.float32
+        dtype = torch.bfloat16 if fast_bf16_matmuls(G.device) else torch.float32
     a, b, c = NS_COEFFS
     X = G.to(dtype)
     tall = G.size(-2) > G.size(-1)

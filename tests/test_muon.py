@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ from cs336_basics.muon import Muon, newton_schulz
 from cs336_basics.optim import AdamW, param_groups
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = ModelConfig(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=48)
 
@@ -345,3 +348,49 @@ def test_muon_load_state_dict_keeps_the_constructed_ns_dtype():
     assert [g["ns_dtype"] for g in fp32.param_groups] == [torch.float32] * 4
     p = fp32.param_groups[0]["params"][0]
     assert torch.equal(fp32.state[p]["momentum_buffer"], bf16.state[p]["momentum_buffer"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Newton-Schulz in bf16 only where bf16 matmuls are fast (CUDA, CPUs with AMX)
+# ----------------------------------------------------------------------------------------------
+def test_cpu_flags_reads_the_flags_line(tmp_path):
+    from cs336_basics.utils.devices import cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu sse2 avx2 amx_bf16 amx_tile\n\n")
+    assert {"avx2", "amx_bf16"} <= cpu_flags(str(info)) and "amx_int8" not in cpu_flags(str(info))
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+@pytest.mark.parametrize("flags, want", [(frozenset({"avx2"}), torch.float32), (frozenset({"avx2", "amx_bf16"}), torch.bfloat16)])  # fmt: skip
+def test_auto_newton_schulz_dtype_follows_the_cpu(monkeypatch, flags, want):
+    """`auto` (no ns_dtype): bf16 on a CPU with AMX bf16 units, float32 on one without (where bf16
+    matmuls are emulated and several times slower). The result's dtype is the iteration's."""
+    from cs336_basics.utils import devices
+
+    monkeypatch.setattr(devices, "_cpu_flags_cached", lambda: flags)
+    assert newton_schulz(torch.randn(8, 16)).dtype == want
+    assert devices.fast_bf16_matmuls("cuda") and not devices.fast_bf16_matmuls("mps")
+
+
+def test_bench_quality_recipes_do_not_force_bf16_and_reference_only_for_its_files(tmp_path):
+    """The recipes use Muon's own choice (`auto`), not forced bf16; the 3.13 reference line is printed
+    only for the files it was measured on (by content), a note otherwise."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "scripts" / "bench_quality.py")
+    bq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bq)
+    for name in ("leaderboard", "leaderboard_all"):
+        assert "--muon_ns_dtype" not in bq.technique_flags(bq.RECIPES[name]), name
+        assert "muon" in bq.RECIPES[name]
+    other = tmp_path / "valid.txt"
+    other.write_text("Once upon a time.<|endoftext|>")
+    line = bq.reference_line(other, other, 3.0, 480)
+    assert "3.13" in line and "not these files" in line and "MET" not in line
+    # the matching branch: this file's hash in the table (the reference files are not in the repository)
+    import hashlib
+
+    h = hashlib.sha256(other.read_bytes()).hexdigest()
+    bq.REFERENCE_SHA256 = {"train": h, "valid": h}
+    assert bq.reference_line(other, other, 3.0, 480).startswith("Reference (PyTorch built-ins + HF BPE): 3.13")

@@ -131,8 +131,8 @@ class TrainSettings:
         default="auto",
         metadata=_opt(
             "optimization",
-            "muon: dtype of the Newton-Schulz iteration (auto: bfloat16 on CUDA, float32 elsewhere; bfloat16 is "
-            "also fast on CPUs with AMX)",
+            "muon: dtype of the Newton-Schulz iteration (auto: bfloat16 where bf16 matmuls are fast, on CUDA and "
+            "on CPUs with AMX; float32 elsewhere)",
             choices=("auto", "float32", "bfloat16"),
         ),
     )
