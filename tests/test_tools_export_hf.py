@@ -144,7 +144,7 @@ def test_export_then_import_is_bit_exact(fmt, tmp_path, capsys):
 
 def _refused(capsys, argv, *fragments):
     rc = run_cli(export.main, [str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
+    err = "\n".join(ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("warning: no tokenizer/"))
     assert rc == 2 and len(err.splitlines()) == 1, err
     for frag in fragments:
         assert frag in err, err
@@ -315,3 +315,76 @@ def test_carry_tokenizer_copies_only_the_unchanged_tokenizer_once(tmp_path):
     rel = {**meta, "tokenizer_dir": "tok"}
     (tmp_path / "run2").mkdir()
     assert "copied to" in carry_tokenizer(rel, tmp_path / "d.npy", tmp_path / "run2")
+
+
+def _snapshot(d):
+    """Every file of ``d``: name -> (bytes, mtime in ns)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(d.iterdir())}
+
+
+def _two_checkpoints(tmp_path):
+    for seed in (0, 1):
+        save_checkpoint(_random_model(SHAPES[1], seed=seed), None, seed, tmp_path / f"c{seed}.pt")
+    return tmp_path / "c0.pt", tmp_path / "c1.pt"
+
+
+def test_export_into_an_earlier_export_is_refused_unless_overwrite(tmp_path, capsys):
+    c0, c1 = _two_checkpoints(tmp_path)
+    out = tmp_path / "exports" / "hf"
+    assert run_cli(export.main, ["--checkpoint", str(c0), "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = _snapshot(out)
+    assert set(before) == {"config.json", "model.safetensors", "generation_config.json"}
+    for fmt in ("hf", "safetensors"):
+        _refused(capsys, ["--checkpoint", c1, "--out", out, "--format", fmt], f"--out {out}:", "--overwrite")
+        assert _snapshot(out) == before  # same names, bytes and modification times
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hf"]  # no temp directory left beside it
+
+    # --overwrite replaces the whole export: the other format's files do not survive.
+    assert run_cli(export.main, ["--checkpoint", str(c1), "--out", str(out), "--format", "safetensors",
+                                 "--overwrite"]) == 0  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hf"]
+    want = torch.load(c1, weights_only=True)["model"]
+    got = load_file(out / "model.safetensors")
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    # An empty directory is no earlier export: no flag needed.
+    (tmp_path / "empty").mkdir()
+    assert run_cli(export.main, ["--checkpoint", str(c0), "--out", str(tmp_path / "empty")]) == 0
+    assert (tmp_path / "empty" / "model.safetensors").is_file()
+
+
+def test_a_failed_overwrite_leaves_the_earlier_export_untouched(tmp_path, capsys, monkeypatch):
+    from cs336_basics.interop import hf_llama
+
+    c0, c1 = _two_checkpoints(tmp_path)
+    out = tmp_path / "exports" / "hf"
+    assert run_cli(export.main, ["--checkpoint", str(c0), "--out", str(out)]) == 0
+    before = _snapshot(out)
+    real = hf_llama._write_json
+
+    def disk_full_at_the_generation_config(path, obj):  # the weights and config.json are written by then
+        if path.name == "generation_config.json":
+            raise OSError(28, "No space left on device")
+        real(path, obj)
+
+    monkeypatch.setattr(hf_llama, "_write_json", disk_full_at_the_generation_config)
+    capsys.readouterr()
+    _refused(capsys, ["--checkpoint", c1, "--out", out, "--overwrite"], f"--out {out}:", "No space left on device")
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hf"]  # the half-written temp directory is gone
+    # and a first export that fails leaves no --out at all
+    _refused(capsys, ["--checkpoint", c1, "--out", tmp_path / "new"], "No space left on device")
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new*"))
+
+
+def test_import_onto_an_existing_checkpoint_is_refused_unless_overwrite(tmp_path, capsys):
+    d = _llama_dir(tmp_path)
+    out = tmp_path / "imp" / "model.pt"
+    assert run_cli(export.main, ["--from_hf", str(d), "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = (out.read_bytes(), out.stat().st_mtime_ns)
+    _refused(capsys, ["--from_hf", d, "--out", out], f"--out {out}:", "--overwrite")
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == before
+    assert run_cli(export.main, ["--from_hf", str(d), "--out", str(out), "--overwrite"]) == 0
+    assert out.stat().st_mtime_ns != before[1] or out.read_bytes() != before[0]
