@@ -162,6 +162,12 @@ def parse_conversation(rec: dict[str, Any], fmt: str = "auto") -> list[Turn]:
     return turns  # type: ignore[return-value]
 
 
+def special_token_in(text: str) -> str | None:
+    """The first of the template's special tokens that ``text`` contains, else None. A turn may not
+    contain one: as text it would encode to the marker's id, a turn boundary no one wrote."""
+    return next((tok for tok in CHAT_TOKENS if tok in text), None)
+
+
 def check_turns(turns: list[Turn]) -> None:
     """System first (if at all), then user and assistant alternating, ending with an answer."""
     if not turns:
@@ -169,9 +175,9 @@ def check_turns(turns: list[Turn]) -> None:
     for i, t in enumerate(turns, 1):
         if not t.content.strip():
             raise Malformed(f"turn {i} ({t.role}) has empty content")
-        for tok in CHAT_TOKENS:
-            if tok in t.content:
-                raise Malformed(f"turn {i} ({t.role}) contains the special token {tok} as text")
+        tok = special_token_in(t.content)
+        if tok is not None:
+            raise Malformed(f"turn {i} ({t.role}) contains the special token {tok} as text")
     body = turns[1:] if turns[0].role == "system" else turns
     for i, t in enumerate(body):
         want = "user" if i % 2 == 0 else "assistant"
