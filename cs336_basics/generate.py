@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--chat",
         action="store_true",
         help="--prompt is a user turn: format it with the chat template (cs336_basics.corpus.chat) and print "
-        "the assistant's answer, which ends at its <|endoftext|>",
+        "the assistant's answer, which ends at its <|endoftext|>. A chat special token inside --prompt or "
+        "--system is refused, as the chat data reader refuses it",
     )
     p.add_argument("--system", default=None, help="with --chat: a system message before the user turn")
     return p
@@ -213,6 +214,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise GenerateError(f"--num_samples must be >= 1, got {args.num_samples}")
     if args.diffusion_steps is not None and args.diffusion_steps < 1:
         raise GenerateError(f"--diffusion_steps must be >= 1, got {args.diffusion_steps}")
+    if args.chat:  # as the chat data reader refuses such a record: the model never saw one
+        from cs336_basics.corpus.chat import special_token_in
+
+        for flag, text in (("--system", args.system), ("--prompt", args.prompt)):
+            tok = special_token_in(text) if text else None
+            if tok is not None:
+                raise GenerateError(
+                    f"{flag} contains the special token {tok} as text; with --chat the template adds the markers "
+                    "(training data never has one inside a turn)"
+                )
 
     ckpt = resolve_checkpoint(args.checkpoint)
     if args.tokenizer is None:

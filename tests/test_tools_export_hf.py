@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -144,7 +145,7 @@ def test_export_then_import_is_bit_exact(fmt, tmp_path, capsys):
 
 def _refused(capsys, argv, *fragments):
     rc = run_cli(export.main, [str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
+    err = "\n".join(ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("warning: no tokenizer/"))
     assert rc == 2 and len(err.splitlines()) == 1, err
     for frag in fragments:
         assert frag in err, err
@@ -315,3 +316,193 @@ def test_carry_tokenizer_copies_only_the_unchanged_tokenizer_once(tmp_path):
     rel = {**meta, "tokenizer_dir": "tok"}
     (tmp_path / "run2").mkdir()
     assert "copied to" in carry_tokenizer(rel, tmp_path / "d.npy", tmp_path / "run2")
+
+
+def _snapshot(d):
+    """Every file of ``d``: name -> (bytes, mtime in ns)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(d.iterdir())}
+
+
+def _two_checkpoints(tmp_path):
+    for seed in (0, 1):
+        save_checkpoint(_random_model(SHAPES[1], seed=seed), None, seed, tmp_path / f"c{seed}.pt")
+    return tmp_path / "c0.pt", tmp_path / "c1.pt"
+
+
+def test_export_into_an_earlier_export_is_refused_unless_overwrite(tmp_path, capsys):
+    c0, c1 = _two_checkpoints(tmp_path)
+    out = tmp_path / "exports" / "hf"
+    assert run_cli(export.main, ["--checkpoint", str(c0), "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = _snapshot(out)
+    assert set(before) == {"config.json", "model.safetensors", "generation_config.json"}
+    for fmt in ("hf", "safetensors"):
+        _refused(capsys, ["--checkpoint", c1, "--out", out, "--format", fmt], f"--out {out}:", "--overwrite")
+        assert _snapshot(out) == before  # same names, bytes and modification times
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hf"]  # no temp directory left beside it
+
+    # --overwrite replaces the whole export: the other format's files do not survive.
+    assert run_cli(export.main, ["--checkpoint", str(c1), "--out", str(out), "--format", "safetensors",
+                                 "--overwrite"]) == 0  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hf"]
+    want = torch.load(c1, weights_only=True)["model"]
+    got = load_file(out / "model.safetensors")
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    # An empty directory is no earlier export: no flag needed.
+    (tmp_path / "empty").mkdir()
+    assert run_cli(export.main, ["--checkpoint", str(c0), "--out", str(tmp_path / "empty")]) == 0
+    assert (tmp_path / "empty" / "model.safetensors").is_file()
+
+
+def test_a_failed_overwrite_leaves_the_earlier_export_untouched(tmp_path, capsys, monkeypatch):
+    from cs336_basics.interop import hf_llama
+
+    c0, c1 = _two_checkpoints(tmp_path)
+    out = tmp_path / "exports" / "hf"
+    assert run_cli(export.main, ["--checkpoint", str(c0), "--out", str(out)]) == 0
+    before = _snapshot(out)
+    real = hf_llama._write_json
+
+    def disk_full_at_the_generation_config(path, obj):  # the weights and config.json are written by then
+        if path.name == "generation_config.json":
+            raise OSError(28, "No space left on device")
+        real(path, obj)
+
+    monkeypatch.setattr(hf_llama, "_write_json", disk_full_at_the_generation_config)
+    capsys.readouterr()
+    _refused(capsys, ["--checkpoint", c1, "--out", out, "--overwrite"], f"--out {out}:", "No space left on device")
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hf"]  # the half-written temp directory is gone
+    # and a first export that fails leaves no --out at all
+    _refused(capsys, ["--checkpoint", c1, "--out", tmp_path / "new"], "No space left on device")
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new*"))
+
+
+def test_import_onto_an_existing_checkpoint_is_refused_unless_overwrite(tmp_path, capsys):
+    d = _llama_dir(tmp_path)
+    out = tmp_path / "imp" / "model.pt"
+    assert run_cli(export.main, ["--from_hf", str(d), "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = (out.read_bytes(), out.stat().st_mtime_ns)
+    _refused(capsys, ["--from_hf", d, "--out", out], f"--out {out}:", "--overwrite")
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == before
+    assert run_cli(export.main, ["--from_hf", str(d), "--out", str(out), "--overwrite"]) == 0
+    assert out.stat().st_mtime_ns != before[1] or out.read_bytes() != before[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# chat: the exported tokenizer's chat_template is our template
+# ----------------------------------------------------------------------------------------------
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "repeat: cat dog"},
+    {"role": "assistant", "content": " cat dog"},
+    {"role": "user", "content": "Name a pet.\n"},
+    {"role": "assistant", "content": "A cat. "},
+]
+# The template by hand (README, "Fine-tuning on conversations"): markers and contents, nothing else.
+CONVERSATION_TEXT = (
+    "<|system|>Be brief.<|user|>repeat: cat dog<|assistant|> cat dog<|endoftext|>"
+    "<|user|>Name a pet.\n<|assistant|>A cat. <|endoftext|>"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_run(tmp_path_factory):
+    """A chat tokenizer, token files of "repeat: W1 W2" -> "W1 W2" conversations, a short run on them
+    (the run carries the tokenizer), and its export."""
+    import random
+
+    from cs336_basics import tokenize_data
+    from tests._corpus_utils import WORDS, make_tokenizer
+
+    d = tmp_path_factory.mktemp("chat")
+    tok_dir = make_tokenizer(d / "tok")
+    r = random.Random(0)
+    for split, n in (("train", 300), ("valid", 30)):
+        rows = []
+        for _ in range(n):
+            words = " ".join(r.choice(WORDS) for _ in range(2))
+            rows.append({"messages": [{"role": "user", "content": f"repeat: {words}"},
+                                      {"role": "assistant", "content": words}]})  # fmt: skip
+        (d / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        argv = ["--quiet", "--tokenizer", str(tok_dir), "--input", str(d / f"{split}.jsonl"),
+                "--output", str(d / f"{split}.npy"), "--chat"]  # fmt: skip
+        assert run_cli(tokenize_data.main, argv) == 0
+    run = d / "run"
+    argv = [
+        "--train_data_path", d / "train.npy", "--val_data_path", d / "valid.npy",
+        "--vocab_size", Tokenizer.from_dir(tok_dir).vocab_size, "--context_length", 32, "--d_model", 32,
+        "--num_layers", 1, "--num_heads", 2, "--d_ff", 64, "--batch_size", 16, "--max_iters", 80, "--lr", 1e-2,
+        "--min_lr", 1e-3, "--warmup_iters", 5, "--eval_interval", 80, "--eval_iters", 1,
+        "--checkpoint_interval", 80, "--log_interval", 80, "--checkpoint_dir", run, "--device", "cpu", "--seed", 3,
+    ]  # fmt: skip
+    assert training_together.main([str(a) for a in argv]) == 0
+    assert (run / "tokenizer").is_dir()
+    assert run_cli(export.main, ["--checkpoint", str(run), "--out", str(d / "hf")]) == 0
+    return {"tok_dir": tok_dir, "run": run, "hf": d / "hf"}
+
+
+def test_exported_chat_template_gives_our_ids(chat_run):
+    from cs336_basics.corpus import chat
+
+    tok = Tokenizer.from_dir(chat_run["tok_dir"])
+    hf_tok = AutoTokenizer.from_pretrained(chat_run["hf"], local_files_only=True)
+
+    def ours(turns):  # our renderer + our tokenizer, as tokenize_data --chat encodes a conversation
+        return [i for text, _ in chat.render(turns) for i in tok.encode(text)]
+
+    def theirs(messages, **kw):
+        return list(hf_tok.apply_chat_template(messages, tokenize=True, return_dict=False, **kw))
+
+    turns = chat.parse_conversation({"messages": CONVERSATION})
+    assert theirs(CONVERSATION) == ours(turns) == tok.encode(CONVERSATION_TEXT)
+    assert hf_tok.apply_chat_template(CONVERSATION, tokenize=False) == CONVERSATION_TEXT
+    # A prompt ending in a user turn + the generation prompt: what generate --chat feeds the model.
+    prompt = CONVERSATION[:2]
+    want = tok.encode(chat.prompt_text("repeat: cat dog", "Be brief."))
+    assert want == tok.encode("<|system|>Be brief.<|user|>repeat: cat dog<|assistant|>")
+    assert theirs(prompt, add_generation_prompt=True) == want
+    assert theirs(prompt[1:], add_generation_prompt=True) == tok.encode(chat.prompt_text("repeat: cat dog"))
+    # the same after a first exchange: the history as in training, then the new turn's prompt
+    history = turns[:3]
+    assert theirs(CONVERSATION[:4], add_generation_prompt=True) == ours(history) + tok.encode(
+        chat.prompt_text("Name a pet.\n")
+    )
+    # What the template cannot render as the model was trained is an error, not a different text.
+    for bad, fragment in [
+        ([{"role": "tool", "content": "x"}], "unknown role tool"),
+        ([{"role": "user", "content": "a <|user|> b"}], "contains the special token <|user|>"),
+        ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], "only the first may be"),
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "must alternate"),
+        ([{"role": "assistant", "content": "a"}], "must alternate"),
+    ]:
+        with pytest.raises(Exception, match=re.escape(fragment)):
+            hf_tok.apply_chat_template(bad, tokenize=False)
+
+
+def test_no_chat_template_without_the_chat_tokens(tmp_path):
+    vocab = {i: bytes([i]) for i in range(256)}
+    Tokenizer(vocab, [], [EOT]).save(tmp_path / "tok")
+    assert "chat_template" not in json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
+
+
+def test_transformers_chat_reply_is_generate_chat(chat_run, capsys):
+    argv = ["--checkpoint", str(chat_run["run"]), "--chat", "--system", "Be brief.", "--temperature", "0",
+            "--max_new_tokens", "20"]  # fmt: skip
+    hf_tok = AutoTokenizer.from_pretrained(chat_run["hf"], local_files_only=True)
+    hf = AutoModelForCausalLM.from_pretrained(chat_run["hf"], local_files_only=True)
+    eot = hf_tok.convert_tokens_to_ids(EOT)
+    stopped = 0
+    for user in ("repeat: cat dog", "repeat: red tree", "hello"):
+        capsys.readouterr()
+        assert run_cli(generate_cli.main, [*argv, "--prompt", user]) == 0
+        ours = capsys.readouterr().out
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": user}]
+        ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=False)
+        out = hf.generate(ids, max_new_tokens=20, do_sample=False)[0, ids.shape[1] :].tolist()
+        stopped += eot in out
+        reply = out[: out.index(eot)] if eot in out else out
+        assert ours == hf_tok.decode(reply).strip() + "\n", user
+    assert stopped  # the answer's <|endoftext|> was reached (the stop is part of what is compared)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cs336_basics.utils.fsutil import atomic_write, atomic_write_text
+from cs336_basics.utils.fsutil import atomic_directory, atomic_write, atomic_write_text
 
 
 def _mode(p: Path) -> int:
@@ -47,3 +47,30 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
             f.write("partial")
             raise RuntimeError("boom")
     assert target.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_directory_appears_whole_with_mkdir_mode(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain").mkdir()  # the reference mode
+        with atomic_directory(tmp_path / "d") as tmp:
+            assert not (tmp_path / "d").exists()  # nothing at the target while it is being written
+            (tmp / "a.txt").write_text("new")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "d") == _mode(tmp_path / "plain") == 0o777 & ~umask
+    assert (tmp_path / "d" / "a.txt").read_text() == "new"
+    # A non-empty target is not replaced unless asked; a failed block leaves it as it was.
+    with pytest.raises(OSError):
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "b.txt").write_text("other")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(tmp_path / "d", replace=True) as tmp:
+            (tmp / "b.txt").write_text("other")
+            raise RuntimeError("boom")
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["a.txt"]
+    with atomic_directory(tmp_path / "d", replace=True) as tmp:
+        (tmp / "b.txt").write_text("other")
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "plain"]  # no temp or old directory left

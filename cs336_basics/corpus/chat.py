@@ -20,7 +20,9 @@ The template (one string per conversation; no other characters are added)::
 written on one line, e.g. ``<|user|>Hi<|assistant|>Hello!<|endoftext|>``. Every marker is a special
 token, so it is one id that no text can produce. ``<|endoftext|>`` closes each answer, so a model
 that learned the template stops there, and conversations follow each other in a token file as
-documents do in pretraining.
+documents do in pretraining. The template is written once (``WRAP``): the training data, the prompt
+of ``generate --chat`` and the ``chat_template`` a saved or exported tokenizer carries for Hugging
+Face's ``apply_chat_template`` (:func:`hf_chat_template`) are all made from it.
 
 The loss mask has one entry per token id: 1 on the tokens of every assistant answer and on the
 ``<|endoftext|>`` that closes it, 0 elsewhere (system and user text, and the markers). Training
@@ -43,6 +45,11 @@ from cs336_basics.corpus.layout import CorpusError
 
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|endoftext|>"
 CHAT_TOKENS = (END, SYSTEM, USER, ASSISTANT)
+# The template, written once: the markers before and after each role's content. Training data
+# (render), generate --chat (prompt_text) and the Jinja chat_template of an export
+# (hf_chat_template) are all made from this table.
+WRAP = {"system": (SYSTEM, ""), "user": (USER, ""), "assistant": (ASSISTANT, END)}
+GENERATION_PROMPT = WRAP["assistant"][0]  # where the model's answer starts
 FORMATS = ("messages", "conversations", "prompt_response", "instruction")
 _ROLE_OF = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
 
@@ -65,9 +72,14 @@ def train_bpe_command() -> str:
     return f"python -m cs336_basics.train_bpe --input DATA --vocab_size N --special_tokens {specials} --output DIR"
 
 
+def missing_chat_tokens(special_tokens: Sequence[str]) -> list[str]:
+    """The template's special tokens that ``special_tokens`` lacks (empty: a chat tokenizer)."""
+    return [t for t in CHAT_TOKENS if t not in special_tokens]
+
+
 def check_chat_tokenizer(special_tokens: Sequence[str], where: str) -> None:
     """Refuse a tokenizer that lacks the template's special tokens, saying how to make one."""
-    missing = [t for t in CHAT_TOKENS if t not in special_tokens]
+    missing = missing_chat_tokens(special_tokens)
     if missing:
         raise CorpusError(
             f"{where}: tokenizer lacks the chat special token(s) {' '.join(missing)}; train one that has them: "
@@ -150,6 +162,12 @@ def parse_conversation(rec: dict[str, Any], fmt: str = "auto") -> list[Turn]:
     return turns  # type: ignore[return-value]
 
 
+def special_token_in(text: str) -> str | None:
+    """The first of the template's special tokens that ``text`` contains, else None. A turn may not
+    contain one: as text it would encode to the marker's id, a turn boundary no one wrote."""
+    return next((tok for tok in CHAT_TOKENS if tok in text), None)
+
+
 def check_turns(turns: list[Turn]) -> None:
     """System first (if at all), then user and assistant alternating, ending with an answer."""
     if not turns:
@@ -157,9 +175,9 @@ def check_turns(turns: list[Turn]) -> None:
     for i, t in enumerate(turns, 1):
         if not t.content.strip():
             raise Malformed(f"turn {i} ({t.role}) has empty content")
-        for tok in CHAT_TOKENS:
-            if tok in t.content:
-                raise Malformed(f"turn {i} ({t.role}) contains the special token {tok} as text")
+        tok = special_token_in(t.content)
+        if tok is not None:
+            raise Malformed(f"turn {i} ({t.role}) contains the special token {tok} as text")
     body = turns[1:] if turns[0].role == "system" else turns
     for i, t in enumerate(body):
         want = "user" if i % 2 == 0 else "assistant"
@@ -171,21 +189,68 @@ def check_turns(turns: list[Turn]) -> None:
 
 
 def render(turns: Sequence[Turn]) -> list[Segment]:
-    """The template as (text, mask bit) segments; joining the texts gives the conversation string."""
+    """The template as (text, mask bit) segments; joining the texts gives the conversation string.
+    The mask is 1 on an answer and the marker after it (its ``<|endoftext|>``), 0 elsewhere."""
     segs: list[Segment] = []
     for t in turns:
-        if t.role == "system":
-            segs += [(SYSTEM, 0), (t.content, 0)]
-        elif t.role == "user":
-            segs += [(USER, 0), (t.content, 0), (ASSISTANT, 0)]
-        else:
-            segs += [(t.content, 1), (END, 1)]
+        before, after = WRAP[t.role]
+        bit = int(t.role == "assistant")
+        segs += [(before, 0)] if before else []
+        segs.append((t.content, bit))
+        segs += [(after, bit)] if after else []
     return segs
 
 
 def prompt_text(user: str, system: str | None = None) -> str:
     """What ``generate --chat`` feeds the model: the template up to where the answer starts."""
-    return (f"{SYSTEM}{system}" if system else "") + f"{USER}{user}{ASSISTANT}"
+    turns = ([Turn("system", system)] if system else []) + [Turn("user", user)]
+    return "".join(text for text, _ in render(turns)) + GENERATION_PROMPT
+
+
+def hf_chat_template() -> str:
+    """The template as a Hugging Face ``chat_template`` (Jinja, for ``tokenizer_config.json``).
+
+    ``tokenizer.apply_chat_template(messages)`` then gives the string :func:`render` gives (and so
+    the same ids), and ``add_generation_prompt=True`` appends :data:`GENERATION_PROMPT` as
+    :func:`prompt_text` does. Messages use the OpenAI roles (system, user, assistant); an unknown
+    role, a system message after the first, user and assistant not alternating, or a chat special
+    token inside a message's text raise an error (as :func:`check_turns` refuses such records)
+    rather than render something the model never saw.
+    """
+    for marker in (*CHAT_TOKENS, *(m for pair in WRAP.values() for m in pair)):
+        assert not set("{}%#'\\") & set(marker), marker  # written literally into the Jinja below
+    roles = list(WRAP)
+
+    def fail(msg: str) -> str:
+        return "{{ raise_exception(" + msg + ") }}"
+
+    checks = (
+        "{%- if role not in "
+        + repr(roles)
+        + " -%}"
+        + fail("'message ' ~ loop.index ~ ' has unknown role ' ~ role ~ ' (use " + ", ".join(roles) + ")'")
+        + "{%- elif role == 'system' and not loop.first -%}"
+        + fail("'message ' ~ loop.index ~ ' is a system message; only the first may be'")
+        + "{%- elif role != 'system' and (role == 'user') != ((loop.index0 - offset) % 2 == 0) -%}"
+        + fail("'message ' ~ loop.index ~ ' is ' ~ role ~ '; user and assistant must alternate, user first'")
+        + "{%- endif -%}"
+        + "{%- set n = loop.index -%}"
+        + "{%- for token in "
+        + repr(list(CHAT_TOKENS))
+        + " -%}{%- if token in message['content'] -%}"
+        + fail("'message ' ~ n ~ ' (' ~ role ~ ') contains the special token ' ~ token ~ ' as text'")
+        + "{%- endif -%}{%- endfor -%}"
+    )
+    body = "".join(
+        ("{%- if" if i == 0 else "{%- elif") + f" role == '{role}' -%}}{before}{{{{ message['content'] }}}}{after}"
+        for i, (role, (before, after)) in enumerate(WRAP.items())
+    )
+    return (
+        "{%- set offset = 1 if messages and messages[0]['role'] == 'system' else 0 -%}"
+        "{%- for message in messages -%}{%- set role = message['role'] -%}"
+        + checks + body + "{%- endif -%}{%- endfor -%}"
+        + "{%- if add_generation_prompt -%}" + GENERATION_PROMPT + "{%- endif -%}"
+    )  # fmt: skip
 
 
 @dataclass

@@ -35,7 +35,7 @@ from torch import Tensor
 from cs336_basics.interop.safetensors_io import load_file, save_file
 from cs336_basics.model import IMPLEMENTATION_FIELDS, ModelConfig, TransformerLM
 from cs336_basics.utils.errors import UserError
-from cs336_basics.utils.fsutil import atomic_write_text
+from cs336_basics.utils.fsutil import atomic_directory, atomic_write_text
 
 __all__ = [
     "HFFormatError",
@@ -48,6 +48,7 @@ __all__ = [
     "to_hf_state_dict",
     "from_hf_state_dict",
     "check_out_dir",
+    "check_out_file",
     "export_dir",
     "import_dir",
     "save_start_checkpoint",
@@ -305,7 +306,8 @@ def from_hf_state_dict(tensors: Mapping[str, Tensor], cfg: ModelConfig, where: s
 # ----------------------------------------------------------------------------------------------
 # directories
 # ----------------------------------------------------------------------------------------------
-# Every file an export may write; an existing --out may hold only these (a previous export).
+# Every file an export may write: a directory holding only these is an earlier export, which
+# --overwrite may replace (a directory holding anything else never is).
 EXPORT_FILES = (
     "config.json",
     WEIGHTS,
@@ -318,29 +320,25 @@ EXPORT_FILES = (
 )
 
 
-def check_out_dir(out: str | os.PathLike) -> None:
-    """``out`` must be new, empty, or a previous export (only files an export writes)."""
+def check_out_dir(out: str | os.PathLike, overwrite: bool = False) -> None:
+    """``out`` must be new or empty; with ``overwrite``, also a previous export (only files an export
+    writes). Anything else is refused in one line, before anything is written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise HFFormatError(f"--out {out}: exists and is not a directory")
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+        names = sorted(p.name for p in out.iterdir())
+        foreign = [n for n in names if n not in EXPORT_FILES]
         if foreign:
             raise HFFormatError(
                 f"--out {out}: directory holds files an export does not write ({', '.join(foreign[:3])}); "
                 "choose a new or empty directory"
             )
-
-
-def _prepare_out(out: Path) -> None:
-    check_out_dir(out)
-    if out.is_dir():
-        for name in EXPORT_FILES:  # no stale file of an earlier export (e.g. of the other format) survives
-            (out / name).unlink(missing_ok=True)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise HFFormatError(f"--out {out}: cannot create it: {err.strerror or err}") from None
+        if names and not overwrite:
+            raise HFFormatError(
+                f"--out {out}: already holds an export ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); "
+                "nothing was written (pass --overwrite to replace it)"
+            )
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -353,6 +351,7 @@ def export_dir(
     fmt: str = "hf",
     dtype: str = "fp32",
     tokenizer: Any | None = None,
+    overwrite: bool = False,
 ) -> list[str]:
     """Write ``model`` (and ``tokenizer``, a :class:`~cs336_basics.tokenizer.Tokenizer`) to ``out``.
 
@@ -360,6 +359,11 @@ def export_dir(
     names, ``generation_config.json``; ``fmt="safetensors"``: ``model.safetensors`` with our names
     and ``config.json`` = our ``ModelConfig``. Both add the tokenizer's files (ours and
     ``tokenizer.json``). ``dtype`` is fp32, bf16 or fp16. Returns the file names written.
+
+    ``out`` must be new or empty (:func:`check_out_dir`); ``overwrite`` lets it be an earlier export,
+    which is then replaced as a whole. Either way the files are written into a temp directory beside
+    ``out`` that is renamed into place when complete (:func:`~cs336_basics.utils.fsutil.atomic_directory`):
+    a failed export leaves ``out`` as it was, never a partial or mixed directory.
     """
     if fmt not in ("hf", "safetensors"):
         raise HFFormatError(f"--format must be hf or safetensors, got {fmt!r}")
@@ -375,25 +379,36 @@ def export_dir(
     else:
         tensors, config = state, cfg.to_dict()
     out = Path(out)
-    _prepare_out(out)
+    check_out_dir(out, overwrite)
+    try:
+        with atomic_directory(out, replace=overwrite) as tmp:
+            written = _write_export(tmp, fmt, cfg, tensors, config, eos_id, tokenizer)
+    except OSError as err:
+        raise HFFormatError(f"--out {out}: cannot write the export there: {err.strerror or err}") from None
+    return written
+
+
+def _write_export(
+    d: Path, fmt: str, cfg: ModelConfig, tensors: dict[str, Tensor], config: dict, eos_id: int | None, tokenizer: Any
+) -> list[str]:
     metadata = {"format": "pt"}  # transformers checks this key
     if fmt == "safetensors":
         metadata["model_config"] = json.dumps(cfg.to_dict())
-    save_file(tensors, out / WEIGHTS, metadata=metadata)
-    _write_json(out / "config.json", config)
+    save_file(tensors, d / WEIGHTS, metadata=metadata)
+    _write_json(d / "config.json", config)
     written = ["config.json", WEIGHTS]
     if fmt == "hf":
         gen: dict[str, Any] = {"bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id}
         if tokenizer is not None and tokenizer.vocab_size < cfg.vocab_size:
             # Ids past the tokenizer were never trained on; generate() never samples them (vocab_limit).
             gen["suppress_tokens"] = list(range(tokenizer.vocab_size, cfg.vocab_size))
-        _write_json(out / "generation_config.json", gen)
+        _write_json(d / "generation_config.json", gen)
         written.append("generation_config.json")
     if tokenizer is not None:
         from cs336_basics.interop.hf_tokenizer_json import write_hf_tokenizer_files
 
-        tokenizer.save(out)
-        write_hf_tokenizer_files(out, tokenizer, model_max_length=cfg.context_length)
+        tokenizer.save(d)
+        write_hf_tokenizer_files(d, tokenizer, model_max_length=cfg.context_length)
         written += ["vocab.json", "merges.txt", "special_tokens.json", "tokenizer.json", "tokenizer_config.json"]
     return written
 
@@ -470,11 +485,23 @@ def import_dir(src: str | os.PathLike) -> tuple[TransformerLM, str]:
     return model, kind
 
 
-def save_start_checkpoint(model: TransformerLM, out: str | os.PathLike, source: str | os.PathLike) -> Path:
+def check_out_file(out: str | os.PathLike, overwrite: bool = False) -> None:
+    """An import's ``out`` (a checkpoint file) must not exist yet, unless ``overwrite``."""
+    out = Path(out)
+    if out.is_dir():
+        raise HFFormatError(f"--out {out}: is a directory; an import writes a checkpoint file (e.g. {out}/model.pt)")
+    if out.exists() and not overwrite:
+        raise HFFormatError(f"--out {out}: already exists; nothing was written (pass --overwrite to replace it)")
+
+
+def save_start_checkpoint(
+    model: TransformerLM, out: str | os.PathLike, source: str | os.PathLike, overwrite: bool = False
+) -> Path:
     """Write ``model`` as a checkpoint the training program starts from (``--resume_from OUT`` with
     the same model flags, AdamW) and that ``generate`` loads: iteration 0, a fresh AdamW state (no
     moments yet), the model config, and, when ``source`` holds one of our tokenizers, its
-    fingerprint (so generate can warn about a different tokenizer)."""
+    fingerprint (so generate can warn about a different tokenizer). An existing ``out`` is replaced
+    (atomically) only with ``overwrite``."""
     from cs336_basics.checkpoint import save_checkpoint
     from cs336_basics.optim import AdamW, param_groups
     from cs336_basics.utils.token_files import TOKENIZER_FILES, tokenizer_fingerprint
@@ -484,5 +511,6 @@ def save_start_checkpoint(model: TransformerLM, out: str | os.PathLike, source: 
     if all((Path(source) / name).is_file() for name in TOKENIZER_FILES):
         extra["tokenizer"] = {"tokenizer_sha256": tokenizer_fingerprint(source), "tokenizer_dir": str(source)}
     out = Path(out)
+    check_out_file(out, overwrite)
     save_checkpoint(model, optimizer, 0, out, **extra)
     return out

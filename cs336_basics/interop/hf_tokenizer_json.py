@@ -30,6 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cs336_basics.corpus import chat
 from cs336_basics.gpt2_files import TokenizerError, bytes_to_unicode, token_to_str
 from cs336_basics.pretokenize import GPT2_PAT
 from cs336_basics.utils.fsutil import atomic_write_text
@@ -93,7 +94,9 @@ def write_hf_tokenizer_files(directory: str | os.PathLike, tokenizer: Any, model
 
     ``tokenizer_config.json`` makes ``transformers.AutoTokenizer`` load ``tokenizer.json`` as it is
     (``PreTrainedTokenizerFast``), with ``<|endoftext|>`` as BOS/EOS when present, no extra
-    prefix space and no "clean-up" of spaces on decode (either would change the text).
+    prefix space and no "clean-up" of spaces on decode (either would change the text). A tokenizer
+    with the chat special tokens also gets a ``chat_template`` (:func:`cs336_basics.corpus.chat.hf_chat_template`),
+    so ``apply_chat_template`` formats conversations exactly as fine-tuning and ``generate --chat`` do.
     """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -111,6 +114,8 @@ def write_hf_tokenizer_files(directory: str | os.PathLike, tokenizer: Any, model
         config["bos_token"] = config["eos_token"] = EOT
     if model_max_length is not None:
         config["model_max_length"] = int(model_max_length)
+    if not chat.missing_chat_tokens(tokenizer.special_tokens):  # a chat tokenizer: apply_chat_template works
+        config["chat_template"] = chat.hf_chat_template()
     atomic_write_text(d / TOKENIZER_CONFIG, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
 
 

@@ -12,6 +12,11 @@ newest checkpoint); the tokenizer is the ``tokenizer/`` folder the run carries (
 ``--dtype`` picks the precision of the written weights (fp32, bf16, fp16). What the Llama format
 cannot express (post-norm, no RMSNorm, NoPE, the SiLU FFN, ...) is refused with one line. The
 mapping itself lives in :mod:`cs336_basics.interop.hf_llama`.
+
+An existing non-empty ``--out`` (an import's existing ``--out`` file) is refused in one line unless
+``--overwrite``; with it an earlier export is replaced as a whole: the new one is written into a temp
+directory beside it and swapped in only when complete (a directory holding other files is never
+replaced).
 """
 
 from __future__ import annotations
@@ -54,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tokenizer", default=None, help="tokenizer directory (default: the tokenizer/ folder beside the checkpoint)"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export in --out (import: an existing --out file); without it they are refused. "
+        "The new export is written beside the old one and swapped in only when complete",
+    )
     return p
 
 
@@ -65,7 +76,7 @@ def _export(args: argparse.Namespace) -> int:
     model, payload, path = load_model(args.checkpoint)
     if args.format == "hf":
         check_llama_expressible(model.config)  # refuse before reading or writing anything else
-    check_out_dir(args.out)
+    check_out_dir(args.out, args.overwrite)
     tok_dir = Path(args.tokenizer) if args.tokenizer else find_tokenizer_dir(Path(args.checkpoint))
     tokenizer = None
     if tok_dir is None:
@@ -82,7 +93,7 @@ def _export(args: argparse.Namespace) -> int:
         warning = tokenizer_mismatch(payload, tok_dir)
         if warning:
             print(warning, file=sys.stderr)
-    written = export_dir(model, args.out, args.format, args.dtype, tokenizer)
+    written = export_dir(model, args.out, args.format, args.dtype, tokenizer, overwrite=args.overwrite)
     print(f"Exported {path} (iteration {payload.get('iteration', '?')}) to {args.out}/ as {args.format}, {args.dtype}:")
     print("  " + ", ".join(written))
     if args.format == "hf":
@@ -91,10 +102,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from cs336_basics.interop.hf_llama import import_dir, save_start_checkpoint
+    from cs336_basics.interop.hf_llama import check_out_file, import_dir, save_start_checkpoint
 
+    check_out_file(args.out, args.overwrite)  # refuse before reading anything
     model, kind = import_dir(args.from_hf)
-    out = save_start_checkpoint(model, args.out, args.from_hf)
+    out = save_start_checkpoint(model, args.out, args.from_hf, overwrite=args.overwrite)
     c = model.config
     print(
         f"Imported {args.from_hf} ({kind}: {c.num_layers} layers, d_model {c.d_model}, {c.num_heads} heads, "

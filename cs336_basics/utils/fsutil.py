@@ -7,12 +7,16 @@ file is removed and the target is untouched.
 The result gets the mode a plain ``open(path, "w")`` of a new file would give (``0o666`` less the
 umask), not the temp file's private ``0o600``: in a shared course folder other users must be able
 to read it. (Replacing a file does not keep its old mode: same rule every time, predictable.)
+
+:func:`atomic_directory` does the same for a folder of files (an export): written beside the target,
+renamed into place when complete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +85,53 @@ def discard_partial_writes() -> None:
     for tmp in list(_IN_PROGRESS):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+    """``with atomic_directory(d) as tmp:`` write the files into ``tmp``, a new directory beside
+    ``d``; when the block succeeds ``tmp`` is renamed to ``d``, so ``d`` appears complete or not at
+    all. On any failure ``tmp`` is removed and ``d`` is left as it was.
+
+    ``d`` may be missing or empty; a non-empty ``d`` makes the final rename fail (``OSError``, ``d``
+    untouched) unless ``replace``: then the old ``d`` is first renamed aside (a hidden ``.NAME.*.old``
+    beside it), the new one renamed into place, and only then the old one deleted. A crash between
+    those two renames leaves both complete directories under their hidden names, never a partial
+    ``d``; a failed second rename puts the old one back. The result gets a plain ``mkdir``'s mode
+    (``0o777`` less the umask), not ``mkdtemp``'s private ``0o700``.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    try:
+        yield tmp
+        for f in tmp.iterdir():  # what the block wrote is on disk before the directory is renamed
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        os.chmod(tmp, 0o777 & ~current_umask())
+        old = None
+        if replace and path.is_dir() and any(path.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            try:
+                os.rename(path, old)  # onto the empty placeholder (POSIX rename replaces an empty directory)
+            except BaseException:
+                os.rmdir(old)
+                raise
+        try:
+            os.rename(tmp, path)  # replaces an empty (or missing) directory; refuses a non-empty one
+        except BaseException:
+            if old is not None:
+                os.rename(old, path)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
