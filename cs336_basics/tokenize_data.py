@@ -487,7 +487,8 @@ def main_documents(args: argparse.Namespace) -> int:
     for f in res.removed_stale:
         print(f"removed {f} (left by an earlier run of this --output)", file=sys.stderr)
     if res.malformed is not None:
-        print(f"warning: {res.malformed.summary()}", file=sys.stderr)
+        for line in res.malformed.lines():
+            print(line, file=sys.stderr)
     return 0
 
 

@@ -5,6 +5,7 @@ refusals (tokenizer without chat tokens, malformed records) and ``generate --cha
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,7 @@ def test_malformed_records_are_counted_and_reported_by_line(tok_dir, tok, tmp_pa
     err = capsys.readouterr().err
     assert f"skipped {len(BAD)} malformed conversation(s)" in err
     for k in range(len(BAD)):
-        assert f"c.jsonl:{2 * k + 2} (" in err  # the bad ones are on the even lines
+        assert f"c.jsonl line {2 * k + 2}\n" in err  # the bad ones are on the even lines
     for reason in ("has no 'role'", "empty content", "expected a string", "expected assistant", "expected a list",
                    "special token <|user|>", "no conversation fields"):  # fmt: skip
         assert reason in err, reason
@@ -157,6 +158,155 @@ def test_malformed_records_are_counted_and_reported_by_line(tok_dir, tok, tmp_pa
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "c.jsonl:2: malformed conversation" in err
     assert not out2.exists() and not (tmp_path / "strict.mask.npy").exists()
+
+
+def test_skipped_records_are_summed_up_one_line_per_reason_with_a_few_lines_each(tok_dir, tmp_path, capsys):
+    good = CASES[1][0]
+    no_role = {"messages": [{"role": "user", "content": "a"}, {"content": "no role"}]}
+    wrong_type = {"prompt": "hi", "response": 7}
+    rows = [good]
+    for i in range(30):  # 20 of one reason, 10 of another, one good record between each
+        rows += [no_role if i % 3 else wrong_type, good]
+    write_jsonl(tmp_path / "c.jsonl", rows)
+    assert tokenize("--tokenizer", str(tok_dir), "--input", str(tmp_path / "c.jsonl"), "--output",
+                    str(tmp_path / "o.npy"), "--chat") == 0  # fmt: skip
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("warning: skipped 30 malformed conversation(s)")
+    # record i is on line 2i + 2; no_role are the i not divisible by 3 (1, 2, 4), wrong_type i = 0, 3, 6
+    assert lines[1].split() == [
+        "20",
+        "messages[i]",
+        "has",
+        "no",
+        "'role':",
+        *f"{tmp_path / 'c.jsonl'} lines 4, 6, 10, ...".split(),
+    ]
+    assert lines[2].split() == ["10", "field", "'response'", "is", "int,", "expected", "a", "string:",
+                                *f"{tmp_path / 'c.jsonl'} lines 2, 8, 14, ...".split()]  # fmt: skip
+
+
+def test_places_in_a_record_count_from_0_as_in_json(tok_dir, tmp_path, capsys):
+    turns = [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}] * 2 + [{"from": "robot", "value": "c"}]
+    rec = {"conversations": turns}  # the fifth turn, conversations[4], is the bad one
+    write_jsonl(tmp_path / "c.jsonl", [rec])
+    rc = tokenize("--tokenizer", str(tok_dir), "--input", str(tmp_path / "c.jsonl"), "--output",
+                  str(tmp_path / "o.npy"), "--chat", "--strict")  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "c.jsonl:1: malformed conversation: conversations[4] has unknown from 'robot'" in err
+    for rec, at in [
+        ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]}, "messages[1] (assistant)"),
+        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, "messages[1] is user"),
+        ({"prompt": "a", "response": "b <|user|>"}, "response (assistant) contains"),
+    ]:  # fmt: skip
+        with pytest.raises(chat.Malformed, match=re.escape(at)):
+            chat.parse_conversation(rec)
+
+
+def _tokenize_chat(tok_dir, path: Path, out: Path, *extra: str) -> tuple[np.ndarray, np.ndarray]:
+    assert tokenize("--tokenizer", str(tok_dir), "--input", str(path), "--output", str(out), "--chat", *extra) == 0
+    return np.load(out), np.load(out.with_name(out.stem + ".mask.npy"))
+
+
+def test_openai_content_parts_join_their_texts_and_other_parts_are_refused(tok_dir, tok, tmp_path, capsys):
+    parts = {"messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "the cat"}, {"type": "text", "text": " sat?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "yes."}]},
+    ]}  # fmt: skip
+    image = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "what is it?"},
+                                     {"type": "image_url", "image_url": {"url": "http://x/cat.png"}}]},
+        {"role": "assistant", "content": "a cat."},
+    ]}  # fmt: skip
+    write_jsonl(tmp_path / "c.jsonl", [parts, image])
+    ids, mask = _tokenize_chat(tok_dir, tmp_path / "c.jsonl", tmp_path / "o.npy")
+    text = "<|system|>Be brief.<|user|>the cat sat?<|assistant|>yes.<|endoftext|>"
+    assert ids.tolist() == tok.encode(text)
+    assert tok.decode(ids[mask == 1].tolist()) == "yes.<|endoftext|>"
+    err = capsys.readouterr().err
+    assert "skipped 1 malformed" in err
+    assert "messages[i].content[i] is a part of type 'image_url'; only text parts can be rendered" in err
+    with pytest.raises(chat.Malformed, match=re.escape("messages[0].content[1] is a part of type 'image_url'")):
+        chat.parse_conversation(image)
+
+
+def test_sharegpt_tool_turns_render_as_assistant_calls_and_user_results(tok_dir, tok, tmp_path, capsys):
+    glaive = {"conversations": [
+        {"from": "system", "value": "You can call get_weather."},
+        {"from": "human", "value": "the weather?"},
+        {"from": "function_call", "value": '{"name": "get_weather"}'},
+        {"from": "observation", "value": '{"sky": "blue"}'},
+        {"from": "gpt", "value": "blue sky."},
+    ]}  # fmt: skip
+    toolace = {"system": "Tools: [one()]", "conversations": [
+        {"from": "user", "value": "call one"}, {"from": "assistant", "value": "[one()]"},
+        {"from": "tool", "value": "[1]"}, {"from": "assistant", "value": "it is 1."},
+    ]}  # fmt: skip
+    write_jsonl(tmp_path / "c.jsonl", [glaive, toolace])
+    ids, mask = _tokenize_chat(tok_dir, tmp_path / "c.jsonl", tmp_path / "o.npy")
+    text = (
+        "<|system|>You can call get_weather.<|user|>the weather?<|assistant|>"
+        '{"name": "get_weather"}<|endoftext|><|user|>{"sky": "blue"}<|assistant|>blue sky.<|endoftext|>'
+        "<|system|>Tools: [one()]<|user|>call one<|assistant|>[one()]<|endoftext|><|user|>[1]<|assistant|>"
+        "it is 1.<|endoftext|>"
+    )
+    assert ids.tolist() == tok.encode(text)
+    answers = ['{"name": "get_weather"}', "blue sky.", "[one()]", "it is 1."]
+    assert masked_spans(ids, mask) == [tok.encode(a + EOT) for a in answers]
+    assert (
+        "note: 2 conversation(s) with tool turns: function_call rendered as an assistant turn"
+        in capsys.readouterr().err
+    )
+
+    call_after_answer = {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "let me see"},
+                                           {"from": "function_call", "value": "{}"}]}  # fmt: skip
+    with pytest.raises(
+        chat.Malformed, match=re.escape("conversations[2] is function_call (an assistant turn), expected user")
+    ):
+        chat.parse_conversation(call_after_answer)
+    with_tools = {**glaive, "tools": '[{"name": "get_weather"}]'}
+    with pytest.raises(chat.Malformed, match="tool definitions in 'tools'"):
+        chat.parse_conversation(with_tools)
+    assert chat.parse_conversation({**glaive, "tools": "[]"}) == chat.parse_conversation(glaive)
+    two_systems = {**toolace, "conversations": [{"from": "system", "value": "other"}, *toolace["conversations"]]}
+    with pytest.raises(chat.Malformed, match="both a 'system' field and a different system turn"):
+        chat.parse_conversation(two_systems)
+
+
+MIXED = [  # (record, its conversation as the template writes it): the four formats in one file
+    ({"messages": [{"role": "user", "content": "the cat?"}, {"role": "assistant", "content": "sat."}]},
+     "<|user|>the cat?<|assistant|>sat.<|endoftext|>"),
+    ({"conversations": [{"from": "human", "value": "a dog?"}, {"from": "gpt", "value": "ran."}]},
+     "<|user|>a dog?<|assistant|>ran.<|endoftext|>"),
+    ({"prompt": "red or blue", "response": "blue", "system": "You like colors."},
+     "<|system|>You like colors.<|user|>red or blue<|assistant|>blue<|endoftext|>"),
+    ({"instruction": "Count.", "input": "one two", "output": "three"},
+     "<|user|>Count.\n\none two<|assistant|>three<|endoftext|>"),
+    ({"instruction": "Say hi.", "output": "hi"}, "<|user|>Say hi.<|assistant|>hi<|endoftext|>"),
+    ({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "big?"},
+                   {"role": "assistant", "content": "small."}]},
+     "<|system|>Be brief.<|user|>big?<|assistant|>small.<|endoftext|>"),
+]  # fmt: skip
+
+
+def test_hf_dataset_of_mixed_formats_keeps_the_records_the_jsonl_path_keeps(
+    tok_dir, tok, tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("datasets")  # in the dev group: always there in CI
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    rows = [rec for rec, _ in MIXED] * 5
+    write_jsonl(tmp_path / "mixed.jsonl", rows)
+    ids, mask = _tokenize_chat(tok_dir, tmp_path / "mixed.jsonl", tmp_path / "in.npy")
+    assert "skipped" not in capsys.readouterr().err
+    assert ids.tolist() == tok.encode("".join(text for _, text in MIXED) * 5)
+    assert tokenize("--tokenizer", str(tok_dir), "--hf_dataset", str(tmp_path / "mixed.jsonl"), "--output",
+                    str(tmp_path / "hf.npy"), "--chat") == 0  # fmt: skip
+    assert "skipped" not in capsys.readouterr().err
+    assert np.load(tmp_path / "hf.npy").tolist() == ids.tolist()
+    assert np.load(tmp_path / "hf.mask.npy").tolist() == mask.tolist()
 
 
 def test_generate_chat_formats_the_prompt_and_stops_at_the_end_of_the_answer(

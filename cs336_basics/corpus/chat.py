@@ -1,14 +1,29 @@
 """Conversations for instruction fine-tuning: four record formats, one template, a loss mask.
 
-Record formats (``--chat_format auto`` picks one per record by its fields, in this order):
+Record formats (``--chat_format auto`` picks one per record by its fields, in this order; a field
+whose value is null counts as absent, as in the rows of a Hugging Face data set that mixes formats,
+where every row has every format's fields):
 
 * ``messages``: ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``
-  (the OpenAI / Hugging Face chat-template convention);
+  (the OpenAI / Hugging Face chat-template convention). ``content`` may also be a list of parts,
+  ``[{"type": "text", "text": "..."}, ...]`` (OpenAI's format): the text parts are joined with
+  nothing in between (as the chat templates of Hugging Face models that take parts render them); a
+  part of another type (``image_url``, ``input_audio``, ...) makes the record malformed, since the
+  template is text only;
 * ``conversations``: ``{"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...]}``
-  (ShareGPT; ``user``/``assistant`` are accepted for ``from`` too);
+  (ShareGPT; ``user``/``assistant`` are accepted for ``from`` too). Tool turns: ``function_call``
+  (the model calling a tool) is an assistant turn, so it gets the loss and closes with
+  ``<|endoftext|>``; ``observation`` (or ``tool``: the tool's result) is a user turn, no loss. They
+  must alternate like any other turns (glaive / LLaMA-Factory / ToolACE data does: human,
+  function_call, observation, gpt); a record with tool turns and tool definitions in a ``tools``
+  field is malformed, since the template has no place for the definitions (put them in the system
+  message);
 * ``prompt_response``: ``{"prompt": "...", "response": "...", "system": "..." (optional)}``;
 * ``instruction``: ``{"instruction": "...", "input": "..." (optional), "output": "..."}`` (Alpaca:
   the user turn is the instruction, then a blank line and the input when there is one).
+
+A ``system`` string beside ``messages`` or ``conversations`` (ShareGPT sets often keep it there) is
+the system turn; a record with both it and a different first system turn is malformed.
 
 The template (one string per conversation; no other characters are added)::
 
@@ -31,12 +46,14 @@ answers only, the usual supervised fine-tuning recipe (InstructGPT, Ouyang et al
 
 A record is *malformed* when its turns are missing, of the wrong type, empty, in an impossible
 order (system not first, user and assistant not alternating, no final answer), or contain one of
-the template's special tokens as text; it is skipped and reported by line (or, with ``strict``,
-the first one is an error).
+the template's special tokens as text; it is skipped, counted by reason and reported by line (or,
+with ``strict``, the first one is an error). Reasons name the place in the record as JSON does,
+counting from 0: ``messages[2].content[1] is a part of type 'image_url' ...``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,13 +74,21 @@ Segment = tuple[str, int]  # (text, mask bit of every token it encodes to)
 
 
 class Malformed(ValueError):
-    """A record that is not a usable conversation; ``str(err)`` says why."""
+    """A record that is not a usable conversation; ``str(err)`` says why: ``at`` (where in the record,
+    as a JSON path counting from 0, e.g. ``messages[2].content``; empty for the record as a whole)
+    followed by ``why``."""
+
+    def __init__(self, why: str, at: str = "") -> None:
+        super().__init__(f"{at} {why}" if at else why)
+        self.why, self.at = why, at
 
 
 @dataclass(frozen=True)
 class Turn:
     role: str  # "system", "user" or "assistant"
     content: str
+    at: str = ""  # where it is in the record (``messages[2]``, ``prompt``), for error messages
+    tag: str = ""  # the record's own name for the role when it differs (a ShareGPT tool turn)
 
 
 def train_bpe_command() -> str:
@@ -87,23 +112,31 @@ def check_chat_tokenizer(special_tokens: Sequence[str], where: str) -> None:
         )
 
 
+def _has(rec: dict[str, Any], key: str) -> bool:
+    """A field is there when it is present and not null (a Hugging Face data set that mixes formats
+    gives every row every format's fields, null where the row has none)."""
+    return rec.get(key) is not None
+
+
 def detect_format(rec: dict[str, Any]) -> str:
-    if "messages" in rec:
+    if _has(rec, "messages"):
         return "messages"
-    if "conversations" in rec:
+    if _has(rec, "conversations"):
         return "conversations"
-    if "prompt" in rec and "response" in rec:
+    if _has(rec, "prompt") and _has(rec, "response"):
         return "prompt_response"
-    if "instruction" in rec and "output" in rec:
+    if _has(rec, "instruction") and _has(rec, "output"):
         return "instruction"
-    have = ", ".join(map(str, list(rec)[:8])) or "none"
+    have = ", ".join(str(k) for k in rec if _has(rec, k)) or "none"
+    if len(have) > 120:
+        have = have[:117] + "..."
     raise Malformed(
         f"no conversation fields (expected messages, conversations, prompt/response or instruction/output; has {have})"
     )
 
 
 def _text(rec: dict[str, Any], key: str, optional: bool = False) -> str | None:
-    if key not in rec or (optional and rec[key] is None):
+    if not _has(rec, key):
         if optional:
             return None
         raise Malformed(f"missing field {key!r}")
@@ -113,48 +146,106 @@ def _text(rec: dict[str, Any], key: str, optional: bool = False) -> str | None:
     return value
 
 
-def _turn_list(rec: dict[str, Any], key: str, role_key: str, text_key: str) -> list[Turn]:
+# ShareGPT tool turns: a call is what the model says (an assistant turn, with the loss); its result
+# comes from outside (a user turn, no loss). ``tool`` is ToolACE's name for the result.
+TOOL_TURNS = {"function_call": "assistant", "observation": "user", "tool": "user"}
+_FROM_OF = {**_ROLE_OF, **TOOL_TURNS}
+TOOL_NOTE = (
+    "conversation(s) with tool turns: function_call rendered as an assistant turn (with the loss), "
+    "observation/tool as a user turn"
+)
+
+
+def _parts_text(parts: list, at: str) -> str:
+    """OpenAI's content parts: the text parts joined with nothing in between; any other part is an error."""
+    texts = []
+    for j, part in enumerate(parts):
+        where = f"{at}[{j}]"
+        if not isinstance(part, dict):
+            raise Malformed(f'is {type(part).__name__}, expected a part like {{"type": "text", "text": "..."}}', where)
+        kind = part.get("type")
+        if kind != "text":
+            what = f"a part of type {kind!r}" if isinstance(kind, str) else "a part without a 'type'"
+            raise Malformed(f"is {what}; only text parts can be rendered (the template is text only)", where)
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise Malformed(f"is {type(text).__name__}, expected a string", f"{where}.text")
+        texts.append(text)
+    return "".join(texts)
+
+
+def _turn_list(rec: dict[str, Any], key: str, role_key: str, text_key: str, roles: dict[str, str]) -> list[Turn]:
     items = rec[key]
     if not isinstance(items, list):
         raise Malformed(f"field {key!r} is {type(items).__name__}, expected a list of turns")
     turns = []
-    for i, item in enumerate(items, 1):
+    for i, item in enumerate(items):
+        at = f"{key}[{i}]"
         if not isinstance(item, dict):
-            raise Malformed(f"{key}[{i}] is {type(item).__name__}, expected an object with {role_key!r}, {text_key!r}")
-        if role_key not in item:
-            raise Malformed(f"{key}[{i}] has no {role_key!r}")
+            raise Malformed(f"is {type(item).__name__}, expected an object with {role_key!r}, {text_key!r}", at)
+        if item.get(role_key) is None:
+            raise Malformed(f"has no {role_key!r}", at)
         role = item[role_key]
-        if not isinstance(role, str) or role not in _ROLE_OF:
-            raise Malformed(f"{key}[{i}] has unknown {role_key} {role!r} (use {', '.join(_ROLE_OF)})")
-        if text_key not in item:
-            raise Malformed(f"{key}[{i}] has no {text_key!r}")
+        if not isinstance(role, str) or role not in roles:
+            raise Malformed(f"has unknown {role_key} {role!r} (use {', '.join(roles)})", at)
+        if item.get("tool_calls"):
+            raise Malformed("has tool_calls, which the template cannot render", at)
+        if item.get(text_key) is None:
+            raise Malformed(f"has no {text_key!r}", at)
         content = item[text_key]
-        if not isinstance(content, str):
-            raise Malformed(f"{key}[{i}].{text_key} is {type(content).__name__}, expected a string")
-        turns.append(Turn(_ROLE_OF[role], content))
+        if isinstance(content, list) and text_key == "content":
+            content = _parts_text(content, f"{at}.{text_key}")
+        elif not isinstance(content, str):
+            raise Malformed(f"is {type(content).__name__}, expected a string", f"{at}.{text_key}")
+        turns.append(Turn(roles[role], content, at, role if role in TOOL_TURNS else ""))
     return turns
+
+
+def _nonempty(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip() not in ("", "[]")
+    return value is not None and value != []
+
+
+def _with_system(rec: dict[str, Any], turns: list[Turn]) -> list[Turn]:
+    """A top-level ``system`` string beside a turn list is the system turn."""
+    system = _text(rec, "system", optional=True)
+    if not system:
+        return turns
+    if turns and turns[0].role == "system":
+        if turns[0].content == system:
+            return turns
+        raise Malformed(f"has both a 'system' field and a different system turn ({turns[0].at}); keep one")
+    return [Turn("system", system, "system"), *turns]
 
 
 def parse_conversation(rec: dict[str, Any], fmt: str = "auto") -> list[Turn]:
     """The turns of one record in format ``fmt`` (``auto``: detected); raises :class:`Malformed`."""
     kind = detect_format(rec) if fmt == "auto" else fmt
-    if kind == "messages":
-        turns = _turn_list(rec, "messages", "role", "content") if "messages" in rec else _text(rec, "messages")
-    elif kind == "conversations":
-        turns = (
-            _turn_list(rec, "conversations", "from", "value") if "conversations" in rec else _text(rec, "conversations")
-        )
+    if kind in ("messages", "conversations"):
+        if not _has(rec, kind):
+            raise Malformed(f"missing field {kind!r}")
+        if kind == "messages":
+            turns = _turn_list(rec, "messages", "role", "content", _ROLE_OF)
+        else:
+            turns = _turn_list(rec, "conversations", "from", "value", _FROM_OF)
+            if any(t.tag for t in turns) and _nonempty(rec.get("tools")):
+                raise Malformed(
+                    "has tool turns and tool definitions in 'tools', which the template has no place for "
+                    "(put them in the system message)"
+                )
+        turns = _with_system(rec, turns)
     elif kind == "prompt_response":
         system = _text(rec, "system", optional=True)
-        turns = [Turn("user", _text(rec, "prompt")), Turn("assistant", _text(rec, "response"))]
-        turns = ([Turn("system", system)] if system else []) + turns
+        turns = [Turn("user", _text(rec, "prompt"), "prompt"), Turn("assistant", _text(rec, "response"), "response")]
+        turns = ([Turn("system", system, "system")] if system else []) + turns
     elif kind == "instruction":
         system = _text(rec, "system", optional=True)
         instruction, extra = _text(rec, "instruction"), _text(rec, "input", optional=True)
         user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
-        turns = ([Turn("system", system)] if system else []) + [
-            Turn("user", user),
-            Turn("assistant", _text(rec, "output")),
+        turns = ([Turn("system", system, "system")] if system else []) + [
+            Turn("user", user, "instruction"),
+            Turn("assistant", _text(rec, "output"), "output"),
         ]
     else:
         raise ValueError(f"unknown chat format {fmt!r} (use auto or {', '.join(FORMATS)})")
@@ -172,18 +263,27 @@ def check_turns(turns: list[Turn]) -> None:
     """System first (if at all), then user and assistant alternating, ending with an answer."""
     if not turns:
         raise Malformed("no turns")
-    for i, t in enumerate(turns, 1):
+
+    def name(i: int, t: Turn) -> str:
+        return t.at or f"turns[{i}]"
+
+    def role(t: Turn) -> str:
+        return f"{t.tag} ({'an' if t.role == 'assistant' else 'a'} {t.role} turn)" if t.tag else t.role
+
+    for i, t in enumerate(turns):
         if not t.content.strip():
-            raise Malformed(f"turn {i} ({t.role}) has empty content")
+            raise Malformed(f"({role(t)}) has empty content", name(i, t))
         tok = special_token_in(t.content)
         if tok is not None:
-            raise Malformed(f"turn {i} ({t.role}) contains the special token {tok} as text")
-    body = turns[1:] if turns[0].role == "system" else turns
+            raise Malformed(f"({role(t)}) contains the special token {tok} as text", name(i, t))
+    skip = 1 if turns[0].role == "system" else 0
+    body = turns[skip:]
     for i, t in enumerate(body):
         want = "user" if i % 2 == 0 else "assistant"
         if t.role != want:
-            pos = i + 1 + (len(turns) - len(body))
-            raise Malformed(f"turn {pos} is {t.role}, expected {want} (system first, then user/assistant alternating)")
+            raise Malformed(
+                f"is {role(t)}, expected {want} (system first, then user/assistant alternating)", name(i + skip, t)
+            )
     if not body or body[-1].role != "assistant":
         raise Malformed("no assistant answer (a conversation must end with one)")
 
@@ -253,19 +353,72 @@ def hf_chat_template() -> str:
     )  # fmt: skip
 
 
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _places(wheres: list[str]) -> str:
+    """``a.jsonl:3``, ``a.jsonl:9`` -> ``a.jsonl lines 3, 9`` (other places as they are)."""
+    groups: list[tuple[str, list[str]]] = []
+    for w in wheres:
+        path, _, line = w.rpartition(":")
+        if path and line.isdigit():
+            if groups and groups[-1][0] == path and groups[-1][1]:
+                groups[-1][1].append(line)
+            else:
+                groups.append((path, [line]))
+        else:
+            groups.append((w, []))
+    return "; ".join(
+        f"{p} line{'s' if len(lines) > 1 else ''} {', '.join(lines)}" if lines else p for p, lines in groups
+    )
+
+
 @dataclass
 class MalformedReport:
-    """Skipped records (where, why); the first ``keep`` are listed in the summary."""
+    """Skipped records counted by reason (the reason with its indices generalized, ``messages[i]``),
+    with the first ``keep`` places of each; and counts of records kept with a note (``note``)."""
 
-    keep: int = 10
+    keep: int = 3
     count: int = 0
-    examples: list[str] = field(default_factory=list)
+    reasons: dict[str, list] = field(default_factory=dict)  # reason -> [count, places]
+    notes: dict[str, int] = field(default_factory=dict)
 
     def add(self, where: str, reason: str) -> None:
         self.count += 1
-        if len(self.examples) < self.keep:
-            self.examples.append(f"{where} ({reason})")
+        entry = self.reasons.setdefault(_INDEX.sub("[i]", reason), [0, []])
+        entry[0] += 1
+        if len(entry[1]) < self.keep:
+            entry[1].append(where)
 
-    def summary(self) -> str:
-        more = f"; and {self.count - len(self.examples)} more" if self.count > len(self.examples) else ""
-        return f"skipped {self.count} malformed conversation(s): " + "; ".join(self.examples) + more
+    def note(self, what: str) -> None:
+        self.notes[what] = self.notes.get(what, 0) + 1
+
+    def _by_count(self) -> list[tuple[str, list]]:
+        return sorted(self.reasons.items(), key=lambda kv: -kv[1][0])
+
+    def summary(self, most: int = 3) -> str:
+        """One line: the count and the most common reasons."""
+        top = self._by_count()
+        parts = [f"{n} x {reason}" for reason, (n, _) in top[:most]]
+        if len(top) > most:
+            parts.append(f"{len(top) - most} more reason(s)")
+        return f"skipped {self.count} malformed conversation(s): " + "; ".join(parts)
+
+    def lines(self, most: int = 20) -> list[str]:
+        """The report for a console: one line per reason (its count and first places), then the notes."""
+        out = []
+        if self.count:
+            out.append(
+                f"warning: skipped {self.count} malformed conversation(s) (--strict: stop at the first), by reason:"
+            )
+            top = self._by_count()
+            width = len(str(top[0][1][0]))
+            for reason, (n, places) in top[:most]:
+                more = ", ..." if n > len(places) else ""
+                out.append(f"  {n:>{width}}  {reason}: {_places(places)}{more}")
+            if len(top) > most:
+                rest = sum(n for _, (n, _) in top[most:])
+                out.append(f"  ... and {len(top) - most} more reason(s) ({rest} record(s))")
+        for what, n in self.notes.items():
+            out.append(f"note: {n} {what}")
+        return out

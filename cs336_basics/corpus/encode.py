@@ -49,7 +49,7 @@ class EncodeResult:
     tokens: int
     documents: int
     masked: bool
-    malformed: chat.MalformedReport | None = None
+    malformed: chat.MalformedReport | None = None  # records skipped (or kept with a note), when any
     removed_stale: list[Path] = field(default_factory=list)
 
 
@@ -70,11 +70,15 @@ def documents(
         try:
             if not isinstance(rec.value, dict):
                 raise chat.Malformed("not a JSON record (--chat reads .jsonl/.json files or a Hugging Face data set)")
-            yield chat.render(chat.parse_conversation(rec.value, chat_format))
+            turns = chat.parse_conversation(rec.value, chat_format)
         except chat.Malformed as err:
             if strict:
                 raise CorpusError(f"{rec.where}: malformed conversation: {err} (--strict)") from None
             report.add(rec.where, str(err))
+            continue
+        if any(t.tag for t in turns):
+            report.note(chat.TOOL_NOTE)
+        yield chat.render(turns)
 
 
 def _batches(docs: Iterable[Doc]) -> Iterator[list[Doc]]:
@@ -361,4 +365,5 @@ def encode_corpus(
     except BaseException:
         writer.discard()
         raise
-    return EncodeResult(files, n_tokens, n_docs, chat_format is not None, report if report.count else None, stale)
+    noted = report if report.count or report.notes else None
+    return EncodeResult(files, n_tokens, n_docs, chat_format is not None, noted, stale)
