@@ -188,6 +188,16 @@ def npy_header(dtype: np.dtype, n: int) -> bytes:
     return buf.getvalue()
 
 
+def make_output_dir(out: Path) -> None:
+    """Make the folder of ``out`` when missing, as train_bpe and the trainer make theirs."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TokenizerError(
+            f"{out}: cannot create the output directory {out.parent} ({err.strerror or err})"
+        ) from None
+
+
 def tokenize_file(
     tokenizer_dir: str | os.PathLike,
     input_path: str | os.PathLike,
@@ -214,12 +224,7 @@ def tokenize_file(
     if num_workers is not None and num_workers < 1:
         raise TokenizerError(f"--workers must be >= 1, got {num_workers}")
     workers = num_workers or available_cpus()
-    try:  # a missing output folder is made, as train_bpe and the trainer make theirs
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TokenizerError(
-            f"{out}: cannot create the output directory {out.parent} ({err.strerror or err})"
-        ) from None
+    make_output_dir(out)
     size = inp.stat().st_size
     target = min(4 << 20, max(256 << 10, size // (workers * 16) + 1))
     specials = [s.encode("utf-8") for s in tok.special_tokens]
@@ -486,6 +491,12 @@ def main_documents(args: argparse.Namespace) -> int:
         print("loss mask (1 = assistant answer) written beside the ids as *.mask.npy")
     for f in res.removed_stale:
         print(f"removed {f} (left by an earlier run of this --output)", file=sys.stderr)
+    for f, n in res.oversized:
+        print(
+            f"note: {f} has {n:,} tokens, more than --shard_tokens {args.shard_tokens:,}: it holds one document "
+            "that long (documents are never cut)",
+            file=sys.stderr,
+        )
     if res.malformed is not None:
         for line in res.malformed.lines():
             print(line, file=sys.stderr)

@@ -88,6 +88,54 @@ def test_shards_are_cut_between_documents(tok_dir, tok, tmp_path):
         assert meta["num_tokens"] == len(ids) and meta["num_shards"] == len(shards)
 
 
+def test_a_document_longer_than_a_shard_gets_its_own_shard_and_a_note(tok_dir, tok, tmp_path, capsys):
+    short, long = "the cat sat.", " ".join(sentences(8, seed=4))
+    write_jsonl(tmp_path / "r.jsonl", [{"text": short}, {"text": long}, {"text": short}])
+    n_short, n_long = len(tok.encode(short + EOT)), len(tok.encode(long + EOT))
+    assert n_short < 20 < n_long
+    assert tokenize("--tokenizer", str(tok_dir), "--input", str(tmp_path / "r.jsonl"), "--output",
+                    str(tmp_path / "s.npy"), "--shard_tokens", "20") == 0  # fmt: skip
+    assert [len(np.load(tmp_path / f"s_{i:06d}.npy")) for i in range(3)] == [n_short, n_long, n_short]
+    err = capsys.readouterr().err
+    assert err == (
+        f"note: {tmp_path / 's_000001.npy'} has {n_long:,} tokens, more than --shard_tokens 20: it holds one "
+        "document that long (documents are never cut)\n"
+    )
+
+
+def test_a_missing_output_folder_is_made(tok_dir, tok, tmp_path):
+    docs = sentences(6, seed=6)
+    write_jsonl(tmp_path / "r.jsonl", [{"text": d} for d in docs])
+    for out, shard in (
+        (tmp_path / "new" / "deeper" / "s.npy", ["--shard_tokens", "30"]),
+        (tmp_path / "new2" / "o.npy", []),
+    ):
+        assert (
+            tokenize("--tokenizer", str(tok_dir), "--input", str(tmp_path / "r.jsonl"), "--output", str(out), *shard)
+            == 0
+        )
+        ids = np.concatenate([np.load(p) for p in sorted(out.parent.glob("*.npy"))])
+        assert ids.tolist() == expected_ids(tok, docs)
+
+
+@pytest.mark.parametrize(
+    "line, column",
+    [
+        ('{"text": "the cat sat on"', "at the end of the line, column 26"),  # cut short: 25 characters
+        ('{"text": "the cat", }', "at column 21"),  # the "}" is character 21
+        ('{"text": "the cat sat on', "(Unterminated string starting at column 10)"),
+    ],
+)
+def test_json_errors_name_the_column_in_the_line(line, column, tok_dir, tmp_path, capsys):
+    good = json.dumps({"text": "a dog ran."})
+    (tmp_path / "a.jsonl").write_text(f"{good}\n{line}\n{good}\n", encoding="utf-8")
+    rc = tokenize(
+        "--tokenizer", str(tok_dir), "--input", str(tmp_path / "a.jsonl"), "--output", str(tmp_path / "o.npy")
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "a.jsonl:2: not valid JSON (" in err and column in err, err
+
+
 def test_hf_datasets_local_files_and_save_to_disk_equal_the_jsonl_path(tok_dir, tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")  # in the dev group: always there in CI
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -10,7 +10,7 @@ documents joined that way.
 
 Outputs: ``OUT`` (with its sidecar ``OUT.meta.json``), or with ``shard_tokens=N`` the shards
 ``OUT_000000.npy, OUT_000001.npy, ...`` of at most N tokens each, cut between documents (a single
-longer document gets a shard of its own). Chat data also gets ``OUT.mask.npy`` (uint8, one entry per
+longer document gets a shard of its own, listed in ``EncodeResult.oversized``). Chat data also gets ``OUT.mask.npy`` (uint8, one entry per
 id). Everything is written to temporary files that are renamed into place only once the whole input
 has been read, so an error anywhere leaves no new file behind (and earlier outputs untouched).
 """
@@ -51,6 +51,7 @@ class EncodeResult:
     masked: bool
     malformed: chat.MalformedReport | None = None  # records skipped (or kept with a note), when any
     removed_stale: list[Path] = field(default_factory=list)
+    oversized: list[tuple[Path, int]] = field(default_factory=list)  # shards over shard_tokens: (path, tokens)
 
 
 # ---------------------------------------------------------------------- documents from records
@@ -222,6 +223,10 @@ class TokenWriter:
         self.parts: list[_Part] = []
 
     def _open(self) -> _Part:
+        if not self.parts:  # a missing output folder is made, as train_bpe and the plain-text path make theirs
+            from cs336_basics.tokenize_data import make_output_dir
+
+            make_output_dir(self.output)
         path = shard_path(self.output, len(self.parts)) if self.shard_tokens else self.output
         ids = _TempFile(path, self.dtype if self.npy else None)
         try:
@@ -258,6 +263,12 @@ class TokenWriter:
             part.tokens += n
             part.documents += 1
             pos += n
+
+    def oversized(self) -> list[tuple[Path, int]]:
+        """Shards longer than ``shard_tokens``: each holds one document that long (documents are never cut)."""
+        if not self.shard_tokens:
+            return []
+        return [(p.path, p.tokens) for p in self.parts if p.tokens > self.shard_tokens]
 
     def finish(self, meta: dict[str, Any]) -> tuple[list[Path], list[Path]]:
         """Close, rename everything into place, write the sidecars; remove shards of an earlier,
@@ -301,8 +312,6 @@ class TokenWriter:
 
 
 def check_output(output: Path, inputs: list[Path]) -> None:
-    if str(output.parent) and not output.parent.is_dir():
-        raise CorpusError(f"--output {output}: directory {output.parent} does not exist")
     if output.is_dir():
         raise CorpusError(f"--output {output}: is a directory")
     resolved = {p.resolve() for p in inputs}
@@ -366,4 +375,4 @@ def encode_corpus(
         writer.discard()
         raise
     noted = report if report.count or report.notes else None
-    return EncodeResult(files, n_tokens, n_docs, chat_format is not None, noted, stale)
+    return EncodeResult(files, n_tokens, n_docs, chat_format is not None, noted, stale, writer.oversized())

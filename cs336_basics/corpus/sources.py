@@ -204,7 +204,7 @@ def _json_records(path: Path, text: io.TextIOWrapper) -> Iterator[Record]:
         try:
             data = json.loads(body)
         except json.JSONDecodeError as err:
-            raise CorpusError(f"{path}:{lineno + err.lineno - 1}: not valid JSON ({err.msg})") from None
+            raise _not_json(f"{path}:{lineno + err.lineno - 1}", err, err.colno) from None
         if not isinstance(data, list):
             raise CorpusError(f"{path}: expected a JSON array of records")
         for i, value in enumerate(data, 1):
@@ -219,11 +219,17 @@ def _json_records(path: Path, text: io.TextIOWrapper) -> Iterator[Record]:
 
 def _parse_line(path: Path, lineno: int, line: str) -> Record:
     where = f"{path}:{lineno}"
+    line = line.rstrip("\r\n")  # else a record cut short is "wrong" at column 1 of the line after it
     try:
         value = json.loads(line)
     except json.JSONDecodeError as err:
-        raise CorpusError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+        raise _not_json(where, err, err.pos + 1, at_end=err.pos >= len(line)) from None
     return _as_record(value, where)
+
+
+def _not_json(where: str, err: json.JSONDecodeError, column: int, at_end: bool = False) -> CorpusError:
+    at = "the end of the line, column" if at_end else "column"  # ("... starting at" ends some messages)
+    return CorpusError(f"{where}: not valid JSON ({err.msg.removesuffix(' at')} at {at} {column})")
 
 
 def _as_record(value: Any, where: str) -> Record:
