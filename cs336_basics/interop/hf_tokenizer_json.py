@@ -170,6 +170,17 @@ def _bytes_of(token: str, decoder: dict[str, int], where: str) -> bytes:
         ) from None
 
 
+def _merge_place(path: Path, merge: Any) -> str:
+    """``FILE:LINE`` of a merge written as a string (one a line, as ours and most files have them), else ``FILE``."""
+    if isinstance(merge, str):
+        raw = path.read_text(encoding="utf-8")
+        start = raw.find('"merges"')
+        i = raw.find(json.dumps(merge, ensure_ascii=False), start) if start != -1 else -1
+        if i != -1:
+            return f"{path}:{raw.count(chr(10), 0, i) + 1}"
+    return str(path)
+
+
 def read_tokenizer_json(path: str | os.PathLike) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str]]:
     """``(vocab, merges, special_tokens)`` of a byte-level BPE ``tokenizer.json``, ready for
     ``Tokenizer(vocab, merges, special_tokens)``; every added token becomes a special token (HF
@@ -237,11 +248,18 @@ def read_tokenizer_json(path: str | os.PathLike) -> tuple[dict[int, bytes], list
             raise TokenizerError(f"{where}: ids {seen[b]} and {i} are the same token {b!r}")
         seen[b] = i
 
+    known = set(vocab.values())
     merges: list[tuple[bytes, bytes]] = []
     for n, m in enumerate(model.get("merges") or [], 1):
         parts = m.split(" ") if isinstance(m, str) else m
         if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) and p for p in parts)):
-            raise TokenizerError(f"{where}: merge #{n} {m!r} is not a pair of tokens")
-        merges.append((_bytes_of(parts[0], decoder, where), _bytes_of(parts[1], decoder, where)))
+            raise TokenizerError(f"{_merge_place(path, m)}: merge #{n} {m!r} is not a pair of tokens")
+        a, b = _bytes_of(parts[0], decoder, where), _bytes_of(parts[1], decoder, where)
+        for t, shown in ((a, parts[0]), (b, parts[1]), (a + b, parts[0] + parts[1])):
+            if t not in known:  # (else Tokenizer() refuses it without naming the file)
+                raise TokenizerError(
+                    f"{_merge_place(path, m)}: merge #{n} {m!r}: token {shown!r} is not in model.vocab"
+                )
+        merges.append((a, b))
     specials = [added[i] for i in sorted(added)]
     return vocab, merges, specials
