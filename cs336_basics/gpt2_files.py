@@ -167,8 +167,9 @@ def write_tokenizer_files(
     vocab: dict[int, bytes],
     merges: list[tuple[bytes, bytes]],
     special_tokens: list[str],
-) -> None:
-    """Write vocab.json, merges.txt and special_tokens.json (each atomically) into ``directory``."""
+) -> list[Path]:
+    """Write vocab.json, merges.txt and special_tokens.json (each atomically) into ``directory``;
+    returns their paths."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     vocab_json = {token_to_str(b): i for i, b in sorted(vocab.items())}
@@ -179,3 +180,4 @@ def write_tokenizer_files(
     lines = ["#version: 0.2"] + [f"{token_to_str(a)} {token_to_str(b)}" for a, b in merges]
     atomic_write_text(d / "merges.txt", "\n".join(lines) + "\n")
     atomic_write_text(d / SPECIAL_TOKENS_FILE, json.dumps(special_tokens, ensure_ascii=False) + "\n")
+    return [d / "vocab.json", d / "merges.txt", d / SPECIAL_TOKENS_FILE]

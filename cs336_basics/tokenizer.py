@@ -236,13 +236,15 @@ class Tokenizer:
             special_tokens = read_special_tokens(sp)
         return cls.from_files(d / "vocab.json", d / "merges.txt", special_tokens)
 
-    def save(self, directory: str | os.PathLike) -> None:
+    def save(self, directory: str | os.PathLike) -> list[Path]:
         """Write vocab.json, merges.txt and special_tokens.json, and Hugging Face's tokenizer.json +
-        tokenizer_config.json (so ``transformers.AutoTokenizer`` loads the directory), each atomically."""
-        from cs336_basics.interop.hf_tokenizer_json import write_hf_tokenizer_files
+        tokenizer_config.json (so ``transformers.AutoTokenizer`` loads the directory), each atomically;
+        returns the paths written."""
+        from cs336_basics.interop.hf_tokenizer_json import TOKENIZER_CONFIG, TOKENIZER_JSON, write_hf_tokenizer_files
 
-        write_tokenizer_files(directory, self.vocab, self.merges, self.special_tokens)
+        written = write_tokenizer_files(directory, self.vocab, self.merges, self.special_tokens)
         write_hf_tokenizer_files(directory, self)
+        return [*written, Path(directory) / TOKENIZER_JSON, Path(directory) / TOKENIZER_CONFIG]
 
     # ------------------------------------------------------------------ properties
     @property

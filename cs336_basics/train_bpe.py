@@ -1,4 +1,5 @@
-"""Train a byte-level BPE tokenizer and save it (vocab.json, merges.txt, special_tokens.json).
+"""Train a byte-level BPE tokenizer and save it (vocab.json, merges.txt, special_tokens.json, and
+Hugging Face's tokenizer.json + tokenizer_config.json).
 
     python -m cs336_basics.train_bpe --input data/TinyStoriesV2-GPT4-train.txt \\
         --vocab_size 10000 --special_tokens '<|endoftext|>' --output tokenizers/tinystories-10k
@@ -88,19 +89,17 @@ def check_output_dir(output: str | os.PathLike) -> None:
         raise BPEError(f"--output {out}: cannot write into {probe_dir} ({err.strerror or err})") from None
 
 
-def _save_with_fallback(tok, output: str) -> tuple[str, OSError | None]:
-    """Save into ``output``; if that fails, into a fallback directory. Returns (where, error)."""
+def _save_with_fallback(tok, output: str) -> tuple[str, OSError | None, list[Path]]:
+    """Save into ``output``; if that fails, into a fallback directory. Returns (where, error, files written)."""
     try:
-        tok.save(output)
-        return output, None
+        return output, None, tok.save(output)
     except OSError as err:
         first = err
     fallback = Path(f"train_bpe-output-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     for make in (lambda: fallback, lambda: Path(tempfile.mkdtemp(prefix="train_bpe-output-"))):
         with contextlib.suppress(OSError):
             d = make()
-            tok.save(d)
-            return str(d), first
+            return str(d), first, tok.save(d)
     raise BPEError(
         f"--output {output}: cannot save the tokenizer ({first.strerror or first}), and no fallback "
         "directory (current directory, temp directory) was writable either"
@@ -149,7 +148,7 @@ def _main(args: argparse.Namespace) -> int:
             raise BPEError(f"--input {args.input_label} is empty: nothing to train on")
     check_output_dir(args.output)
     # One training per --output: a second would overwrite these files (freed when main returns or we die).
-    lock = runlock.acquire(args.output, what="--output", hint="wait for it to end or pass another --output")  # noqa: F841
+    lock = runlock.acquire(args.output, what="--output", hint="wait for it to end or pass another --output")
     from cs336_basics.tokenizer import Tokenizer  # import here: only needed once training succeeds
 
     start = time.perf_counter()
@@ -165,7 +164,7 @@ def _main(args: argparse.Namespace) -> int:
         args.input, args.vocab_size, args.special_tokens, num_workers=args.workers, progress=progress
     )
     elapsed = time.perf_counter() - start
-    saved_to, save_error = _save_with_fallback(Tokenizer(vocab, merges, args.special_tokens), args.output)
+    saved_to, save_error, written = _save_with_fallback(Tokenizer(vocab, merges, args.special_tokens), args.output)
     rss_self, rss_kids = _peak_rss_mb()
     print(f"Trained on {args.input_label} in {elapsed:.2f}s")
     workers = f", {rss_kids:.0f} MiB (largest worker)" if rss_kids > 0 else " (no worker processes)"
@@ -187,7 +186,11 @@ def _main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"Saved tokenizer to {args.output} (vocab.json, merges.txt, special_tokens.json)")
+    names = ", ".join(p.name for p in written)
+    lock_file = Path(args.output) / runlock.LOCK_NAME
+    if lock.held and lock_file.exists():
+        names += f"; and {lock_file.name}, the lock that keeps two runs of train_bpe off one --output"
+    print(f"Saved tokenizer to {args.output} ({names})")
     return 0
 
 

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,27 @@ def test_unreachable_vocab_size_warns_with_the_size_reached(tmp_path, capsys) ->
     big.write_text(" ".join(words * 3), encoding="utf-8")
     rc, _, err = _run(train_main, _train_argv(big, tmp_path / "tok2", 280), capsys)
     assert rc == 0 and "warning" not in err
+
+
+def test_saved_message_lists_every_file_written(src, tmp_path, capsys) -> None:
+    out = tmp_path / "tok"
+    rc, stdout, _ = _run(train_main, _train_argv(src, out), capsys)
+    assert rc == 0
+    (line,) = [ln for ln in stdout.splitlines() if ln.startswith("Saved tokenizer to")]
+    named = set(re.findall(r"[\w.]*\.(?:json|txt)|\.lock", line))
+    assert named == {p.name for p in out.iterdir()}, line  # the directory itself is the reference
+
+
+def test_bad_merge_in_tokenizer_json_names_the_file_and_line(tok_dir, src, tmp_path, capsys) -> None:
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    data = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    data["model"]["merges"][2] = "zz qq"  # neither is a token
+    (hf / "tokenizer.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    lines = [ln.strip() for ln in (hf / "tokenizer.json").read_text(encoding="utf-8").splitlines()]
+    line = lines.index('"zz qq",') + 1
+    rc, _, err = _run(tokenize_main, ["--tokenizer", hf, "--input", src, "--output", tmp_path / "o.npy"], capsys)
+    assert (
+        rc == 2
+        and err == f"error: {hf / 'tokenizer.json'}:{line}: merge #3 'zz qq': token 'zz' is not in model.vocab\n"
+    )
