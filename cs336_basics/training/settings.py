@@ -249,7 +249,8 @@ class TrainSettings:
     tensorboard_dir: str | None = field(
         default=None,
         metadata=_opt(
-            "evaluation, logging, checkpoints", "also write TensorBoard scalars here (uv sync --extra tensorboard)"
+            "evaluation, logging, checkpoints",
+            "also write TensorBoard scalars here (uv sync --extra tensorboard); an empty value means off",
         ),
     )
     # -- objective and mixture of experts (cs336_basics.extensions.diffusion, cs336_basics.extensions.moe) -------------
@@ -672,6 +673,8 @@ def _given_on_command_line(argv: Sequence[str], add_extras: Callable | None) -> 
 
 
 def _derived_defaults(s: TrainSettings) -> None:
+    if s.tensorboard_dir == "":  # off, like leaving it out (Path("") would be the working directory)
+        s.tensorboard_dir = None
     if s.warmup_iters is None:
         s.warmup_iters = min(COURSE_WARMUP_ITERS, max(s.max_iters // 10, 0))
     if s.min_lr is None:
@@ -754,6 +757,8 @@ def check_knobs(s: TrainSettings) -> None:
         raise ConfigError("--zero1 and --fsdp both shard the optimizer state: pick one (--fsdp also shards weights)")
     if s.tensorboard_flush_every is not None and s.tensorboard_dir is None:
         raise ConfigError("--tensorboard_flush_every needs --tensorboard_dir")
+    if s.checkpoint_dir == "":
+        raise ConfigError("--checkpoint_dir is empty: give a directory, or leave it out for runs/RUN_NAME")
     if s.on_checkpoint is not None and not s.on_checkpoint.strip():
         raise ConfigError("--on_checkpoint is empty: give a shell command, e.g. 'cp {path} /backup/'")
     if s.run_name is not None and (
