@@ -45,7 +45,8 @@ _MODEL_DEFAULTS = ModelConfig()
 RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_data_path", "val_data_path",
                   "use_wandb", "wandb_project", "wandb_run_name", "tensorboard_dir")  # fmt: skip
 # ... and the trainer knobs that only change where things go or how they are shown.
-RESUME_NEUTRAL += ("run_name", "log_format", "on_checkpoint", "on_checkpoint_timeout", "tensorboard_flush_every")
+RESUME_NEUTRAL += ("run_name", "log_format", "on_checkpoint", "on_checkpoint_timeout", "tensorboard_flush_every",
+                   "allow_tokenizer_change")  # fmt: skip
 
 # The course's warmup, used when the run is long enough for it (see _derived_defaults).
 COURSE_WARMUP_ITERS = 2000
@@ -333,6 +334,15 @@ class TrainSettings:
         metadata=_opt(
             "fine-tuning",
             "start from this checkpoint's weights (.pt or run directory): fresh optimizer, step 0, its model shape",
+        ),
+    )
+    allow_tokenizer_change: bool = field(
+        default=False,
+        metadata=_opt(
+            "fine-tuning",
+            "continue from a checkpoint (--init_from, --resume, --resume_from) whose training data came from "
+            "another tokenizer than --train_data_path's (their sidecars' sha256 differ); without it such a run "
+            "is refused",
         ),
     )
     config: str | None = field(
