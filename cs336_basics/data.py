@@ -19,6 +19,7 @@ from cs336_basics.utils.token_files import RAW_SUFFIXES, read_tokens_meta, token
 __all__ = [
     "DataError",
     "RAW_SUFFIXES",
+    "TokenIdOutOfRange",
     "get_batch",
     "load_tokens",
     "read_tokens_meta",
@@ -83,9 +84,20 @@ def get_batch(
     return x, y
 
 
-def _bad_id_error(path: Path, pos: int, value: int, vocab_size: int, is_bin: bool) -> DataError:
-    hint = " (wrong --data_dtype?)" if is_bin else ""
-    return DataError(f"{path}: token id {value} at position {pos:,} is out of range for vocab_size={vocab_size}{hint}")
+class TokenIdOutOfRange(DataError):
+    """A token id outside ``0 .. vocab_size - 1``; :meth:`for_model` says whose vocabulary it is."""
+
+    def __init__(self, path: Path, pos: int, value: int, vocab_size: int, is_bin: bool, model: str = "") -> None:
+        self.details = (path, pos, value, vocab_size, is_bin)
+        whose = f", the vocabulary of {model}" if model else ""
+        hint = " (wrong --data_dtype?)" if is_bin else ""
+        super().__init__(
+            f"{path}: token id {value} at position {pos:,} is out of range for vocab_size={vocab_size}{whose}{hint}"
+        )
+
+    def for_model(self, model: str) -> TokenIdOutOfRange:
+        """The same error naming the model (e.g. ``--init_from runs/a/best.pt``) whose vocab_size it is."""
+        return TokenIdOutOfRange(*self.details, model=model)
 
 
 def load_tokens(
@@ -167,5 +179,5 @@ def load_tokens(
             if chunk.max() >= vocab_size or (signed and chunk.min() < 0):
                 bad = (chunk >= vocab_size) | (chunk < 0)
                 i = int(np.argmax(bad))
-                raise _bad_id_error(p, start + i, int(chunk[i]), vocab_size, is_bin)
+                raise TokenIdOutOfRange(p, start + i, int(chunk[i]), vocab_size, is_bin)
     return data

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_basics.corpus.finetune import load_init_weights
-from cs336_basics.corpus.shards import data_meta, data_notes, open_token_data
-from cs336_basics.data import get_batch
+from cs336_basics.corpus.finetune import init_checkpoint, load_init_weights
+from cs336_basics.corpus.shards import data_meta, data_notes, first_sidecar, open_token_data
+from cs336_basics.data import TokenIdOutOfRange, get_batch
 from cs336_basics.extensions.schedules import make_schedule
 from cs336_basics.model import TransformerLM
 from cs336_basics.muon import Muon
@@ -78,7 +78,7 @@ from cs336_basics.training.step import (
 from cs336_basics.utils import runlock
 from cs336_basics.utils.errors import UserError, run_cli
 from cs336_basics.utils.fsutil import atomic_write_text
-from cs336_basics.utils.token_files import carry_tokenizer
+from cs336_basics.utils.token_files import carry_tokenizer, describe_tokenizer, recorded_fingerprint
 
 
 class TrainingFailure(Exception):
@@ -176,6 +176,52 @@ def load_data(s: TrainSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str
     return train, val, meta
 
 
+def continued_checkpoint(
+    s: TrainSettings, resume: tuple[Path, dict[str, Any]] | None
+) -> tuple[str, Path, dict[str, Any]] | None:
+    """The checkpoint this run continues (a resume wins over --init_from): the flag naming it, its path
+    and payload; None for a run from scratch."""
+    if resume is not None:
+        return ("--resume_from" if s.resume_from else "--resume"), resume[0], resume[1]
+    if s.init_from:
+        return "--init_from", *init_checkpoint(s.init_from)
+    return None
+
+
+def check_same_tokenizer(s: TrainSettings, source: tuple[str, Path, dict[str, Any]] | None) -> None:
+    """Ids mean tokens of one tokenizer: data from another than the checkpoint's training data is
+    refused in one line naming both (unless --allow_tokenizer_change). Where only one side records
+    a fingerprint it cannot be checked, and the console says so once."""
+    if source is None:
+        return
+    flag, path, payload = source
+    trained, data = payload.get("tokenizer"), first_sidecar(s.train_data_path, "--train_data_path")
+    was, now = recorded_fingerprint(trained), recorded_fingerprint(data)
+    if was is None or now is None:
+        if was is not None or now is not None:
+            if was is None:
+                why = f"{path} records no tokenizer fingerprint"
+            elif data is None:
+                why = f"{s.train_data_path} has no .meta.json sidecar"
+            else:
+                why = f"the sidecar of {s.train_data_path} records no tokenizer fingerprint"
+            print0(f"Note: cannot check that {s.train_data_path} and {flag} {path} share a tokenizer: {why}")
+        return
+    if was == now:
+        return
+    assert isinstance(trained, dict) and isinstance(data, dict)
+    what = (
+        f"{flag} {path} was trained with tokenizer {describe_tokenizer(trained)}, but {s.train_data_path} was "
+        f"tokenized with {describe_tokenizer(data)}"
+    )
+    if not s.allow_tokenizer_change:
+        raise UserError(
+            f"{what}: its ids mean other tokens to this model; tokenize the data with the checkpoint's tokenizer, "
+            "or pass --allow_tokenizer_change to train on it anyway"
+        )
+    runtime.eprint0(f"warning: {what} (--allow_tokenizer_change)")
+
+
 LOCK_HINT = "wait for it to end (then --resume continues it) or pass another --checkpoint_dir"
 
 
@@ -193,10 +239,29 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
         zero1.check_launch(rt)
     name_given, dir_given = s.run_name is not None, s.checkpoint_dir is not None
     settle_run_name(s, rt)
-    cfg = s.model_config()
     manager = CheckpointManager(s.checkpoint_dir, keep_last=s.keep_last)
     runtime.init_process_group(rt)  # first: every rank must learn whether rank 0 got the directory's lock
     lock = runtime.rank0_decides(rt, lambda: runlock.acquire(s.checkpoint_dir, what="--checkpoint_dir", hint=LOCK_HINT))
+    try:
+        return _setup_locked(s, model_factory, rt, manager, lock, name_given=name_given, dir_given=dir_given)
+    except BaseException:
+        if lock is not None:  # a refused run leaves no empty run folder behind (what was there stays)
+            lock.discard()
+        raise
+
+
+def _setup_locked(
+    s: TrainSettings,
+    model_factory: nn.Module | Callable[[], nn.Module] | None,
+    rt: runtime.Runtime,
+    manager: CheckpointManager,
+    lock: runlock.RunLock | None,
+    *,
+    name_given: bool,
+    dir_given: bool,
+) -> Run:
+    """:func:`setup` once rank 0 holds the run directory's lock."""
+    cfg = s.model_config()
     if rt.is_main:
         manager.check_writable()
         for stale in manager.remove_stale_temps():
@@ -221,7 +286,12 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
             + (f"continuing from {resume[0].name}" if resume else "no checkpoint to continue from; starting over")
             + ("" if s.resume or s.resume_from else " (pass --resume so a restart continues the run)")
         )
-    train_data, val_data, tokenizer = load_data(s)
+    source = continued_checkpoint(s, resume)
+    check_same_tokenizer(s, source)
+    try:
+        train_data, val_data, tokenizer = load_data(s)
+    except TokenIdOutOfRange as err:  # the vocab_size is the checkpoint's: say so
+        raise err if source is None else err.for_model(f"{source[0]} {source[1]}") from None
     if s.objective == "diffusion" and any(getattr(d, "masked", False) for d in (train_data, val_data)):
         raise UserError("loss masks (*.mask.npy, conversation data) apply to --objective ar, not diffusion")
     tokens_per_step = s.batch_size * s.context_length * s.grad_accum_steps * rt.world_size

@@ -78,3 +78,14 @@ def test_muon_ns_dtype_reaches_the_optimizer_and_needs_muon():
     assert groups_dtype("--optimizer", "muon", "--muon_ns_dtype", "float32") == {torch.float32}
     with pytest.raises(ConfigError, match="--muon_ns_dtype bfloat16: applies to --optimizer muon only"):
         parse_settings(["--train_data_path", "t.npy", "--muon_ns_dtype", "bfloat16"])
+
+
+def test_an_empty_tensorboard_dir_is_off_and_an_empty_checkpoint_dir_is_refused():
+    """Path('') is the working directory: '' must never send TensorBoard files or checkpoints there."""
+    assert parse_settings(["--train_data_path", "t.npy", "--tensorboard_dir", ""]).tensorboard_dir is None
+    assert TrainSettings.from_kwargs(train_data_path="t.npy", tensorboard_dir="").tensorboard_dir is None
+    assert parse_settings(["--train_data_path", "t.npy", "--tensorboard_dir", "tb"]).tensorboard_dir == "tb"
+    with pytest.raises(ConfigError, match="--tensorboard_flush_every needs --tensorboard_dir"):
+        parse_settings(["--train_data_path", "t.npy", "--tensorboard_dir", "", "--tensorboard_flush_every", "5"])
+    with pytest.raises(ConfigError, match="--checkpoint_dir is empty"):
+        parse_settings(["--train_data_path", "t.npy", "--checkpoint_dir", ""])

@@ -177,3 +177,29 @@ def test_a_lock_file_left_by_a_dead_process_is_not_a_lock(tmp_path):
         assert lock.held
         with pytest.raises(runlock.DirectoryInUse, match=f"pid {os.getpid()} on host"):
             runlock.acquire(d)  # a second descriptor, even in this process, is refused
+
+
+def test_discard_takes_away_only_what_acquire_created(tmp_path):
+    """A run refused during setup: the directories and lock file it made go; what was there stays."""
+    fresh = tmp_path / "runs" / "a" / "b"
+    lock = runlock.acquire(fresh)
+    assert lock.held and (fresh / runlock.LOCK_NAME).is_file()
+    lock.discard()
+    assert not lock.held and sorted(tmp_path.iterdir()) == []  # runs/, runs/a and runs/a/b were all its own
+
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    lock = runlock.acquire(mine / "sub")
+    lock.discard()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["mine", "sub"]  # only the lock file was new
+
+    (mine / "sub" / runlock.LOCK_NAME).write_text("")  # a lock file from an earlier run is that run's
+    runlock.acquire(mine / "sub").discard()
+    assert (mine / "sub" / runlock.LOCK_NAME).is_file()
+
+    busy = tmp_path / "busy"
+    lock = runlock.acquire(busy)
+    (busy / "metrics.jsonl").write_text("{}\n")  # written after the lock: the folder is no longer empty
+    lock.discard()
+    assert sorted(p.name for p in busy.iterdir()) == [runlock.LOCK_NAME, "metrics.jsonl"]
+    runlock.acquire(busy).release()  # and the lock is free again

@@ -75,6 +75,12 @@ def apply_init_from(settings: Any, explicit: set[str], model_fields: Sequence[st
         setattr(settings, name, type(have)(want) if isinstance(have, float) else want)
 
 
+def init_checkpoint(init_from: str) -> tuple[Path, dict[str, Any]]:
+    """The ``--init_from`` checkpoint's path and payload (read once: :func:`load_init_weights` reuses it)."""
+    path = resolve_init_checkpoint(init_from)
+    return path, _read(path)
+
+
 def load_init_weights(model: Any, init_from: str, say: Callable[[str], None]) -> Path:
     """Copy the checkpoint's weights into ``model`` (before any FSDP sharding or optimizer)."""
     from cs336_basics.training.checkpoints import load_model_weights

@@ -157,6 +157,12 @@ def data_meta(data: np.ndarray | TokenShards | None, spec: str | None) -> dict[s
     return read_tokens_meta(spec) if data is not None and spec else None
 
 
+def first_sidecar(spec: str, flag: str) -> dict[str, Any] | None:
+    """The sidecar of the first of ``spec``'s token files that has one, read before any file is
+    loaded (whether shards agree on their tokenizer is checked when they are)."""
+    return next((m for m in map(read_tokens_meta, resolve_token_paths(spec, flag)) if m is not None), None)
+
+
 def data_notes(train: Any, val: Any) -> list[str]:
     """What the console says once about sharded or masked data."""
     notes = []

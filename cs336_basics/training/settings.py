@@ -45,7 +45,8 @@ _MODEL_DEFAULTS = ModelConfig()
 RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_data_path", "val_data_path",
                   "use_wandb", "wandb_project", "wandb_run_name", "tensorboard_dir")  # fmt: skip
 # ... and the trainer knobs that only change where things go or how they are shown.
-RESUME_NEUTRAL += ("run_name", "log_format", "on_checkpoint", "on_checkpoint_timeout", "tensorboard_flush_every")
+RESUME_NEUTRAL += ("run_name", "log_format", "on_checkpoint", "on_checkpoint_timeout", "tensorboard_flush_every",
+                   "allow_tokenizer_change")  # fmt: skip
 
 # The course's warmup, used when the run is long enough for it (see _derived_defaults).
 COURSE_WARMUP_ITERS = 2000
@@ -249,7 +250,8 @@ class TrainSettings:
     tensorboard_dir: str | None = field(
         default=None,
         metadata=_opt(
-            "evaluation, logging, checkpoints", "also write TensorBoard scalars here (uv sync --extra tensorboard)"
+            "evaluation, logging, checkpoints",
+            "also write TensorBoard scalars here (uv sync --extra tensorboard); an empty value means off",
         ),
     )
     # -- objective and mixture of experts (cs336_basics.extensions.diffusion, cs336_basics.extensions.moe) -------------
@@ -332,6 +334,15 @@ class TrainSettings:
         metadata=_opt(
             "fine-tuning",
             "start from this checkpoint's weights (.pt or run directory): fresh optimizer, step 0, its model shape",
+        ),
+    )
+    allow_tokenizer_change: bool = field(
+        default=False,
+        metadata=_opt(
+            "fine-tuning",
+            "continue from a checkpoint (--init_from, --resume, --resume_from) whose training data came from "
+            "another tokenizer than --train_data_path's (their sidecars' sha256 differ); without it such a run "
+            "is refused",
         ),
     )
     config: str | None = field(
@@ -672,6 +683,8 @@ def _given_on_command_line(argv: Sequence[str], add_extras: Callable | None) -> 
 
 
 def _derived_defaults(s: TrainSettings) -> None:
+    if s.tensorboard_dir == "":  # off, like leaving it out (Path("") would be the working directory)
+        s.tensorboard_dir = None
     if s.warmup_iters is None:
         s.warmup_iters = min(COURSE_WARMUP_ITERS, max(s.max_iters // 10, 0))
     if s.min_lr is None:
@@ -754,6 +767,8 @@ def check_knobs(s: TrainSettings) -> None:
         raise ConfigError("--zero1 and --fsdp both shard the optimizer state: pick one (--fsdp also shards weights)")
     if s.tensorboard_flush_every is not None and s.tensorboard_dir is None:
         raise ConfigError("--tensorboard_flush_every needs --tensorboard_dir")
+    if s.checkpoint_dir == "":
+        raise ConfigError("--checkpoint_dir is empty: give a directory, or leave it out for runs/RUN_NAME")
     if s.on_checkpoint is not None and not s.on_checkpoint.strip():
         raise ConfigError("--on_checkpoint is empty: give a shell command, e.g. 'cp {path} /backup/'")
     if s.run_name is not None and (

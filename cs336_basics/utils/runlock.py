@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cs336_basics.utils.errors import UserError
@@ -33,11 +33,19 @@ class DirectoryInUse(UserError):
 
 
 class RunLock:
-    """An acquired lock on ``directory``; :meth:`release` (or process exit) frees it."""
+    """An acquired lock on ``directory``; :meth:`release` (or process exit) frees it.
 
-    def __init__(self, directory: Path, fd: int | None) -> None:
+    ``created_dirs`` (the deepest first) and ``created_file``: what :func:`acquire` made, so that a
+    run refused during setup can take it away again (:meth:`discard`).
+    """
+
+    def __init__(
+        self, directory: Path, fd: int | None, created_dirs: tuple[Path, ...] = (), created_file: bool = False
+    ) -> None:
         self.directory = directory
         self._fd = fd
+        self.created_dirs = created_dirs
+        self.created_file = created_file
 
     @property
     def held(self) -> bool:
@@ -48,15 +56,40 @@ class RunLock:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the only descriptor drops the flock
 
+    def discard(self) -> None:
+        """Release, and take away what :func:`acquire` created, as long as nothing else was put there:
+        the lock file, then each directory it made while it is empty (so a run refused before it
+        wrote anything leaves no empty run folder behind). A directory that existed before, or one
+        that now holds anything besides the lock file, is left alone."""
+        try:
+            only_lock = [p.name for p in self.directory.iterdir()] == [LOCK_NAME]
+        except OSError:
+            only_lock = False
+        if self.created_file and (only_lock or self.directory not in self.created_dirs):
+            with contextlib.suppress(OSError):  # unlinked while still held: no other run can have it
+                (self.directory / LOCK_NAME).unlink()
+        self.release()
+        for d in self.created_dirs:  # deepest first; stops at the first one that is not empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
     def __enter__(self) -> RunLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def __del__(self) -> None:  # a lock dropped by an exception unwinding setup is freed with it
-        with contextlib.suppress(Exception):  # (at interpreter exit the kernel frees it anyway)
-            self.release()
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        # A lock dropped by an exception unwinding setup is freed with it. No module globals here:
+        # at interpreter exit they may already be None (and the kernel frees the lock anyway).
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            try:
+                _close(fd)
+            except OSError:
+                pass
 
 
 def describe_holder(path: Path) -> str:
@@ -81,6 +114,7 @@ def acquire(directory: str | os.PathLike, *, what: str = "directory", hint: str 
         import fcntl
     except ImportError:  # Windows
         return RunLock(d, None)
+    created = _missing_dirs(d)
     try:
         d.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -89,7 +123,7 @@ def acquire(directory: str | os.PathLike, *, what: str = "directory", hint: str 
         raise UserError(f"cannot create {what} {d}: {err.strerror or err}") from None
     path = d / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd, made = _open_lock_file(path)
     except OSError as err:
         raise UserError(f"{what} {d} is not writable: cannot create {path}: {err.strerror or err}") from None
     try:
@@ -101,13 +135,32 @@ def acquire(directory: str | os.PathLike, *, what: str = "directory", hint: str 
             raise DirectoryInUse(
                 f"{what} {d} is in use by another run: {describe_holder(path)} (lock file {path}){tail}"
             ) from None
-        return RunLock(d, None)  # ENOLCK / EOPNOTSUPP: no locking on this file system
+        return RunLock(d, None, created, made)  # ENOLCK / EOPNOTSUPP: no locking on this file system
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n"
     with contextlib.suppress(OSError):  # the details only feed the message; the lock is what counts
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
-    return RunLock(d, fd)
+    return RunLock(d, fd, created, made)
+
+
+def _missing_dirs(d: Path) -> tuple[Path, ...]:
+    """``d`` and those of its parents that do not exist yet, the deepest first."""
+    missing = []
+    for p in (d, *d.parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
+    return tuple(missing)
+
+
+def _open_lock_file(path: Path) -> tuple[int, bool]:
+    """The lock file's descriptor, and whether this call created the file."""
+    flags = os.O_RDWR | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        return os.open(path, flags | os.O_CREAT, 0o644), False
 
 
 @contextlib.contextmanager

@@ -36,6 +36,24 @@ def tokenizer_fingerprint(directory: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+# What tokenizer_fingerprint gives a directory with none of TOKENIZER_FILES (a Hugging Face one holding
+# only tokenizer.json): it tells no two such tokenizers apart, so it counts as no fingerprint.
+_NO_FILES_FINGERPRINT = hashlib.sha256().hexdigest()
+
+
+def recorded_fingerprint(meta: Any) -> str | None:
+    """The tokenizer fingerprint a sidecar (or a checkpoint's ``tokenizer`` entry, a copy of one)
+    records, or None when it records none that identifies a tokenizer."""
+    sha = meta.get("tokenizer_sha256") if isinstance(meta, dict) else None
+    return sha if isinstance(sha, str) and sha and sha != _NO_FILES_FINGERPRINT else None
+
+
+def describe_tokenizer(meta: dict[str, Any]) -> str:
+    """``tok/ (sha256 49233ebfb0e6...)``: a sidecar's tokenizer, for messages."""
+    where, sha = meta.get("tokenizer_dir"), str(meta.get("tokenizer_sha256"))
+    return f"{where if isinstance(where, str) and where else '(directory not recorded)'} (sha256 {sha[:12]}...)"
+
+
 def tokens_meta(tok: Any, tokenizer_dir: str | os.PathLike, dtype: Any, source: str, **extra: Any) -> dict[str, Any]:
     """The sidecar of a token file written with ``tok`` (a ``Tokenizer``) from ``tokenizer_dir``: the
     keys :func:`read_tokens_meta` documents, plus ``extra`` (e.g. ``num_tokens``)."""
