@@ -89,3 +89,10 @@ def test_an_empty_tensorboard_dir_is_off_and_an_empty_checkpoint_dir_is_refused(
         parse_settings(["--train_data_path", "t.npy", "--tensorboard_dir", "", "--tensorboard_flush_every", "5"])
     with pytest.raises(ConfigError, match="--checkpoint_dir is empty"):
         parse_settings(["--train_data_path", "t.npy", "--checkpoint_dir", ""])
+
+
+@pytest.mark.parametrize("flag", ["--init_from", "--resume_from"])
+def test_an_empty_checkpoint_to_start_from_is_refused(flag):
+    """An unset shell variable ($CKPT) must not silently start a fresh run."""
+    with pytest.raises(ConfigError, match=f"{flag} is empty"):
+        parse_settings(["--train_data_path", "t.npy", flag, ""])

@@ -769,6 +769,9 @@ def check_knobs(s: TrainSettings) -> None:
         raise ConfigError("--tensorboard_flush_every needs --tensorboard_dir")
     if s.checkpoint_dir == "":
         raise ConfigError("--checkpoint_dir is empty: give a directory, or leave it out for runs/RUN_NAME")
+    for name in ("init_from", "resume_from"):  # empty (an unset shell variable) would silently start from scratch
+        if getattr(s, name) == "":
+            raise ConfigError(f"--{name} is empty: give a checkpoint file or run directory, or leave it out")
     if s.on_checkpoint is not None and not s.on_checkpoint.strip():
         raise ConfigError("--on_checkpoint is empty: give a shell command, e.g. 'cp {path} /backup/'")
     if s.run_name is not None and (
