@@ -1,47 +1,35 @@
-"""Checkpointing, the course's interface: save and restore a run's model, optimizer and step.
+"""Checkpointing (handout section 5.2): save a run's model, optimizer and step, and restore them.
 
 A checkpoint is three things: the model's ``state_dict()``, the optimizer's ``state_dict()`` (for
-AdamW: the step count and both moment estimates of every parameter) and the iteration, so that
-training can continue exactly where it stopped::
+AdamW: each parameter's step count and both moment estimates) and the iteration, so training can
+continue exactly where it stopped::
 
     save_checkpoint(model, optimizer, iteration, "ckpt.pt")
     iteration = load_checkpoint("ckpt.pt", model, optimizer)
 
-The model's config travels with it (``model_config``), so a checkpoint can be loaded without
-repeating its flags. What makes these files safe to rely on -- an atomic write with a sha256
-sidecar, ``weights_only`` loading with one-line errors, a fit check that names the config
-difference -- lives in :mod:`cs336_basics.training.checkpoints`, beside the run's checkpoint manager.
+The training program's checkpoints (``cs336_basics.training.checkpoints``) hold more (the data
+position, RNG states, the config) and are written atomically with a checksum.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import IO, BinaryIO
 
 import torch
 
-from cs336_basics.training.checkpoints import (
-    Source,
-    build_payload,
-    checkpoint_iteration,
-    load_model_weights,
-    load_optimizer_state,
-    read_checkpoint,
-    write_checkpoint,
-)
+Source = str | os.PathLike | BinaryIO | IO[bytes]
 
 
-def save_checkpoint(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, iteration: int, out: Source, **extra: Any
-) -> None:
-    """Save model, optimizer and iteration (plus ``extra`` keys) to a path or a binary file object."""
-    payload = build_payload(model, optimizer, iteration, **extra)  # {"model", "optimizer", "iteration", ...}
-    write_checkpoint(payload, out)
+def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int, out: Source) -> None:
+    """Write model, optimizer and iteration to a path or a binary file object."""
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration}, out)
 
 
 def load_checkpoint(src: Source, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
     """Restore the model (and the optimizer, if given) from ``src``; return the saved iteration."""
-    payload = read_checkpoint(src)
-    load_model_weights(model, payload, src)
+    payload = torch.load(src, map_location="cpu", weights_only=True)
+    model.load_state_dict(payload["model"])
     if optimizer is not None:
-        load_optimizer_state(optimizer, payload, src)
-    return checkpoint_iteration(payload, src)
+        optimizer.load_state_dict(payload["optimizer"])
+    return payload["iteration"]

@@ -121,7 +121,7 @@ def sample(
     per step).
     """
     from cs336_basics.extensions import diffusion
-    from cs336_basics.model import generate
+    from cs336_basics.lm.generate import generate
 
     extra = {}
     if diffusion.is_diffusion(model.config):  # the objective is the checkpoint's, chosen here once
@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     device = resolve_device(args.device, what="--device")
 
-    from cs336_basics.tokenizer import Tokenizer
+    from cs336_basics.fast.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_dir(tok_dir)
     model, payload, path = load_model(ckpt, device)

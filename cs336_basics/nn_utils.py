@@ -1,8 +1,7 @@
-"""Training-loss and gradient utilities: cross-entropy, perplexity, global-norm gradient clipping.
+"""The loss and the gradient clip (handout sections 4.1 and 4.5): cross-entropy and global-norm clipping.
 
-Written from scratch (no ``torch.nn.functional``). ``clip_grad_norm`` here is the handout's plain
-version; its fast twin (multi-tensor kernels, FSDP2 shards, no host sync) is
-:mod:`cs336_basics.fast_nn_utils`, which the training program uses.
+Written from scratch (no ``torch.nn.functional``). The training program uses the fast twins in
+:mod:`cs336_basics.fast.nn_utils` (multi-tensor kernels, FSDP2 shards, no host sync; a masked loss).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["cross_entropy", "masked_cross_entropy", "perplexity", "clip_grad_norm"]
+__all__ = ["cross_entropy", "clip_grad_norm"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -51,40 +50,12 @@ def cross_entropy(logits: Float[Tensor, "... vocab"], targets: Int[Tensor, ...])
     return (log_sum_exp - target_logit).mean()
 
 
-def masked_cross_entropy(
-    logits: Float[Tensor, "... vocab"], targets: Int[Tensor, ...], mask: Tensor, reduction: str = "mean"
-) -> Float[Tensor, ""]:
-    """Cross-entropy over the positions where ``mask`` is nonzero only (e.g. the assistant's answers).
-
-    ``mean``: their mean (0, with zero gradient, when the mask is all zero: a window of prompt text
-    only must not turn into a NaN step); ``sum``: their sum. Same arithmetic per token as
-    :func:`cross_entropy` (float32 for low-precision logits, the row max subtracted first).
-    """
-    work = logits.float()
-    row_max = work.detach().amax(dim=-1, keepdim=True)
-    log_sum_exp = torch.log((work - row_max).exp().sum(dim=-1)) + row_max.squeeze(-1)
-    target_logit = work.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
-    weight = mask.to(log_sum_exp.dtype)
-    total = ((log_sum_exp - target_logit) * weight).sum()
-    return total if reduction == "sum" else total / weight.sum().clamp_min(1.0)
-
-
-def perplexity(mean_loss: float | Tensor) -> float:
-    """``exp(mean cross-entropy)``; ``inf`` instead of an OverflowError for a diverged loss."""
-    value = float(mean_loss.item() if isinstance(mean_loss, Tensor) else mean_loss)
-    try:
-        return math.exp(value)
-    except OverflowError:
-        return math.inf
-
-
 def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``; returns the norm.
 
     The norm is taken over every gradient together (parameters without ``.grad`` are skipped). If it
     exceeds ``max_norm``, each gradient is multiplied by ``max_norm / (norm + 1e-6)`` (the handout's
-    epsilon, for numerical stability). The fast twin used by the training program (multi-tensor kernels,
-    FSDP2 shards, no host sync) is :mod:`cs336_basics.fast_nn_utils`.
+    epsilon, for numerical stability).
     """
     if isinstance(parameters, Tensor):
         parameters = [parameters]

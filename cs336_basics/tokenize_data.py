@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import signal
@@ -40,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cs336_basics.pretokenize import (
+from cs336_basics.corpus.encode import make_output_dir, npy_header, output_dtype
+from cs336_basics.fast.pretokenize import (
     PRETOKEN_RE,
     ascii_pretoken_re,
     available_cpus,
@@ -49,12 +49,11 @@ from cs336_basics.pretokenize import (
     special_pattern,
     split_on_specials,
 )
-from cs336_basics.tokenizer import Tokenizer, TokenizerError
+from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.fsutil import atomic_write, atomic_write_text
 from cs336_basics.utils.pool import in_order, start_method
 from cs336_basics.utils.token_files import (
-    RAW_SUFFIXES,
     read_tokens_meta,
     tokens_meta,
     tokens_meta_path,
@@ -64,24 +63,6 @@ ProgressFn = Callable[[int, int, int], None]  # (bytes done, total bytes, tokens
 
 _NPY = ".npy"
 _ASCII_RE = ascii_pretoken_re(str)
-
-
-def output_dtype(output_path: str | os.PathLike, vocab_size: int) -> np.dtype:
-    """Little-endian dtype for the ids of a ``vocab_size`` tokenizer in ``output_path``; raises
-    TokenizerError for a suffix the trainer cannot read or a vocabulary ``.u16`` cannot hold."""
-    out = Path(output_path)
-    suffix = out.suffix.lower()
-    if suffix not in (_NPY, *RAW_SUFFIXES):
-        raise TokenizerError(
-            f"{out}: unknown output extension {out.suffix!r} (use .npy, or raw little-endian ids: "
-            f"{', '.join(RAW_SUFFIXES)})"
-        )
-    fits16 = vocab_size <= 1 << 16
-    if suffix == ".u16" and not fits16:
-        raise TokenizerError(
-            f"{out}: a vocabulary of {vocab_size:,} ids does not fit .u16 (uint16 holds 65,536); use .u32 or .npy"
-        )
-    return np.dtype("<u2") if fits16 and suffix != ".u32" else np.dtype("<u4")
 
 
 # ---------------------------------------------------------------------- worker side
@@ -180,24 +161,6 @@ def _emit_result(task, future, emit) -> None:
 
 
 # ---------------------------------------------------------------------- library entry point
-def npy_header(dtype: np.dtype, n: int) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
-    )
-    return buf.getvalue()
-
-
-def make_output_dir(out: Path) -> None:
-    """Make the folder of ``out`` when missing, as train_bpe and the trainer make theirs."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TokenizerError(
-            f"{out}: cannot create the output directory {out.parent} ({err.strerror or err})"
-        ) from None
-
-
 def tokenize_file(
     tokenizer_dir: str | os.PathLike,
     input_path: str | os.PathLike,

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cs336_basics.bpe import BPEError, train_bpe
+from cs336_basics.fast.bpe import BPEError, train_bpe
 from cs336_basics.utils import runlock
 from cs336_basics.utils.errors import run_cli
 
@@ -149,7 +149,7 @@ def _main(args: argparse.Namespace) -> int:
     check_output_dir(args.output)
     # One training per --output: a second would overwrite these files (freed when main returns or we die).
     lock = runlock.acquire(args.output, what="--output", hint="wait for it to end or pass another --output")
-    from cs336_basics.tokenizer import Tokenizer  # import here: only needed once training succeeds
+    from cs336_basics.fast.tokenizer import Tokenizer  # import here: only needed once training succeeds
 
     start = time.perf_counter()
     last = [start]

@@ -38,12 +38,12 @@ from torch import nn
 
 from cs336_basics.corpus.finetune import init_checkpoint, load_init_weights
 from cs336_basics.corpus.shards import data_meta, data_notes, first_sidecar, open_token_data
-from cs336_basics.data import TokenIdOutOfRange, get_batch
+from cs336_basics.corpus.tokens import TokenIdOutOfRange, get_batch
+from cs336_basics.extensions.muon import Muon
 from cs336_basics.extensions.schedules import make_schedule
-from cs336_basics.model import TransformerLM
-from cs336_basics.muon import Muon
-from cs336_basics.nn_utils import perplexity
-from cs336_basics.optim import AdamW, param_groups
+from cs336_basics.fast.nn_utils import perplexity
+from cs336_basics.fast.optim import AdamW, param_groups
+from cs336_basics.lm.model import TransformerLM
 from cs336_basics.training import api, runtime
 from cs336_basics.training.cadence import apply_epoch_intervals, uses_epochs
 from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager

@@ -22,10 +22,10 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cs336_basics.model import ModelConfig, TransformerLM  # noqa: E402
-from cs336_basics.muon import Muon  # noqa: E402
+from cs336_basics.extensions.muon import Muon  # noqa: E402
+from cs336_basics.fast.optim import AdamW, param_groups  # noqa: E402
+from cs336_basics.lm.model import ModelConfig, TransformerLM  # noqa: E402
 from cs336_basics.nn_utils import cross_entropy  # noqa: E402
-from cs336_basics.optim import AdamW, param_groups  # noqa: E402
 
 SHAPE = dict(vocab_size=10000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344)
 

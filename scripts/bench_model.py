@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cs336_basics.model import ModelConfig, TransformerLM, generate  # noqa: E402
+from cs336_basics.lm.generate import generate
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 
 SHAPES = {
     "tinystories": dict(vocab_size=10000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344),
@@ -147,13 +148,13 @@ def our_training_pieces(which: str) -> tuple[Callable, Callable, Callable, str]:
     except ImportError:
         loss_fn = torch_pieces[0]
     try:
-        from cs336_basics.fast_nn_utils import clip_grad_norm_on_device as clip_fn  # the trainer's: no host sync
+        from cs336_basics.fast.nn_utils import clip_grad_norm_on_device as clip_fn  # the trainer's: no host sync
 
         parts.append("clip_grad_norm")
     except ImportError:
         clip_fn = torch_pieces[1]
     try:
-        from cs336_basics.optim import AdamW
+        from cs336_basics.fast.optim import AdamW
 
         def opt_ctor(params):
             return AdamW(params, lr=1e-4, weight_decay=0.1)

@@ -218,10 +218,10 @@ def main(argv=None) -> int:
         print(f"error: --{next(iter(group_lrs))} only applies to --optimizer muon", file=sys.stderr)
         return 2
     from cs336_basics import training_together
-    from cs336_basics.bpe import train_bpe
+    from cs336_basics.fast.bpe import train_bpe
+    from cs336_basics.fast.tokenizer import Tokenizer
     from cs336_basics.generate import load_model
     from cs336_basics.tokenize_data import tokenize_file
-    from cs336_basics.tokenizer import Tokenizer
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -463,7 +463,7 @@ def step_time(args) -> int:
     import contextlib
 
     from cs336_basics import training_together
-    from cs336_basics.model import TransformerLM
+    from cs336_basics.lm.model import TransformerLM
     from cs336_basics.training.settings import parse_settings
     from cs336_basics.training.step import train_step
 

@@ -38,13 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cs336_basics.pretokenize import GPT2_PAT, available_cpus  # noqa: E402
+from cs336_basics.fast.pretokenize import GPT2_PAT, available_cpus  # noqa: E402
 
 # ---------------------------------------------------------------------- child processes
 _TRAIN_PROJECT_PHASES = r"""
 import json, sys, time
-from cs336_basics.bpe import build_vocab, count_pretokens, merge_pretokens
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.fast.bpe import build_vocab, count_pretokens, merge_pretokens
+from cs336_basics.fast.tokenizer import Tokenizer
 inp, vocab_size, specials, out = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 t0 = time.perf_counter()
 counts = count_pretokens(inp, specials)
@@ -63,7 +63,7 @@ print(json.dumps({"seconds": t2 - t0, "count_s": t1 - t0, "merge_s": t2 - t1, "d
 _TRAIN_RUSTBPE = r"""
 import json, sys, time
 import rustbpe
-from cs336_basics.pretokenize import find_chunk_boundaries, special_pattern, split_on_specials
+from cs336_basics.fast.pretokenize import find_chunk_boundaries, special_pattern, split_on_specials
 inp, vocab_size, specials, out, pat = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
 t0 = time.perf_counter()
 def pieces():
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tiktoken
 
+    from cs336_basics.fast.tokenizer import Tokenizer
     from cs336_basics.tokenize_data import tokenize_file
-    from cs336_basics.tokenizer import Tokenizer
 
     inp = Path(args.input)
     size_mb = inp.stat().st_size / 1e6
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             rb = run_measured(_TRAIN_RUSTBPE, [str(inp), str(args.vocab_size), specials_json, str(rb_out), GPT2_PAT])
             peers.append(("rustbpe", "rustbpe (Rust, all threads)", rb))
             try:
-                from cs336_basics.gpt2_files import token_to_str
+                from cs336_basics.interop.gpt2_files import token_to_str
 
                 rb_tokens = [token_to_str(bytes.fromhex(h)) for h in json.loads(rb_out.read_text())]
                 same = sum(a == b for a, b in zip(ours_tokens, rb_tokens))

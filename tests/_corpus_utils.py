@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cs336_basics import tokenize_data
-from cs336_basics.bpe import train_bpe
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.fast.bpe import train_bpe
+from cs336_basics.fast.tokenizer import Tokenizer
 from cs336_basics.utils.errors import run_cli
 
 EOT = "<|endoftext|>"

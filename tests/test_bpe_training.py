@@ -1,6 +1,6 @@
 """BPE training: the handout's worked example (the independent oracle), tie-breaking, special
 tokens, parallel == serial, the fast trainer equal to the readable reference
-(cs336_basics.bpe_reference) on varied text, bad input, and the CLI."""
+(cs336_basics.bpe, the textbook's) on varied text, bad input, and the CLI."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cs336_basics import bpe
-from cs336_basics.bpe import BPEError, _rev_key, bpe_merges, count_pretokens, train_bpe
-from cs336_basics.bpe_reference import reference_merges, reference_train_bpe
-from cs336_basics.pretokenize import PRETOKEN_RE, special_pattern
-from cs336_basics.pretokenize import split_on_specials as _split
+from cs336_basics.bpe import learn_merges, train_bpe_on_text
+from cs336_basics.fast import bpe
+from cs336_basics.fast.bpe import BPEError, _rev_key, bpe_merges, count_pretokens, train_bpe
+from cs336_basics.fast.pretokenize import PRETOKEN_RE, special_pattern
+from cs336_basics.fast.pretokenize import split_on_specials as _split
 from cs336_basics.utils.errors import run_cli
 
 # In CI the examples are fixed (derandomize): a new counterexample found at random should be found
@@ -88,7 +88,7 @@ def test_handout_worked_example() -> None:
         (b"w", b"est"),
         (b"n", b"e"),
     ]
-    assert bpe_merges(words, 6) == reference_merges(words, 6)
+    assert bpe_merges(words, 6) == learn_merges(words, 6)
 
 
 def test_ties_go_to_the_lexicographically_greatest_pair() -> None:
@@ -117,7 +117,7 @@ def test_reverse_key_orders_like_reversed_byte_tuples() -> None:
 
 def test_overlapping_and_repeated_pairs_match_reference() -> None:
     words = Counter({(b"a",) * 7: 3, (b"a", b"b") * 4: 2, (b"b", b"a", b"a", b"b"): 5, (b"a", b"a"): 1})
-    assert bpe_merges(words, 20) == reference_merges(words, 20)
+    assert bpe_merges(words, 20) == learn_merges(words, 20)
 
 
 def test_random_words_match_reference() -> None:
@@ -127,7 +127,7 @@ def test_random_words_match_reference() -> None:
         for _ in range(rng.randint(1, 60)):
             w = tuple(rng.choice([b"a", b"b", b"c", b"ab"]) for _ in range(rng.randint(1, 9)))
             words[w] += rng.randint(1, 4)
-        assert bpe_merges(words, 40) == reference_merges(words, 40)
+        assert bpe_merges(words, 40) == learn_merges(words, 40)
 
 
 @pytest.fixture(params=["per_slot", "batched"])
@@ -141,9 +141,9 @@ def test_both_merge_paths_match_reference_on_overlaps_and_ties(merge_path: str) 
     words = Counter({(b"a",) * 7: 3, (b"a", b"b") * 4: 2, (b"b", b"a", b"a", b"b"): 5, (b"a", b"a"): 1})
     words[(b"a", b"b", b"a", b"b", b"a")] += 4  # adjacent merges: "ba" between two "ab"s
     words[(b"x", b"a", b"a", b"a", b"y")] += 2  # an odd run
-    assert bpe_merges(words, 30) == reference_merges(words, 30)
+    assert bpe_merges(words, 30) == learn_merges(words, 30)
     ties = Counter({tuple(bytes([c]) for c in w): 1 for w in [b"abcd", b"dcba", b"bdac", b"cadb", b"zy"]})
-    assert bpe_merges(ties, 12) == reference_merges(ties, 12)
+    assert bpe_merges(ties, 12) == learn_merges(ties, 12)
 
 
 def test_both_merge_paths_match_reference_on_random_words(merge_path: str) -> None:
@@ -153,7 +153,7 @@ def test_both_merge_paths_match_reference_on_random_words(merge_path: str) -> No
         for _ in range(rng.randint(1, 80)):
             w = tuple(rng.choice([b"a", b"b", b"c", b"ab"]) for _ in range(rng.randint(1, 12)))
             words[w] += rng.randint(1, 5)
-        assert bpe_merges(words, 60) == reference_merges(words, 60)
+        assert bpe_merges(words, 60) == learn_merges(words, 60)
 
 
 def long_tail_words(rng: random.Random, n: int) -> Counter:
@@ -177,7 +177,7 @@ _LONG_TAIL_REF: list = []
 def test_long_tail_words_match_reference(merge_path: str, floor_drop: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bpe, "_FLOOR_DROP", floor_drop)  # 1 << 30: every pair straight into the heap
     if not _LONG_TAIL_REF:  # the slow reference once for all six cases
-        _LONG_TAIL_REF.append(reference_merges(_LONG_TAIL, 200))
+        _LONG_TAIL_REF.append(learn_merges(_LONG_TAIL, 200))
     assert bpe_merges(_LONG_TAIL, 200) == _LONG_TAIL_REF[0]
 
 
@@ -194,7 +194,7 @@ def test_property_fast_equals_reference(corpus: dict, batched: bool) -> None:
     old = bpe.MANY_MIN_SLOTS
     bpe.MANY_MIN_SLOTS = 1 if batched else 10**9
     try:
-        assert bpe_merges(corpus, 50) == reference_merges(Counter(corpus), 50)
+        assert bpe_merges(corpus, 50) == learn_merges(Counter(corpus), 50)
     finally:
         bpe.MANY_MIN_SLOTS = old
 
@@ -207,7 +207,7 @@ def test_train_matches_reference_train_bpeer(tmp_path: Path, specials: list[str]
     text = varied_text(random.Random(len(specials)), 120, specials)
     path = write(tmp_path, text)
     vocab_size = 256 + len(specials) + 120
-    assert train_bpe(path, vocab_size, specials) == reference_train_bpe(text, vocab_size, specials)
+    assert train_bpe(path, vocab_size, specials) == train_bpe_on_text(text, vocab_size, specials)
 
 
 def _random_string(rng: random.Random, n: int) -> str:
@@ -237,7 +237,7 @@ def test_fast_trainer_equals_reference(tmp_path: Path, kind: str) -> None:
     else:
         text = _random_string(rng, 6000)
     vocab_size = 256 + len(specials) + 150
-    assert train_bpe(write(tmp_path, text), vocab_size, specials) == reference_train_bpe(text, vocab_size, specials)
+    assert train_bpe(write(tmp_path, text), vocab_size, specials) == train_bpe_on_text(text, vocab_size, specials)
 
 
 def test_vocab_layout_and_specials_never_merged(tmp_path: Path) -> None:
@@ -370,7 +370,7 @@ def test_invalid_utf8_names_file_and_offset(tmp_path: Path, monkeypatch, workers
 # CLI
 # ----------------------------------------------------------------------------------------------
 def test_cli_trains_and_saves(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    tokenizer = pytest.importorskip("cs336_basics.tokenizer")
+    tokenizer = pytest.importorskip("cs336_basics.fast.tokenizer")
     from cs336_basics.train_bpe import main
 
     text = varied_text(random.Random(6), 200, [EOT])
@@ -394,3 +394,14 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert run_cli(main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "missing.txt" in err[0]
+
+
+def test_textbook_docstring_examples_hold():
+    """The textbook trainer's worked example (the handout's) and the tokenizer's, run as doctests."""
+    import doctest
+
+    from cs336_basics import bpe as textbook_bpe
+    from cs336_basics import tokenizer as textbook_tokenizer
+
+    assert doctest.testmod(textbook_bpe).attempted >= 2 and doctest.testmod(textbook_bpe).failed == 0
+    assert doctest.testmod(textbook_tokenizer).failed == 0

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from cs336_basics.checkpoint import load_checkpoint, save_checkpoint
-from cs336_basics.model import unwrap_model
-from cs336_basics.optim import AdamW
+from cs336_basics.fast.optim import AdamW
+from cs336_basics.lm.model import unwrap_model
 from cs336_basics.training import checkpoints as ckpt_mod
 from cs336_basics.training.checkpoints import (
     CheckpointError,
     CheckpointManager,
     build_payload,
+    load_checkpoint,
     read_checkpoint,
+    save_checkpoint,
     sidecar_path,
     verify_checkpoint,
     write_sidecar,
@@ -607,3 +608,25 @@ def test_save_into_new_directory_and_load_from_open_file(tmp_path):
         data = f.read()
     with pytest.raises(CheckpointError, match="stream"):
         read_checkpoint(io.BytesIO(data[:50]))
+
+
+def test_textbook_checkpoint_round_trip(tmp_path):
+    """cs336_basics.checkpoint: the course's save/load, plain torch.save / torch.load."""
+    from cs336_basics import checkpoint as textbook
+    from cs336_basics import optim
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    buf = io.BytesIO()
+    textbook.save_checkpoint(model, opt, 7, buf)
+    buf.seek(0)
+    other = torch.nn.Linear(3, 2)
+    other_opt = optim.AdamW(other.parameters(), lr=0.1)
+    assert textbook.load_checkpoint(buf, other, other_opt) == 7
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    assert other_opt.state_dict()["state"][0]["step"] == 1
+    textbook.save_checkpoint(model, opt, 7, tmp_path / "c.pt")
+    assert set(torch.load(tmp_path / "c.pt", weights_only=True)) == {"model", "optimizer", "iteration"}

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cs336_basics import training_together as tt
-from cs336_basics.utils.errors import UserError, run_cli
+from cs336_basics.utils.errors import run_cli
 from tests._train_utils import REPO, base_argv, load_pt, records, subprocess_env, write_pattern_data
 
 EOT = "<|endoftext|>"
@@ -69,9 +69,9 @@ def test_resume_with_another_optimizer_names_both(data, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from cs336_basics.checkpoint import save_checkpoint
-    from cs336_basics.model import ModelConfig, TransformerLM
-    from cs336_basics.tokenizer import Tokenizer
+    from cs336_basics.fast.tokenizer import Tokenizer
+    from cs336_basics.lm.model import ModelConfig, TransformerLM
+    from cs336_basics.training.checkpoints import save_checkpoint
 
     d = tmp_path_factory.mktemp("gen")
     vocab = {0: EOT.encode(), **{i + 1: bytes([i]) for i in range(256)}}
@@ -180,20 +180,20 @@ def test_sweep_names_its_clocks_and_marks_a_diverged_variant_in_the_legend(tmp_p
 # ----------------------------------------------------------------------------------------------
 # the rest
 # ----------------------------------------------------------------------------------------------
-def test_reference_train_bpe_refuses_a_file_path_for_text(tmp_path):
-    from cs336_basics.bpe_reference import reference_train_bpe
+def test_train_bpe_on_text_refuses_a_file_path_for_text(tmp_path):
+    from cs336_basics.bpe import train_bpe_on_text
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("low lower lowest " * 10)
     for wrong in (str(corpus), corpus):
-        with pytest.raises(UserError, match="corpus.txt.*file path"):
-            reference_train_bpe(wrong, 260)
-    vocab, merges = reference_train_bpe(corpus.read_text(), 260)
+        with pytest.raises(ValueError, match="corpus.txt.*file path"):
+            train_bpe_on_text(wrong, 260)
+    vocab, merges = train_bpe_on_text(corpus.read_text(), 260)
     assert len(merges) == 4 and len(vocab) == 260
 
 
 def test_a_gpu_sized_model_on_a_cpu_gets_one_hint_and_a_small_one_none():
-    from cs336_basics.model import TransformerLM
+    from cs336_basics.lm.model import TransformerLM
     from cs336_basics.training.metrics import cpu_step_hint
     from cs336_basics.training.settings import parse_settings
 

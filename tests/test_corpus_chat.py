@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from cs336_basics import generate
 from cs336_basics.corpus import chat
-from cs336_basics.nn_utils import masked_cross_entropy
+from cs336_basics.fast.nn_utils import masked_cross_entropy
 from cs336_basics.utils.errors import run_cli
 from tests._corpus_utils import EOT, make_tokenizer, tok, tok_dir, tokenize  # noqa: F401  (fixtures and the CLI runner)
 
@@ -312,8 +312,8 @@ def test_hf_dataset_of_mixed_formats_keeps_the_records_the_jsonl_path_keeps(
 def test_generate_chat_formats_the_prompt_and_stops_at_the_end_of_the_answer(
     tok_dir, tok, tmp_path, monkeypatch, capsys
 ):
-    from cs336_basics import model as model_mod
-    from cs336_basics.model import ModelConfig, TransformerLM
+    from cs336_basics.lm import generate as model_mod
+    from cs336_basics.lm.model import ModelConfig, TransformerLM
 
     cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=32, d_model=16, num_layers=1, num_heads=2, d_ff=32)
     torch.save({"model": TransformerLM(cfg).state_dict(), "model_config": cfg.to_dict(), "iteration": 0},
@@ -334,7 +334,7 @@ def test_generate_chat_formats_the_prompt_and_stops_at_the_end_of_the_answer(
 
 
 def test_generate_chat_refuses_special_tokens_in_the_prompt_and_system(tok_dir, tok, tmp_path, capsys):
-    from cs336_basics.model import ModelConfig, TransformerLM
+    from cs336_basics.lm.model import ModelConfig, TransformerLM
 
     cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=32, d_model=16, num_layers=1, num_heads=2, d_ff=32)
     torch.save({"model": TransformerLM(cfg).state_dict(), "model_config": cfg.to_dict(), "iteration": 0},

@@ -7,9 +7,8 @@ import io
 import numpy as np
 import pytest
 
-from cs336_basics.corpus.encode import encode_batch
-from cs336_basics.tokenize_data import npy_header
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.corpus.encode import encode_batch, npy_header
+from cs336_basics.fast.tokenizer import Tokenizer
 from tests._corpus_utils import EOT, make_tokenizer
 
 

@@ -14,8 +14,8 @@ import torch
 
 from cs336_basics import tokenize_data
 from cs336_basics import training_together as tt
-from cs336_basics.model import ModelConfig, TransformerLM
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.fast.tokenizer import Tokenizer
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.utils.errors import run_cli
 from tests._corpus_utils import EOT, WORDS, make_tokenizer, sentences
 from tests._train_utils import assert_weights_equal, load_pt, records
@@ -115,8 +115,8 @@ def test_train_and_eval_losses_are_the_mean_over_masked_targets(tmp_path):
     import torch.nn.functional as F
 
     from cs336_basics.corpus.shards import open_token_data
-    from cs336_basics.data import get_batch
-    from cs336_basics.optim import AdamW
+    from cs336_basics.corpus.tokens import get_batch
+    from cs336_basics.fast.optim import AdamW
     from cs336_basics.training.state import make_eval_rng
     from cs336_basics.training.step import evaluate, train_step
 

@@ -13,7 +13,7 @@ import pytest
 from cs336_basics import training_together as tt
 from cs336_basics.corpus.layout import CorpusError, resolve_token_paths
 from cs336_basics.corpus.shards import TokenShards, open_token_data
-from cs336_basics.data import get_batch
+from cs336_basics.corpus.tokens import get_batch
 from cs336_basics.utils.token_files import tokens_meta_path
 from tests._train_utils import VOCAB, assert_weights_equal, base_argv, train_losses, write_pattern_data
 

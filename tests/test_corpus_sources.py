@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from cs336_basics import tokenize_data, train_bpe
-from cs336_basics.bpe import train_bpe as bpe_train
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.fast.bpe import train_bpe as bpe_train
+from cs336_basics.fast.tokenizer import Tokenizer
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.token_files import read_tokens_meta
 from tests._corpus_utils import EOT, make_tokenizer, sentences, tok, tok_dir, tokenize  # noqa: F401  (fixtures and the CLI runner)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cs336_basics.data import DataError, get_batch, load_tokens
+from cs336_basics.corpus.tokens import DataError, get_batch, load_tokens
 from cs336_basics.utils.errors import UserError
 
 
@@ -197,7 +197,7 @@ def test_bad_id_reports_file_position_value(tmp_path):
 
 
 def test_bad_id_in_later_chunk(tmp_path, monkeypatch):
-    import cs336_basics.data as data_mod
+    import cs336_basics.corpus.tokens as data_mod
 
     monkeypatch.setattr(data_mod, "_CHECK_CHUNK", 64)
     path = tmp_path / "later.bin"
@@ -264,3 +264,19 @@ def test_a_npy_file_under_a_raw_name_is_refused(tmp_path):
     (tmp_path / "x.bin").write_bytes((tmp_path / "x.npy").read_bytes())
     with pytest.raises(DataError, match=r"x\.bin.*\.npy header.*rename it to x\.npy"):
         load_tokens(tmp_path / "x.bin", vocab_size=50257)
+
+
+def test_textbook_get_batch_is_the_engines_twin(tmp_path):
+    """cs336_basics.data.get_batch (the handout's) draws the same windows from the same generator."""
+    from cs336_basics import data as textbook
+
+    np.save(tmp_path / "ids.npy", np.arange(5000, dtype=np.uint16) % 997)
+    ids = np.load(tmp_path / "ids.npy", mmap_mode="r")
+    for seed in range(3):
+        a = textbook.get_batch(ids, 8, 32, "cpu", np.random.default_rng(seed))
+        b = get_batch(ids, 8, 32, "cpu", np.random.default_rng(seed))
+        assert all(torch.equal(u, v) and u.dtype == torch.int64 for u, v in zip(a, b, strict=True))
+    x, y = textbook.get_batch(ids, 4, 16, "cpu")  # NumPy's global generator, as the course's test uses
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    with pytest.raises(ValueError, match="context_length"):
+        textbook.get_batch(ids[:10], 2, 16, "cpu")

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 
 from cs336_basics import generate
 from cs336_basics import training_together as tt
-from cs336_basics.checkpoint import save_checkpoint
 from cs336_basics.extensions import diffusion
-from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
-from cs336_basics.layers import CausalMultiHeadSelfAttention
-from cs336_basics.model import ModelConfig, TransformerLM
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.fast.attention import FastCausalMultiHeadSelfAttention
+from cs336_basics.fast.tokenizer import Tokenizer
+from cs336_basics.lm.attention import Attention as CausalMultiHeadSelfAttention  # the engine's plain path
+from cs336_basics.lm.model import ModelConfig, TransformerLM
+from cs336_basics.training.checkpoints import save_checkpoint
 from cs336_basics.utils.errors import run_cli
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)

@@ -17,9 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cs336_basics import training_together as tt
 from cs336_basics.extensions.moe import MoEFFN, MoESpec, RouterLoss, router_losses
+from cs336_basics.fast.optim import AdamW
 from cs336_basics.layers import SwiGLU
-from cs336_basics.model import ModelConfig, TransformerLM
-from cs336_basics.optim import AdamW
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.tools import accounting as acc
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)

@@ -15,13 +15,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cs336_basics import optim
 from cs336_basics import training_together as tt
 from cs336_basics.extensions import recipe
-from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
+from cs336_basics.fast import optim
+from cs336_basics.fast.attention import FastCausalMultiHeadSelfAttention
 from cs336_basics.generate import load_model
-from cs336_basics.layers import CausalMultiHeadSelfAttention, RotaryPositionalEmbedding, SwiGLU
-from cs336_basics.model import ModelConfig, TransformerLM, generate
+from cs336_basics.layers import RotaryPositionalEmbedding, SwiGLU
+from cs336_basics.lm.attention import Attention as CausalMultiHeadSelfAttention  # the engine's plain path
+from cs336_basics.lm.generate import generate
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.training.settings import ConfigError, parse_settings
 from cs336_basics.training.state import _config_diff
 from tests._train_utils import assert_weights_equal, base_argv, load_pt, train_losses, write_pattern_data

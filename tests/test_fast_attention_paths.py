@@ -1,6 +1,6 @@
 """The plain (handout) attention and the fast one agree: outputs, gradients, KV cache, whole LM.
 
-Both are also checked against torch built-ins in test_layers_ref.py / test_model_ref.py; here the point
+Both are also checked against torch built-ins in test_layers_ref.py / test_lm_model_ref.py; here the point
 is that swapping ``ModelConfig.attention`` changes nothing but speed, including under bf16, and that
 the fast bf16 backward is no less accurate than plain bf16 autograd (float64 reference).
 """
@@ -12,10 +12,13 @@ import math
 import pytest
 import torch
 
-from cs336_basics import fast_attention, layers
-from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
-from cs336_basics.layers import CausalMultiHeadSelfAttention, KVCache, RotaryPositionalEmbedding
-from cs336_basics.model import ModelConfig, TransformerLM
+from cs336_basics import layers
+from cs336_basics.fast import attention as fast_attention
+from cs336_basics.fast.attention import FastCausalMultiHeadSelfAttention
+from cs336_basics.layers import RotaryPositionalEmbedding
+from cs336_basics.lm.attention import Attention as CausalMultiHeadSelfAttention  # the engine's plain path
+from cs336_basics.lm.attention import KVCache
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 

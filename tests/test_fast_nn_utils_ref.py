@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from cs336_basics import fast_nn_utils, nn_utils
+from cs336_basics import nn_utils
+from cs336_basics.fast import nn_utils as fast_nn_utils
 
 
 def _params(scale: float, seed: int = 0, dtype=torch.float32) -> list[torch.nn.Parameter]:

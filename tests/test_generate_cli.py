@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from cs336_basics import generate
-from cs336_basics.checkpoint import save_checkpoint
-from cs336_basics.model import ModelConfig, TransformerLM
-from cs336_basics.tokenizer import Tokenizer
-from cs336_basics.training.checkpoints import resolve_checkpoint
+from cs336_basics.fast.tokenizer import Tokenizer
+from cs336_basics.lm.model import ModelConfig, TransformerLM
+from cs336_basics.training.checkpoints import resolve_checkpoint, save_checkpoint
 from cs336_basics.utils.errors import run_cli
 
 EOT = "<|endoftext|>"
@@ -219,7 +218,7 @@ def test_tokenizer_smaller_than_model_never_samples_missing_ids(padded_vocab_ckp
 
 
 def test_tokenizer_fingerprint_mismatch_warns(run_dir, tmp_path, capsys):
-    from cs336_basics.data import tokenizer_fingerprint
+    from cs336_basics.corpus.tokens import tokenizer_fingerprint
 
     tok_dir = run_dir / "tokenizer"
     model, _, _ = generate.load_model(run_dir / "model")

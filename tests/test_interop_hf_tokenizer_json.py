@@ -8,11 +8,11 @@ import pytest
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from cs336_basics.bpe import train_bpe
-from cs336_basics.gpt2_files import TokenizerError, bytes_to_unicode
+from cs336_basics.fast.bpe import train_bpe
+from cs336_basics.fast.pretokenize import GPT2_PAT, PRETOKEN_RE
+from cs336_basics.fast.tokenizer import Tokenizer
+from cs336_basics.interop.gpt2_files import TokenizerError, bytes_to_unicode
 from cs336_basics.interop.hf_tokenizer_json import HF_BYTELEVEL_PAT
-from cs336_basics.pretokenize import GPT2_PAT, PRETOKEN_RE
-from cs336_basics.tokenizer import Tokenizer
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cs336_basics.fast_layers import DeterministicEmbedding
+from cs336_basics.fast.layers import DeterministicEmbedding
 from cs336_basics.layers import Embedding
-from cs336_basics.model import ModelConfig, TransformerLM
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 
 CFG = dict(vocab_size=16, context_length=64, d_model=128, num_layers=1, num_heads=4, d_ff=128)
 

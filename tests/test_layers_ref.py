@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cs336_basics import fast_attention, layers
-from cs336_basics.fast_attention import FastCausalMultiHeadSelfAttention
+from cs336_basics import layers
+from cs336_basics.fast import attention as fast_attention
+from cs336_basics.fast.attention import FastCausalMultiHeadSelfAttention
 from cs336_basics.layers import (
     CausalMultiHeadSelfAttention,
     Embedding,

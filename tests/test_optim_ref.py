@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from cs336_basics.optim import AdamW, lr_cosine_schedule
+from cs336_basics.fast.optim import AdamW
+from cs336_basics.optim import lr_cosine_schedule
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,3 +218,41 @@ def test_cosine_schedule_edges():
     assert lr_cosine_schedule(5, 1e-3, 1e-4, 10, 10) == pytest.approx(5e-4)
     with pytest.raises(ValueError):
         lr_cosine_schedule(-1, 1e-3, 1e-4, 10, 100)
+
+
+# ----------------------------------------------------------------------------------------------
+# The textbook's AdamW (cs336_basics.optim) and the fast twin (cs336_basics.fast.optim)
+# ----------------------------------------------------------------------------------------------
+def _run_textbook(init, grads_per_step):
+    from cs336_basics import optim as textbook
+
+    params = [torch.nn.Parameter(p.clone()) for p in init]
+    opt = textbook.AdamW([dict(params=params[:2], **GROUP_A), dict(params=params[2:], **GROUP_B)])
+    for grads in grads_per_step:
+        for p, gr in zip(params, grads):
+            p.grad = gr.clone()
+        opt.step()
+    return params, opt
+
+
+def test_textbook_adamw_matches_the_spec_and_equals_the_fast_twin():
+    init, grads = _make_problem(seed=4)
+    ref = _reference_adamw([p.double() for p in init], grads, [(range(2), GROUP_A), (range(2, 4), GROUP_B)])
+    book, book_opt = _run_textbook(init, grads)
+    for ours, want in zip(book, ref, strict=True):
+        torch.testing.assert_close(ours.detach().double(), want, rtol=1e-5, atol=1e-6)
+    for foreach in (False, None):  # the per-parameter loop and the multi-tensor kernels
+        fast, fast_opt = _run_ours(init, grads, foreach=foreach)
+        for a, b in zip(book, fast, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    # the same state, under the same keys: a checkpoint of one resumes in the other
+    a, b = book_opt.state_dict()["state"], fast_opt.state_dict()["state"]
+    assert a.keys() == b.keys() and all(a[k].keys() == b[k].keys() for k in a)
+    assert all(a[k]["step"] == b[k]["step"] == len(grads) for k in a)
+
+
+def test_textbook_adamw_refuses_bad_hyperparameters():
+    from cs336_basics import optim as textbook
+
+    with pytest.raises(ValueError, match="beta2"):
+        textbook.AdamW([torch.nn.Parameter(torch.zeros(2))], betas=(0.9, 1.0))

@@ -10,7 +10,7 @@ from collections import Counter
 
 import regex
 
-from cs336_basics.pretokenize import (
+from cs336_basics.fast.pretokenize import (
     ASCII_WS,
     PRETOKEN_RE,
     ascii_pretoken_re,
@@ -19,7 +19,7 @@ from cs336_basics.pretokenize import (
     last_safe_cut,
     special_pattern,
 )
-from cs336_basics.pretokenize import split_on_specials as _split
+from cs336_basics.fast.pretokenize import split_on_specials as _split
 
 ASCII_PRETOKEN_RE = ascii_pretoken_re(bytes)
 
@@ -203,3 +203,18 @@ def test_chunk_boundaries_degenerate_inputs() -> None:
     assert find_chunk_boundaries(io.BytesIO(b""), 4) == [0, 0]
     assert find_chunk_boundaries(io.BytesIO(b"abc"), 1) == [0, 3]
     assert find_chunk_boundaries(io.BytesIO(b"x" * 1000), 4) == [0, 1000]  # no cut point at all
+
+
+def test_textbook_rules_are_the_ones_the_fast_module_uses():
+    """The fast module re-exports the textbook's pattern and special-token split (written once)."""
+    import doctest
+
+    from cs336_basics import pretokenize as textbook
+    from cs336_basics.fast import pretokenize as fast
+
+    assert fast.PRETOKEN_RE is textbook.PRETOKEN_RE and fast.split_on_specials is textbook.split_on_specials
+    assert doctest.testmod(textbook).failed == 0
+    pat = textbook.special_pattern(["<|a|>", "<|a|><|a|>"])
+    assert list(textbook.split_on_specials("x<|a|><|a|>y<|a|>", pat)) == [
+        ("x", False), ("<|a|><|a|>", True), ("y", False), ("<|a|>", True)
+    ]  # fmt: skip

@@ -3,7 +3,7 @@
 * ``decode(encode(s)) == s`` for arbitrary Unicode text, with and without special tokens, and for the
   streaming and packed encoders; a lone surrogate is refused in one line (``TokenizerError``);
 * the fast BPE trainer (``bpe.train_bpe``: worker processes, incremental pair counts) equals the
-  plain reference (``bpe_reference``) on generated corpora, merges and vocabulary;
+  textbook trainer (``cs336_basics.bpe``) on generated corpora, merges and vocabulary;
 * the token-file loader and the tokenizer-file readers fed mutated files (flipped, cut, inserted
   bytes) raise nothing but the project's one-line errors (``UserError`` subclasses), and never hang.
 
@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cs336_basics.bpe import train_bpe
-from cs336_basics.bpe_reference import reference_train_bpe
-from cs336_basics.data import load_tokens
-from cs336_basics.tokenizer import Tokenizer, TokenizerError
+from cs336_basics.bpe import train_bpe_on_text
+from cs336_basics.corpus.tokens import load_tokens
+from cs336_basics.fast.bpe import train_bpe
+from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError
 from cs336_basics.utils.errors import UserError
 
 # In CI the examples are fixed (derandomize): a new counterexample found at random should be found
@@ -50,7 +50,7 @@ def _tokenizer(specials: list[str]) -> Tokenizer:
     """A small trained tokenizer (merges make the round trip non-trivial: multi-byte tokens that split
     UTF-8 characters, merged spaces, ...)."""
     corpus = "the cat's hat\n\n  sat 123 on the mat. Émile était là. 中文 🙂🙂\t" * 20
-    vocab, merges = reference_train_bpe(corpus, 256 + len(specials) + 60, specials)
+    vocab, merges = train_bpe_on_text(corpus, 256 + len(specials) + 60, specials)
     return Tokenizer(vocab, merges, specials)
 
 
@@ -121,7 +121,7 @@ def test_fast_bpe_equals_the_reference(corpus, n_merges, with_special):
         path = Path(d) / "corpus.txt"
         path.write_bytes(corpus.encode("utf-8"))
         fast = train_bpe(path, vocab_size, specials, num_workers=1)
-    assert fast == reference_train_bpe(corpus, vocab_size, specials)
+    assert fast == train_bpe_on_text(corpus, vocab_size, specials)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from cs336_basics import tokenize_data
-from cs336_basics.bpe_reference import reference_encode, reference_train_bpe
-from cs336_basics.pretokenize import find_chunk_boundaries
+from cs336_basics.bpe import train_bpe_on_text
+from cs336_basics.fast.pretokenize import find_chunk_boundaries
+from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError
 from cs336_basics.tokenize_data import main, tokenize_file
-from cs336_basics.tokenizer import Tokenizer, TokenizerError
+from cs336_basics.tokenizer import Tokenizer as TextbookTokenizer
 from tests.test_tokenizer_encode import EOT, make_corpus
 
 SPECIALS = [EOT, "<end of doc>"]
@@ -25,7 +26,7 @@ SPECIALS = [EOT, "<end of doc>"]
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
-    vocab, merges = reference_train_bpe(make_corpus(), 400, [EOT])
+    vocab, merges = train_bpe_on_text(make_corpus(), 400, [EOT])
     d = tmp_path_factory.mktemp("tok")
     Tokenizer(vocab, merges, SPECIALS).save(d)
     return d
@@ -79,7 +80,7 @@ def test_warm_cache_workers_give_identical_ids(tok_dir, tmp_path, sample_bytes, 
     out = tmp_path / "out.npy"
     tokenize_file(tok_dir, src, out, num_workers=2)
     tok = Tokenizer.from_dir(tok_dir)
-    assert np.load(out).tolist() == reference_encode(text, tok.vocab, tok.merges, tok.special_tokens)
+    assert np.load(out).tolist() == TextbookTokenizer(tok.vocab, tok.merges, tok.special_tokens).encode(text)
 
 
 def test_warm_cache_changes_no_result(tok_dir):
@@ -88,7 +89,7 @@ def test_warm_cache_changes_no_result(tok_dir):
     words = ["the", " the", "<end", " of doc", EOT, "\n\n", "é日"]  # not all are pre-tokens: still fine
     n = tok.warm_cache(words)
     assert n >= len(words) and " the" in tok._cache
-    assert tok.encode(text) == reference_encode(text, tok.vocab, tok.merges, tok.special_tokens)
+    assert tok.encode(text) == TextbookTokenizer(tok.vocab, tok.merges, tok.special_tokens).encode(text)
 
 
 def test_empty_input(tok_dir, tmp_path):

@@ -1,7 +1,7 @@
 """Tokenizer encode/decode against tiktoken (the independent oracle), plus streaming, files, errors.
 
-Everything here makes its own data: the reference BPE trainer (cs336_basics.bpe_reference, not the
-fast cs336_basics.bpe) produces merges from a few KB of varied text; tiktoken gets the same ranks.
+Everything here makes its own data: the textbook BPE trainer (cs336_basics.bpe, not the
+fast cs336_basics.fast.bpe) produces merges from a few KB of varied text; tiktoken gets the same ranks.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import pytest
 import regex
 import tiktoken
 
-from cs336_basics.bpe_reference import encode_pretoken, reference_encode, reference_train_bpe
-from cs336_basics.gpt2_files import bytes_to_unicode
-from cs336_basics.tokenizer import Tokenizer, TokenizerError
+from cs336_basics.bpe import train_bpe_on_text
+from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError
+from cs336_basics.interop.gpt2_files import bytes_to_unicode
+from cs336_basics.tokenizer import Tokenizer as TextbookTokenizer
+from cs336_basics.tokenizer import merge_pretoken
 
 GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOT = "<|endoftext|>"
@@ -54,7 +56,7 @@ def tiktoken_for(vocab: dict[int, bytes], specials: list[str]) -> tiktoken.Encod
 
 @pytest.fixture(scope="module")
 def trained():
-    vocab, merges = reference_train_bpe(make_corpus(), 420, [EOT])
+    vocab, merges = train_bpe_on_text(make_corpus(), 420, [EOT])
     return vocab, merges
 
 
@@ -102,7 +104,7 @@ def test_encode_matches_tiktoken(tok, oracle, text):
 @pytest.mark.parametrize("text", TEXTS)
 def test_reference_encode_matches_tiktoken(trained, oracle, text):
     # The readable reference is right (tiktoken agrees) ...
-    assert reference_encode(text, *trained, [EOT]) == oracle.encode(text, allowed_special="all")
+    assert TextbookTokenizer(*trained, [EOT]).encode(text) == oracle.encode(text, allowed_special="all")
 
 
 def test_fast_encode_equals_reference_on_random_text(trained, tok):
@@ -111,17 +113,17 @@ def test_fast_encode_equals_reference_on_random_text(trained, tok):
     alphabet = list("abcxyz ABC  \t\n\r'sdmtlvre0123456789.,!?-_é日本🙂\u00a0\u3000\x1c\x85") + [EOT, "<|"]
     for _ in range(300):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
-        assert tok.encode(text) == reference_encode(text, *trained, [EOT]), repr(text)
+        assert tok.encode(text) == TextbookTokenizer(*trained, [EOT]).encode(text), repr(text)
 
 
 def test_encode_pretoken_lowest_rank_first():
     # Hand-worked: "there" -> t h e r e; (t,h) rank 0 -> th e r e; (th,e) rank 1 -> the r e;
     # (e,r) has rank 2 but that "e" is already inside "the", so nothing is left to merge.
     ranks = {(b"t", b"h"): 0, (b"th", b"e"): 1, (b"e", b"r"): 2}
-    assert encode_pretoken(b"there", ranks) == [b"the", b"r", b"e"]
+    assert merge_pretoken(b"there", ranks) == [b"the", b"r", b"e"]
     # Leftmost first on equal ranks: "aaa" with (a,a) -> [aa, a], not [a, aa].
-    assert encode_pretoken(b"aaa", {(b"a", b"a"): 0}) == [b"aa", b"a"]
-    assert encode_pretoken(b"", {}) == [] and encode_pretoken(b"x", {}) == [b"x"]
+    assert merge_pretoken(b"aaa", {(b"a", b"a"): 0}) == [b"aa", b"a"]
+    assert merge_pretoken(b"", {}) == [] and merge_pretoken(b"x", {}) == [b"x"]
 
 
 def test_encode_packed_equals_encode(tok):
@@ -141,7 +143,7 @@ def test_encode_matches_tiktoken_random_text(tok, oracle):
 
 
 def test_ascii_fast_path_equals_regex_on_all_ascii():
-    from cs336_basics.pretokenize import ascii_pretoken_re
+    from cs336_basics.fast.pretokenize import ascii_pretoken_re
 
     _ASCII_PRETOKEN_RE = ascii_pretoken_re(str)
     pat = regex.compile(GPT2_PAT)
@@ -433,7 +435,7 @@ def test_constructor_rejects_inconsistent_merges(trained):
 
 def test_with_project_trainer(tmp_path):
     """End to end with cs336_basics.bpe.train_bpe: ids equal tiktoken on the same ranks."""
-    bpe = pytest.importorskip("cs336_basics.bpe")
+    bpe = pytest.importorskip("cs336_basics.fast.bpe")
     path = tmp_path / "corpus.txt"
     path.write_text(make_corpus(3000, seed=9), encoding="utf-8")
     vocab, merges = bpe.train_bpe(path, 600, [EOT])
@@ -441,3 +443,18 @@ def test_with_project_trainer(tmp_path):
     enc = tiktoken_for(vocab, [EOT])
     for text in TEXTS:
         assert t.encode(text) == enc.encode(text, allowed_special="all"), repr(text)
+
+
+def test_textbook_encode_iterable_equals_encode_however_the_text_is_cut(trained):
+    """The textbook tokenizer's stream: any cut of the text into pieces (mid-word, inside a special
+    token, inside runs of spaces and newlines) gives encode's ids for the whole."""
+    tok = TextbookTokenizer(*trained, [EOT, EOT + EOT])
+    rng = random.Random(11)
+    alphabet = list("ab cd  \n\n\t'sll ve.,!é日🙂\u00a0") + [EOT, "<|", "endof", "text|>"]
+    for _ in range(200):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
+        cuts = sorted(rng.sample(range(len(text) + 1), k=min(len(text) + 1, rng.randint(0, 12))))
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        assert list(tok.encode_iterable(iter(pieces))) == tok.encode(text), repr(pieces)
+    assert tok.decode(tok.encode("a" + EOT + EOT + "b")) == "a" + EOT + EOT + "b"
+    assert tok.encode(EOT + EOT) == [tok.ids[(EOT + EOT).encode()]]  # the longest special wins

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cs336_basics.model import ModelConfig, TransformerLM
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.tools import accounting as acc
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)

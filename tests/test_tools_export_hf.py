@@ -18,12 +18,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from cs336_basics import generate as generate_cli
 from cs336_basics import training_together
-from cs336_basics.checkpoint import save_checkpoint
+from cs336_basics.fast.tokenizer import Tokenizer
 from cs336_basics.interop.hf_llama import HFFormatError, check_llama_expressible, export_dir, import_dir
 from cs336_basics.interop.safetensors_io import load_file, save_file
-from cs336_basics.model import ModelConfig, TransformerLM, generate
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.lm.generate import generate
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.tools import export
+from cs336_basics.training.checkpoints import save_checkpoint
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.token_files import tokenizer_fingerprint
 from tests._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -243,9 +244,9 @@ def test_quickstart_sized_run_exports_and_generates_the_same_text(tmp_path, caps
     """The whole path: BPE + token files -> training (the run carries its tokenizer) -> export of the
     run directory alone -> transformers' AutoTokenizer + AutoModelForCausalLM greedy text == ours.
     Then import the export back, generate from it, and start training from it."""
-    from cs336_basics.bpe import train_bpe
+    from cs336_basics.fast.bpe import train_bpe
+    from cs336_basics.quickstart.storygen import write_corpus
     from cs336_basics.tokenize_data import tokenize_file
-    from cs336_basics.tools.storygen import write_corpus
 
     text_dir, tok_dir, run = tmp_path / "text", tmp_path / "tok", tmp_path / "run"
     text_dir.mkdir()

@@ -2,7 +2,7 @@
 
 import re
 
-from cs336_basics.tools.storygen import EOT, generate_corpus, iter_stories, write_corpus
+from cs336_basics.quickstart.storygen import EOT, generate_corpus, iter_stories, write_corpus
 
 
 def test_same_seed_same_text_and_different_seed_differs():

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cs336_basics.bpe import train_bpe
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.fast.bpe import train_bpe
+from cs336_basics.fast.tokenizer import Tokenizer
 from cs336_basics.tools import tokenizer_stats as ts
 
 from ._train_utils import REPO, subprocess_env

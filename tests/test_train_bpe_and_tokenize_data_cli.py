@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cs336_basics.bpe_reference import reference_encode, reference_train_bpe
-from cs336_basics.data import RAW_SUFFIXES, tokenizer_fingerprint, tokens_meta_path
+from cs336_basics.bpe import train_bpe_on_text
+from cs336_basics.corpus.tokens import RAW_SUFFIXES, tokenizer_fingerprint, tokens_meta_path
+from cs336_basics.fast.tokenizer import Tokenizer
 from cs336_basics.tokenize_data import main as tokenize_main
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.tokenizer import Tokenizer as TextbookTokenizer
 from cs336_basics.train_bpe import main as train_main
 from cs336_basics.utils.errors import run_cli
 
@@ -29,7 +30,7 @@ TEXT = "Hello world, the cat sat.<|endoftext|>Another doc: 42 cats!\n" * 20
 
 @pytest.fixture(scope="module")
 def trained():
-    return reference_train_bpe(TEXT, 300, [EOT])
+    return train_bpe_on_text(TEXT, 300, [EOT])
 
 
 @pytest.fixture()
@@ -63,7 +64,7 @@ def test_missing_special_tokens_file_is_refused(tok_dir, src, tmp_path, capsys, 
     argv = ["--tokenizer", tok_dir, "--input", src, "--output", out, "--special_tokens", EOT, "--workers", 1]
     rc, _, _ = _run(tokenize_main, argv, capsys)
     assert rc == 0
-    assert np.load(out).tolist() == reference_encode(TEXT, *trained, [EOT])
+    assert np.load(out).tolist() == TextbookTokenizer(*trained, [EOT]).encode(TEXT)
 
 
 @pytest.mark.parametrize("suffix", RAW_SUFFIXES)
@@ -72,7 +73,7 @@ def test_raw_suffixes_write_raw_little_endian_ids(tok_dir, src, tmp_path, capsys
     rc, printed, _ = _run(tokenize_main, ["--tokenizer", tok_dir, "--input", src, "--output", out], capsys)
     assert rc == 0
     dtype = "uint32" if suffix == ".u32" else "uint16"
-    expected = reference_encode(TEXT, *trained, [EOT])
+    expected = TextbookTokenizer(*trained, [EOT]).encode(TEXT)
     assert out.stat().st_size == len(expected) * np.dtype(dtype).itemsize  # no .npy header
     assert np.fromfile(out, dtype=np.dtype(dtype).newbyteorder("<")).tolist() == expected
     assert f"--data_dtype {dtype}" in printed
@@ -104,7 +105,7 @@ def test_sidecar_records_the_tokenizer(tok_dir, src, tmp_path, capsys, trained) 
     rc, _, _ = _run(tokenize_main, ["--tokenizer", tok_dir, "--input", src, "--output", out], capsys)
     assert rc == 0
     meta = json.loads(tokens_meta_path(out).read_text(encoding="utf-8"))
-    n = len(reference_encode(TEXT, *trained, [EOT]))
+    n = len(TextbookTokenizer(*trained, [EOT]).encode(TEXT))
     assert meta == {
         "vocab_size": len(trained[0]),
         "tokenizer_sha256": tokenizer_fingerprint(tok_dir),
@@ -155,7 +156,7 @@ def test_unwritable_output_dir_is_refused_before_training(src, tmp_path, capsys,
 
 
 def test_late_save_failure_saves_to_a_fallback_dir(src, tmp_path, capsys, monkeypatch, trained) -> None:
-    import cs336_basics.gpt2_files as files
+    import cs336_basics.interop.gpt2_files as files
 
     real = files.atomic_write_text
     out = tmp_path / "tok"

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cs336_basics import training_together
-from cs336_basics.data import get_batch
+from cs336_basics.corpus.tokens import get_batch
 from cs336_basics.training.prefetch import Prefetcher
 
 from ._train_utils import assert_weights_equal, base_argv, load_pt, write_pattern_data

@@ -7,7 +7,7 @@ from dataclasses import fields
 import pytest
 import torch
 
-from cs336_basics.model import IMPLEMENTATION_FIELDS, ModelConfig, TransformerLM
+from cs336_basics.lm.model import IMPLEMENTATION_FIELDS, ModelConfig, TransformerLM
 from cs336_basics.training.settings import (
     MODEL_FIELDS,
     OBJECTIVE_MODEL_FIELDS,

@@ -7,8 +7,8 @@ import random
 import numpy as np
 import torch
 
-from cs336_basics.model import ModelConfig, TransformerLM
-from cs336_basics.optim import AdamW
+from cs336_basics.fast.optim import AdamW
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.training.state import TrainState, capture_rng_state, make_data_rng, restore_rng_state
 
 CFG = ModelConfig(vocab_size=32, context_length=8, d_model=16, num_layers=1, num_heads=2, d_ff=32)

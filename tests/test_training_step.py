@@ -9,8 +9,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cs336_basics.model import ModelConfig, TransformerLM
-from cs336_basics.optim import AdamW
+from cs336_basics.fast.optim import AdamW
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.training.step import train_step
 
 CFG = ModelConfig(vocab_size=32, context_length=8, d_model=16, num_layers=1, num_heads=2, d_ff=32)

@@ -122,10 +122,10 @@ def test_ddp_step_averages_the_ranks_gradients(data, single_run, ddp_run):
     checkpoint: the mean of both ranks' accumulated gradients, then one AdamW step."""
     import numpy as np
 
-    from cs336_basics.data import get_batch, load_tokens
-    from cs336_basics.model import TransformerLM
+    from cs336_basics.corpus.tokens import get_batch, load_tokens
+    from cs336_basics.fast.optim import AdamW, param_groups
+    from cs336_basics.lm.model import TransformerLM
     from cs336_basics.nn_utils import clip_grad_norm, cross_entropy
-    from cs336_basics.optim import AdamW, param_groups
 
     run_dir, _ = ddp_run
     args = parse_settings(base_argv(data, run_dir, **FLAGS))

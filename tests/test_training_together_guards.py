@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from cs336_basics import training_together as tt
-from cs336_basics.bpe import train_bpe
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.fast.bpe import train_bpe
+from cs336_basics.fast.tokenizer import Tokenizer
 from tests._corpus_utils import EOT, sentences, tokenize
 from tests._train_utils import PYTHON, REPO, load_pt, subprocess_env, write_pattern_data
 

@@ -143,7 +143,7 @@ def test_tiny_run_learns_and_writes_everything(data, tmp_path, capsys):
     assert rc_json["seed"] == 1234 and rc_json["world_size"] == 1 and rc_json["torch_version"] == torch.__version__
     assert rc_json["train_config"]["lr"] == 1e-2 and rc_json["train_config"]["batch_size"] == 8
     # The trained checkpoint is a TransformerLM state dict that loads into a fresh model.
-    from cs336_basics.model import ModelConfig, TransformerLM
+    from cs336_basics.lm.model import ModelConfig, TransformerLM
 
     m = TransformerLM(ModelConfig.from_dict(ck["model_config"]))
     m.load_state_dict(ck["model"])

@@ -599,7 +599,7 @@ def test_resume_skips_bad_checkpoints_and_falls_back(launcher, data, reference, 
 
 def _tiny_tokenizer_dir(d: Path) -> Path:
     """vocab.json/merges.txt written by hand in GPT-2's byte-to-unicode convention (64 ids)."""
-    from cs336_basics.tokenizer import bytes_to_unicode
+    from cs336_basics.fast.tokenizer import bytes_to_unicode
 
     b2u = bytes_to_unicode()
     d.mkdir(parents=True, exist_ok=True)
@@ -624,7 +624,7 @@ def test_generate_cli_refuses_malicious_checkpoint(launcher, reference, foreign_
 
 
 def test_tokenizer_files_are_parsed_not_evaluated(tmp_path):
-    from cs336_basics.tokenizer import Tokenizer, TokenizerError, bytes_to_unicode
+    from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError, bytes_to_unicode
 
     marker = tmp_path / "marker"
     code = f"__import__('pathlib').Path({str(marker)!r}).write_text('pwned')"
@@ -907,7 +907,7 @@ def test_train_bpe_invalid_utf8_names_file_and_offset(launcher, tmp_path):
 
 @pytest.fixture()
 def tok_dir(tmp_path) -> Path:
-    from cs336_basics.tokenizer import Tokenizer
+    from cs336_basics.fast.tokenizer import Tokenizer
 
     d = tmp_path / "tokenizer"
     Tokenizer({i: bytes([i]) for i in range(256)} | {256: b"<|endoftext|>"}, [], ["<|endoftext|>"]).save(d)

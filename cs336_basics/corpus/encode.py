@@ -17,6 +17,7 @@ has been read, so an error anywhere leaves no new file behind (and earlier outpu
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -33,10 +34,10 @@ import numpy as np
 from cs336_basics.corpus import chat
 from cs336_basics.corpus.layout import CorpusError, existing_shards, mask_path, shard_path
 from cs336_basics.corpus.sources import EOT, Record, record_text
-from cs336_basics.tokenizer import Tokenizer
+from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError
 from cs336_basics.utils.fsutil import atomic_write_text, current_umask, fsync_dir
 from cs336_basics.utils.pool import in_order, start_method
-from cs336_basics.utils.token_files import tokens_meta, tokens_meta_path
+from cs336_basics.utils.token_files import RAW_SUFFIXES, tokens_meta, tokens_meta_path
 
 BATCH_CHARS = 1 << 20  # characters of text per worker task
 Doc = str | list[chat.Segment]  # a plain document (EOT appended when encoded) or chat segments
@@ -177,14 +178,11 @@ class _TempFile:
         self.f: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
         self.dtype = npy_dtype
         if npy_dtype is not None:
-            from cs336_basics.tokenize_data import npy_header  # (tokenize_data imports this module)
-
             self.f.write(npy_header(npy_dtype, 0))  # placeholder, same length as the real one
 
     def close(self, n: int) -> None:
         if self.dtype is not None:
             self.f.seek(0)
-            from cs336_basics.tokenize_data import npy_header
 
             self.f.write(npy_header(self.dtype, n))
         self.f.flush()
@@ -224,8 +222,6 @@ class TokenWriter:
 
     def _open(self) -> _Part:
         if not self.parts:  # a missing output folder is made, as train_bpe and the plain-text path make theirs
-            from cs336_basics.tokenize_data import make_output_dir
-
             make_output_dir(self.output)
         path = shard_path(self.output, len(self.parts)) if self.shard_tokens else self.output
         ids = _TempFile(path, self.dtype if self.npy else None)
@@ -338,7 +334,6 @@ def encode_corpus(
     ``chat_format`` None: plain documents of ``text_fields``; ``"auto"`` or one of
     :data:`chat.FORMATS`: conversations, with a mask. ``source`` is recorded in the sidecars.
     """
-    from cs336_basics.tokenize_data import output_dtype
 
     out = Path(output)
     tok = Tokenizer.from_dir(tokenizer_dir, special_tokens)
@@ -376,3 +371,40 @@ def encode_corpus(
         raise
     noted = report if report.count or report.notes else None
     return EncodeResult(files, n_tokens, n_docs, chat_format is not None, noted, stale, writer.oversized())
+
+
+# ---------------------------------------------------------------------- token files out (tokenize_data uses these too)
+def output_dtype(output_path: str | os.PathLike, vocab_size: int) -> np.dtype:
+    """Little-endian dtype for the ids of a ``vocab_size`` tokenizer in ``output_path``; raises
+    TokenizerError for a suffix the trainer cannot read or a vocabulary ``.u16`` cannot hold."""
+    out = Path(output_path)
+    suffix = out.suffix.lower()
+    if suffix not in (".npy", *RAW_SUFFIXES):
+        raise TokenizerError(
+            f"{out}: unknown output extension {out.suffix!r} (use .npy, or raw little-endian ids: "
+            f"{', '.join(RAW_SUFFIXES)})"
+        )
+    fits16 = vocab_size <= 1 << 16
+    if suffix == ".u16" and not fits16:
+        raise TokenizerError(
+            f"{out}: a vocabulary of {vocab_size:,} ids does not fit .u16 (uint16 holds 65,536); use .u32 or .npy"
+        )
+    return np.dtype("<u2") if fits16 and suffix != ".u32" else np.dtype("<u4")
+
+
+def npy_header(dtype: np.dtype, n: int) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
+    )
+    return buf.getvalue()
+
+
+def make_output_dir(out: Path) -> None:
+    """Make the folder of ``out`` when missing, as train_bpe and the trainer make theirs."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TokenizerError(
+            f"{out}: cannot create the output directory {out.parent} ({err.strerror or err})"
+        ) from None

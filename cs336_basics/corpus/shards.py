@@ -28,7 +28,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from cs336_basics.corpus.layout import CorpusError, mask_path, resolve_token_paths
-from cs336_basics.data import NPY_READ_ERRORS, load_tokens
+from cs336_basics.corpus.tokens import NPY_READ_ERRORS, load_tokens
 from cs336_basics.utils.devices import resolve_device
 from cs336_basics.utils.token_files import read_tokens_meta
 

@@ -43,7 +43,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from cs336_basics.layers import softmax
-from cs336_basics.model import ModelConfig, check_sampling_args, unwrap_model
+from cs336_basics.lm.generate import check_sampling_args
+from cs336_basics.lm.model import ModelConfig, unwrap_model
 
 __all__ = [
     "OBJECTIVES",

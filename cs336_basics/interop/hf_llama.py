@@ -33,7 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from cs336_basics.interop.safetensors_io import load_file, save_file
-from cs336_basics.model import IMPLEMENTATION_FIELDS, ModelConfig, TransformerLM
+from cs336_basics.lm.model import IMPLEMENTATION_FIELDS, ModelConfig, TransformerLM
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import atomic_directory, atomic_write_text
 
@@ -502,8 +502,8 @@ def save_start_checkpoint(
     moments yet), the model config, and, when ``source`` holds one of our tokenizers, its
     fingerprint (so generate can warn about a different tokenizer). An existing ``out`` is replaced
     (atomically) only with ``overwrite``."""
-    from cs336_basics.checkpoint import save_checkpoint
-    from cs336_basics.optim import AdamW, param_groups
+    from cs336_basics.fast.optim import AdamW, param_groups
+    from cs336_basics.training.checkpoints import save_checkpoint
     from cs336_basics.utils.token_files import TOKENIZER_FILES, tokenizer_fingerprint
 
     optimizer = AdamW(param_groups(model, "adamw", weight_decay=0.0, lr=1e-3))

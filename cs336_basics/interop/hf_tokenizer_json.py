@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from cs336_basics.corpus import chat
-from cs336_basics.gpt2_files import TokenizerError, bytes_to_unicode, token_to_str
-from cs336_basics.pretokenize import GPT2_PAT
+from cs336_basics.fast.pretokenize import GPT2_PAT
+from cs336_basics.interop.gpt2_files import TokenizerError, bytes_to_unicode, token_to_str
 from cs336_basics.utils.fsutil import atomic_write_text
 
 __all__ = ["TOKENIZER_JSON", "TOKENIZER_CONFIG", "tokenizer_json", "write_hf_tokenizer_files", "read_tokenizer_json"]

@@ -40,7 +40,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from cs336_basics.model import ModelConfig
+from cs336_basics.lm.model import ModelConfig
 from cs336_basics.training.metrics import PEAK_TFLOPS
 from cs336_basics.utils.errors import UserError, run_cli
 

@@ -69,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from cs336_basics.fast.tokenizer import Tokenizer
     from cs336_basics.generate import check_tokenizer, find_tokenizer_dir, load_model, tokenizer_mismatch
     from cs336_basics.interop.hf_llama import check_llama_expressible, check_out_dir, export_dir
-    from cs336_basics.tokenizer import Tokenizer
 
     model, payload, path = load_model(args.checkpoint)
     if args.format == "hf":

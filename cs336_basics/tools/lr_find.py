@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cs336_basics.data import get_batch, load_tokens
-from cs336_basics.model import TransformerLM
+from cs336_basics.corpus.tokens import get_batch, load_tokens
+from cs336_basics.lm.model import TransformerLM
 from cs336_basics.training import runtime
 from cs336_basics.training.settings import ConfigError, TrainSettings, parse_settings_and_extras
 from cs336_basics.training.step import StepResult, build_objective, train_step

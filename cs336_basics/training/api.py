@@ -30,7 +30,7 @@ def build_model(model: nn.Module | Callable[[], nn.Module], s: Any, rt: Runtime)
             f"{', '.join(needs)} needs the TransformerLM's blocks (model.layers); {type(model).__name__} has none"
         )
     if s.optimizer == "muon":
-        from cs336_basics.optim import param_groups
+        from cs336_basics.fast.optim import param_groups
 
         try:
             param_groups(model, "muon", weight_decay=s.weight_decay, lr=s.lr)

@@ -25,8 +25,8 @@ from typing import Any
 
 from cs336_basics.extensions.diffusion import DEFAULT_EPS, OBJECTIVES, with_mask_token
 from cs336_basics.extensions.schedules import DECAY_SHAPES, LR_SCHEDULES
-from cs336_basics.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
-from cs336_basics.optim import OPTIMIZERS
+from cs336_basics.fast.optim import OPTIMIZERS
+from cs336_basics.lm.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
 from cs336_basics.training.overrides import apply_overrides
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import read_toml

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_basics.model import ModelConfig
+from cs336_basics.lm.model import ModelConfig
 from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager, load_model_weights, read_checkpoint
 from cs336_basics.training.settings import MODEL_FIELDS, OBJECTIVE_MODEL_FIELDS
 from cs336_basics.utils.dtensor import is_dtensor

@@ -23,9 +23,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
-from cs336_basics.data import get_batch
-from cs336_basics.fast_nn_utils import clip_grad_norm, clip_grad_norm_on_device
-from cs336_basics.nn_utils import cross_entropy, masked_cross_entropy
+from cs336_basics.corpus.tokens import get_batch
+from cs336_basics.fast.nn_utils import clip_grad_norm, clip_grad_norm_on_device, masked_cross_entropy
+from cs336_basics.nn_utils import cross_entropy
 from cs336_basics.training import runtime
 from cs336_basics.training.state import Snapshot, TrainState, make_eval_rng
 

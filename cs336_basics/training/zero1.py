@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-from cs336_basics.optim import keep_step_how
+from cs336_basics.fast.optim import keep_step_how
 from cs336_basics.training.runtime import Runtime, RuntimeConfigError
 
 

@@ -17,7 +17,7 @@ are filled from word lists (names, animals, places, objects, feelings...). Every
 
 From the command line (e.g. for the conversation demo in the docs, which needs no download)::
 
-    python -m cs336_basics.tools.storygen --stories 4000 --output runs/stories-train.txt
+    python -m cs336_basics.quickstart.storygen --stories 4000 --output runs/stories-train.txt
 """
 
 from __future__ import annotations
@@ -807,7 +807,7 @@ def write_corpus(path: str | os.PathLike, num_stories: int, seed: int = 0) -> in
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m cs336_basics.tools.storygen",
+        prog="python -m cs336_basics.quickstart.storygen",
         description="Write N synthetic children's stories, each followed by <|endoftext|> (deterministic).",
     )
     p.add_argument("--stories", type=int, required=True, help="number of stories (about 450 bytes each)")

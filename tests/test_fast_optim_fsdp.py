@@ -19,11 +19,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cs336_basics.fast_nn_utils import clip_grad_norm
-from cs336_basics.model import ModelConfig, TransformerLM
-from cs336_basics.muon import Muon
+from cs336_basics.extensions.muon import Muon
+from cs336_basics.fast.nn_utils import clip_grad_norm
+from cs336_basics.fast.optim import AdamW, param_groups
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.nn_utils import cross_entropy
-from cs336_basics.optim import AdamW, param_groups
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 

@@ -1,5 +1,6 @@
-"""Fast twin of :func:`cs336_basics.nn_utils.clip_grad_norm`: the global gradient norm with multi-tensor
-kernels, float32 accumulation, FSDP2 (DTensor) shards, and a variant with no host sync.
+"""Fast twin of :func:`cs336_basics.nn_utils.clip_grad_norm` (the global gradient norm with multi-tensor
+kernels, float32 accumulation, FSDP2 (DTensor) shards, and a variant with no host sync), and the
+training program's other loss helpers: a cross-entropy over masked targets only, perplexity.
 
 The plain version in ``nn_utils`` is the handout's ten lines (a Python loop over gradients). This one
 uses the multi-tensor ``torch._foreach_*`` kernels, which turn "one small kernel per parameter" into a
@@ -16,11 +17,12 @@ import math
 from collections.abc import Iterable
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from cs336_basics.utils.dtensor import is_dtensor, local_tensor
 
-__all__ = ["clip_grad_norm", "clip_grad_norm_on_device", "global_grad_norm"]
+__all__ = ["clip_grad_norm", "clip_grad_norm_on_device", "global_grad_norm", "masked_cross_entropy", "perplexity"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -164,3 +166,33 @@ def clip_grad_norm_on_device(
     scale = torch.where(clip, max_norm / (wide + 1e-6), torch.ones_like(wide)).float()
     _scale_grads(grads, scale, use_foreach)
     return total
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss over some targets only (chat fine-tuning), and perplexity
+# ----------------------------------------------------------------------------------------------
+def masked_cross_entropy(
+    logits: Float[Tensor, "... vocab"], targets: Int[Tensor, ...], mask: Tensor, reduction: str = "mean"
+) -> Float[Tensor, ""]:
+    """Cross-entropy over the positions where ``mask`` is nonzero only (e.g. the assistant's answers).
+
+    ``mean``: their mean (0, with zero gradient, when the mask is all zero: a window of prompt text
+    only must not turn into a NaN step); ``sum``: their sum. Same arithmetic per token as
+    :func:`cross_entropy` (float32 for low-precision logits, the row max subtracted first).
+    """
+    work = logits.float()
+    row_max = work.detach().amax(dim=-1, keepdim=True)
+    log_sum_exp = torch.log((work - row_max).exp().sum(dim=-1)) + row_max.squeeze(-1)
+    target_logit = work.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+    weight = mask.to(log_sum_exp.dtype)
+    total = ((log_sum_exp - target_logit) * weight).sum()
+    return total if reduction == "sum" else total / weight.sum().clamp_min(1.0)
+
+
+def perplexity(mean_loss: float | Tensor) -> float:
+    """``exp(mean cross-entropy)``; ``inf`` instead of an OverflowError for a diverged loss."""
+    value = float(mean_loss.item() if isinstance(mean_loss, Tensor) else mean_loss)
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf

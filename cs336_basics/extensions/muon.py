@@ -45,7 +45,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from cs336_basics.optim import GroupStepOptimizer, _check_hparams, adamw_group_step, adamw_init_state
+from cs336_basics.fast.optim import GroupStepOptimizer, adamw_group_step, adamw_init_state
+from cs336_basics.optim import check_hparams
 from cs336_basics.utils.devices import fast_bf16_matmuls
 from cs336_basics.utils.dtensor import is_dtensor, local_tensor
 
@@ -129,7 +130,7 @@ class Muon(GroupStepOptimizer):
         foreach: bool | None = None,
     ) -> None:
         _check_muon_hparams(lr, momentum, ns_steps, weight_decay, nesterov)
-        _check_hparams(lr, betas, eps, weight_decay)
+        check_hparams(lr, betas, eps, weight_decay)
         if ns_dtype is not None and not (isinstance(ns_dtype, torch.dtype) and ns_dtype.is_floating_point):
             raise ValueError(f"Muon: ns_dtype must be a floating torch dtype or None, got {ns_dtype!r}")
         defaults = dict(
@@ -162,7 +163,7 @@ class Muon(GroupStepOptimizer):
                             "put embeddings, the LM head and 1-D gains in a group with use_muon=False"
                         )
             else:
-                _check_hparams(g["lr"], g["betas"], g["eps"], g["weight_decay"])
+                check_hparams(g["lr"], g["betas"], g["eps"], g["weight_decay"])
         except ValueError as err:
             raise ValueError(f"{err}{name}") from None
 

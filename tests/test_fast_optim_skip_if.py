@@ -11,8 +11,8 @@ import copy
 import pytest
 import torch
 
-from cs336_basics.muon import Muon
-from cs336_basics.optim import AdamW
+from cs336_basics.extensions.muon import Muon
+from cs336_basics.fast.optim import AdamW
 
 
 def _make(kind: str):

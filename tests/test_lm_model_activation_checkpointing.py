@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cs336_basics.model import ModelConfig, TransformerLM
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.nn_utils import cross_entropy
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)

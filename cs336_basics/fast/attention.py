@@ -1,9 +1,10 @@
 """Causal multi-head self-attention, optimised: the same maths and parameters as the plain path.
 
-``FastCausalMultiHeadSelfAttention`` is a drop-in for ``layers.CausalMultiHeadSelfAttention``: it
-subclasses it, so it has the same ``q_proj`` / ``k_proj`` / ``v_proj`` / ``output_proj`` weights and
-state-dict names (a checkpoint trained with one path loads into the other) and computes the same
-function. ``ModelConfig.attention`` ("fast", the default, or "plain") picks the class. What it
+``FastCausalMultiHeadSelfAttention`` is a drop-in for the engine's ``lm.attention.Attention`` (the
+textbook's ``layers.CausalMultiHeadSelfAttention`` plus a KV cache, ``causal=False`` and the recipe's
+hooks): it subclasses it, so it has the same ``q_proj`` / ``k_proj`` / ``v_proj`` / ``output_proj``
+weights and state-dict names (a checkpoint trained with one path loads into the other) and computes
+the same function. ``ModelConfig.attention`` ("fast", the default, or "plain") picks the class. What it
 does differently, and why:
 
 - **Fused QKV projection.** The three ``[d_model, d_model]`` weights are concatenated into one
@@ -34,7 +35,7 @@ does differently, and why:
   (the matmuls return float32 results), and the scale is applied to the float32 scores rather than
   to a bf16 q; only matmul operands are in the input dtype. Its bf16 gradients are then no less
   accurate than plain bf16 autograd's (a test checks this against a float64 reference).
-- **A fused kernel on CUDA.** Half-precision inputs on a GPU go to ``triton_attention`` (the
+- **A fused kernel on CUDA.** Half-precision inputs on a GPU go to ``fast.triton_attention`` (the
   FlashAttention-2 algorithm in Triton, forward and backward): the same function, with the score
   matrix never leaving the chip. The blocked core below writes that matrix to GPU memory: on an H200
   at the course's TinyStories shape (bf16 + compile) the model ran at 0.85x the built-in model's
@@ -59,18 +60,19 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from cs336_basics.layers import CausalMultiHeadSelfAttention, KVCache, apply_rope
+from cs336_basics.layers import apply_rope
+from cs336_basics.lm.attention import Attention, KVCache
 
 __all__ = ["FastCausalMultiHeadSelfAttention", "causal_attention"]
 
 _LOG2E = 1.4426950408889634  # log2(e): softmax(x) == exp2((x - max) * log2 e) / sum
-# Half-precision CUDA attention runs the fused Triton kernels of cs336_basics.triton_attention
+# Half-precision CUDA attention runs the fused Triton kernels of cs336_basics.fast.triton_attention
 # (where Triton is installed); False keeps it on the blocked core below (the benchmark compares both).
 USE_TRITON = True
 _HALF = (torch.float16, torch.bfloat16)
 
 
-class FastCausalMultiHeadSelfAttention(CausalMultiHeadSelfAttention):
+class FastCausalMultiHeadSelfAttention(Attention):
     """Same parameters and function as the plain ``CausalMultiHeadSelfAttention``, computed faster."""
 
     def forward(
@@ -138,7 +140,7 @@ def causal_attention(
     """
     out_dtype = v.dtype
     if q.is_cuda and out_dtype in _HALF and USE_TRITON:
-        import cs336_basics.triton_attention as flash  # imported here: only CUDA runs pay for Triton
+        import cs336_basics.fast.triton_attention as flash  # imported here: only CUDA runs pay for Triton
 
         if flash.supported(q, k, v):
             return flash.flash_attention(q, k, v, scale, causal)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cs336_basics.model import ModelConfig, TransformerBlock, TransformerLM
+from cs336_basics.lm.model import ModelConfig, TransformerBlock, TransformerLM
 
 from . import adapters
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)

@@ -1,7 +1,7 @@
 """Muon and the named parameter groups, against independent references.
 
 References: ``torch.linalg.svd`` (what Newton-Schulz approximates), a plain Muon step written out
-below (its own Newton-Schulz loop, no helpers from cs336_basics.muon), ``torch.optim.AdamW``.
+below (its own Newton-Schulz loop, no helpers from cs336_basics.extensions.muon), ``torch.optim.AdamW``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cs336_basics.model import ModelConfig, TransformerLM
-from cs336_basics.muon import Muon, newton_schulz
-from cs336_basics.optim import AdamW, param_groups
+from cs336_basics.extensions.muon import Muon, newton_schulz
+from cs336_basics.fast.optim import AdamW, param_groups
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 

@@ -3,14 +3,15 @@
     uv run python -m cs336_basics.quickstart
 
 1. data:      ``data/TinyStoriesV2-GPT4-{train,valid}.txt`` if present (a prefix of them), else a
-              synthetic children's-story corpus generated on the spot (cs336_basics.tools.storygen);
+              synthetic children's-story corpus generated on the spot (cs336_basics.quickstart.storygen);
 2. tokenizer: byte-level BPE trained on it (bpe.train_bpe), saved with Tokenizer.save;
 3. tokens:    train/valid text -> ``.npy`` id arrays (tokenize_data.tokenize_file);
 4. training:  a small Transformer LM with the real training program (training_together.main);
 5. samples:   a few stories from the trained model, plus where everything is and what to run next.
 
 Everything lands in ``--out`` (default ``runs/quickstart/``). ``--quick`` is a seconds-long smoke
-mode (tiny corpus and model) used by the tests.
+mode (tiny corpus and model) used by the tests. The synthetic corpus comes from :mod:`storygen`
+beside this file.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cs336_basics.model import ModelConfig
+from cs336_basics.lm.model import ModelConfig
 from cs336_basics.training.settings import model_flags
-from cs336_basics.utils.errors import UserError, run_cli
+from cs336_basics.utils.errors import UserError
 
 EOT = "<|endoftext|>"
 MARKER = ".quickstart"  # marks a directory the quickstart made (so it may clean it on a re-run)
@@ -217,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 1. Data ----------------------------------------------------------------------------------
     t0 = time.perf_counter()
     if synthetic:
-        from cs336_basics.tools.storygen import write_corpus
+        from cs336_basics.quickstart.storygen import write_corpus
 
         why = (
             "--synthetic"
@@ -254,8 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(f"      {train_txt} ({_mb(n_tr)}), {valid_txt} ({_mb(n_va)})")
 
     # 2. Tokenizer -----------------------------------------------------------------------------
-    from cs336_basics.bpe import train_bpe
-    from cs336_basics.tokenizer import Tokenizer
+    from cs336_basics.fast.bpe import train_bpe
+    from cs336_basics.fast.tokenizer import Tokenizer
 
     t0 = time.perf_counter()
     _say(f"[2/5] Tokenizer: training byte-level BPE, vocab {st.vocab_size:,}, special token {EOT} ...")
@@ -391,7 +392,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say("  bash scripts/download_data.sh   # then train on the real TinyStories: see README.md, 'Training'")
     sys.stdout.flush()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cs336_basics.model import ModelConfig, TransformerLM, _sample_next, generate
+from cs336_basics.lm.generate import _sample_next, generate
+from cs336_basics.lm.model import ModelConfig, TransformerLM
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 

@@ -45,8 +45,8 @@ _INTERPRETED = textwrap.dedent(
     """
     import json, math, sys
     import torch
-    from cs336_basics.triton_attention import flash_attention
-    from tests.test_triton_attention import CASES, reference, rel_err
+    from cs336_basics.fast.triton_attention import flash_attention
+    from tests.test_fast_triton_attention import CASES, reference, rel_err
 
     out = []
     for n, t, s, d, causal in CASES:
@@ -83,7 +83,7 @@ def test_kernels_match_float64_in_the_interpreter():
 
 
 def test_unsupported_inputs_are_declined():
-    from cs336_basics import triton_attention
+    from cs336_basics.fast import triton_attention
 
     x = torch.zeros(2, 8, 32, dtype=torch.float16)
     assert triton_attention.supported(x, x, x)
@@ -113,7 +113,7 @@ def test_cuda_no_less_accurate_than_plain_autograd(dtype, n, t, s, d, causal):
     do = torch.randn(n, t, d, generator=g).to("cuda", dtype)
     scale = 1.0 / math.sqrt(d)
     ref = reference(q, k, v, do, scale, causal)
-    from cs336_basics.triton_attention import flash_attention
+    from cs336_basics.fast.triton_attention import flash_attention
 
     def errors(fn):
         ins = [x.clone().requires_grad_() for x in (q, k, v)]
@@ -130,7 +130,7 @@ def test_cuda_no_less_accurate_than_plain_autograd(dtype, n, t, s, d, causal):
 @pytest.mark.gpu
 @cuda
 def test_cuda_compiled_equals_eager():
-    from cs336_basics.triton_attention import flash_attention
+    from cs336_basics.fast.triton_attention import flash_attention
 
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(8, 256, 32, generator=g).to("cuda", torch.bfloat16).requires_grad_() for _ in range(3))
@@ -144,7 +144,7 @@ def test_cuda_compiled_equals_eager():
 @pytest.mark.gpu
 @cuda
 def test_cuda_model_uses_the_kernel_and_agrees_with_plain():
-    from cs336_basics.model import ModelConfig, TransformerLM
+    from cs336_basics.lm.model import ModelConfig, TransformerLM
 
     cfg = dict(vocab_size=64, context_length=128, d_model=64, num_layers=2, num_heads=2, d_ff=128)
     torch.manual_seed(0)
@@ -153,7 +153,7 @@ def test_cuda_model_uses_the_kernel_and_agrees_with_plain():
     plain.load_state_dict(fast.state_dict())
     idx = torch.randint(0, 64, (4, 128), device="cuda")
     calls = []
-    from cs336_basics import triton_attention
+    from cs336_basics.fast import triton_attention
 
     real = triton_attention.flash_attention
     triton_attention.flash_attention = lambda *a, **kw: calls.append(1) or real(*a, **kw)
