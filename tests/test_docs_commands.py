@@ -335,9 +335,7 @@ def slug(heading: str) -> str:
 
 
 def test_the_links_between_the_docs_resolve():
-    anchors = {
-        doc: {slug(m) for m in re.findall(r"^#+ (.*)$", doc.read_text(encoding="utf-8"), re.M)} for doc in DOCS
-    }
+    anchors = {doc: {slug(m) for m in re.findall(r"^#+ (.*)$", doc.read_text(encoding="utf-8"), re.M)} for doc in DOCS}
     broken = []
     for doc in DOCS:
         for target, anchor in re.findall(r"\]\(([\w/.-]*\.md)?(?:#([\w-]+))?\)", doc.read_text(encoding="utf-8")):
