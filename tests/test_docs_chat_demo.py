@@ -1,4 +1,4 @@
-"""The documented conversation demo runs from a fresh clone as written, at a tiny size.
+"""The documented conversation demo (docs/data.md) runs from a fresh clone as written, at a tiny size.
 
 The commands are read from the document itself (the fenced block after "The whole flow"), sizes are
 shrunk by exact substitutions (each must apply, so an edit of the document that breaks one fails
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "README.md"
+DOC = REPO / "docs" / "data.md"
 
 # (documented text, tiny text): each must occur in the block.
 SHRINK = [

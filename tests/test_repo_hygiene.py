@@ -1,4 +1,4 @@
-"""What the README's commands write stays out of git, and nothing points outside the repository."""
+"""What the documented commands write stays out of git, and nothing points outside the repository."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_folders_the_readme_writes_into_are_ignored():
     ignored = {line.strip().strip("/") for line in (REPO / ".gitignore").read_text().splitlines()}
-    for out in ("tokenizers", "runs", "checkpoints", "curves.png", "curves.csv", "lr_find.png", "data/*"):
+    for out in ("tokenizers", "runs", "checkpoints", "exports", "curves.png", "curves.csv", "lr_find.png", "data/*"):
         assert out in ignored, f".gitignore lacks {out!r}"
 
 
@@ -19,6 +19,7 @@ def test_no_file_refers_to_places_outside_the_repository():
     hits = []
     for path in [
         REPO / "README.md",
+        *REPO.glob("docs/*.md"),
         *REPO.glob("cs336_basics/**/*.py"),
         *REPO.glob("scripts/*"),
         *REPO.glob("tests/*.py"),
