@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Quality bar: how good a model does this stack train in a fixed, small budget?
 
-    uv run python scripts/bench_quality.py            # minutes on a 2-core CPU (see the README)
+    uv run python scripts/bench_quality.py            # minutes on a 2-core CPU (see docs/benchmarks.md)
     uv run python scripts/bench_quality.py --optimizer muon   # Muon for the hidden matrices
     uv run python scripts/bench_quality.py --recipe leaderboard   # Muon + the recipe (see RECIPES)
     uv run python scripts/bench_quality.py --ablate   # baseline, each technique alone, leaderboard: a table
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from cs336_basics.utils.errors import run_cli  # noqa: E402
 
 EOT = "<|endoftext|>"
-# The TinyStories sample the README's numbers use: ~1.8 MB of train and ~0.3 MB of valid documents.
+# The TinyStories sample docs/benchmarks.md's numbers use: ~1.8 MB of train and ~0.3 MB of valid documents.
 # Any such slice works, e.g. `head -c 1800000 data/TinyStoriesV2-GPT4-train.txt > data/tinystories_sample_train.txt`.
 SAMPLE = REPO / "data"
 
@@ -143,7 +143,7 @@ TECHNIQUES: dict[str, list[str]] = {
     "value_residual": ["--value_residual"],
     "embed_norm": ["--embed_norm"],
 }
-# leaderboard: the combination that measured best at 480 steps (README, Quality bar): Muon (Newton-Schulz
+# leaderboard: the combination that measured best at 480 steps (docs/benchmarks.md, quality bar): Muon (Newton-Schulz
 # in bf16 where that is fast, see muon_bf16), ReLU^2, tied embeddings and the embedding norm. Adding
 # zero-init projections and value residual (each worse alone) measured worse here; leaderboard_all has
 # all seven techniques.
@@ -358,7 +358,7 @@ def main(argv=None) -> int:
     return 0
 
 
-# The reference (3.13 nats/token) was measured on these two files, the TinyStories sample of the README
+# The reference (3.13 nats/token) was measured on these two files, the TinyStories sample of docs/benchmarks.md
 # (sha256 of their bytes); on any other text the number says nothing.
 REFERENCE_SHA256 = {
     "train": "c66076cd974906be78b1309b4ba9b64c36039553569acd785bb4fbfca37baecf",
@@ -374,9 +374,7 @@ def reference_line(train: Path, valid: Path, loss: float, max_iters: int) -> str
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
     if sha(train) != REFERENCE_SHA256["train"] or sha(valid) != REFERENCE_SHA256["valid"]:
-        return (
-            "(no reference line: the 3.13 reference was measured on the README's TinyStories sample, not these files)"
-        )
+        return "(no reference line: the 3.13 reference was measured on the TinyStories sample of docs/benchmarks.md, not these files)"
     return (
         f"Reference (PyTorch built-ins + HF BPE): 3.13 nats/token, 1.18 bits/byte; target <= 3.10 -> "
         f"{'MET' if loss <= 3.10 else 'not met'}"

@@ -15,7 +15,7 @@
 2. Encodes the whole file with Tokenizer.encode (one process, cold cache), with tokenize_data (all
    cores) and with tiktoken (one thread) using an Encoding built from the project's merges;
    reports MB/s, ratios, and whether all three id sequences agree.
-3. Prints a markdown table for the README.
+3. Prints a markdown table for docs/benchmarks.md.
 
 Timings are wall-clock and depend on whatever else runs on the machine, so CPU-time figures are
 printed beside them as a load-independent cross-check: MB / CPU-seconds for the single-threaded

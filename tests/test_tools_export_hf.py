@@ -402,7 +402,7 @@ CONVERSATION = [
     {"role": "user", "content": "Name a pet.\n"},
     {"role": "assistant", "content": "A cat. "},
 ]
-# The template by hand (README, "Fine-tuning on conversations"): markers and contents, nothing else.
+# The template by hand (docs/data.md, "Fine-tuning on conversations"): markers and contents, nothing else.
 CONVERSATION_TEXT = (
     "<|system|>Be brief.<|user|>repeat: cat dog<|assistant|> cat dog<|endoftext|>"
     "<|user|>Name a pet.\n<|assistant|>A cat. <|endoftext|>"

@@ -89,7 +89,7 @@ def node_env() -> dict[str, str]:
     env = subprocess_env()
     # A fresh store for the workers of each restart: torchrun's default (workers share the agents'
     # rendezvous store) keeps the previous attempt's keys, and a restarted rank can read its peer's
-    # stale address (pytorch/pytorch issue 135712). The README and the SLURM script set it too.
+    # stale address (pytorch/pytorch issue 135712). docs/distributed.md and the SLURM script set it too.
     env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     if any(name == "lo" for _, name in socket.if_nameindex()):
         env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo would otherwise bind to the interface of the hostname
@@ -97,7 +97,7 @@ def node_env() -> dict[str, str]:
 
 
 def two_node_cmds(port: int, rdzv_id: str, target: list[str]) -> list[list[str]]:
-    """The command for each node (the README's): identical on both, torchrun assigns node ranks at
+    """The command for each node (docs/distributed.md's): identical on both, torchrun assigns node ranks at
     rendezvous. ``--max_restarts 1``: a failed worker on either node restarts both nodes' workers."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
            "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", rdzv_id,

@@ -89,7 +89,7 @@ def test_tiny_run_learns_and_writes_everything(data, tmp_path, capsys):
         del argv[i : i + 2]
     rc, out, err = run(argv, capsys)
     assert rc == 0, err
-    # Console shape (as the README shows it).
+    # Console shape (as docs/training.md shows it).
     lines = out.splitlines()
     for want in ("Loading data with memory mapping...", "Initializing model...", "Starting training from iteration 0...",
                  "Device: cpu", "Max iterations: 60", "-" * 80, "Evaluating at iteration 20...",
@@ -468,7 +468,7 @@ def test_config_file_precedence(tmp_path):
         ["--config", str(cfg), "--lr", "0.02", "--no-compile", "--d_model", "64", "--val_data_path", "c.npy"]
     )
     assert (args.lr, args.compile, args.d_model, args.val_data_path, args.num_layers) == (0.02, False, 64, "c.npy", 3)
-    # Without the file the defaults are the course's (the README's flag table).
+    # Without the file the defaults are the course's (docs/training-flags.md).
     args = parse_settings(["--train_data_path", "a", "--val_data_path", "b"])
     defaults = dict(vocab_size=10000, context_length=256, d_model=512, num_heads=8, d_ff=2048, num_layers=6,
                     rope_theta=10000.0, checkpoint_dir=None, eval_interval=500, eval_iters=100,

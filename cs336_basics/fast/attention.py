@@ -39,7 +39,7 @@ does differently, and why:
   FlashAttention-2 algorithm in Triton, forward and backward): the same function, with the score
   matrix never leaving the chip. The blocked core below writes that matrix to GPU memory: on an H200
   at the course's TinyStories shape (bf16 + compile) the model ran at 0.85x the built-in model's
-  tokens/s with it, 0.94x with the kernel (README, GPU check).
+  tokens/s with it, 0.94x with the kernel (docs/benchmarks.md, GPU).
 - **The CPU fp32 detour.** On CPU, bf16/fp16 (e.g. bf16 autocast) attention cores run in float32:
   CPUs without bf16 matrix units emulate bf16 batched matmuls much more slowly than float32 ones,
   and float32 is also the more accurate choice. On GPUs the core stays in the input dtype.

@@ -37,7 +37,7 @@ ASCII_WS = "\t\n\x0b\x0c\r "
 _WS = "\\t\\n\\x0b\\x0c\\r "
 
 # The GPT-2 pattern restricted to ASCII text, for the stdlib ``re`` engine (faster than ``regex``
-# with \p{..} classes; see the README's benchmark section). On ASCII text it matches exactly what PRETOKEN_RE matches: there
+# with \p{..} classes; see docs/benchmarks.md). On ASCII text it matches exactly what PRETOKEN_RE matches: there
 # \p{L} is [A-Za-z], \p{N} is [0-9] and \s is ASCII_WS (checked in the tests over all 128 code
 # points). Letters come first, the most common case: no other alternative can match where that
 # one does, so the order does not change any match. Only apply it to text that ``isascii()``.

@@ -389,6 +389,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  uv run --extra plot python -m cs336_basics.tools.plot_metrics {q(model_dir)} --out {q(out / 'curves.png')}"
         "    # loss vs steps and vs time"
     )
-    _say("  bash scripts/download_data.sh   # then train on the real TinyStories: see README.md, 'Training'")
+    _say("  bash scripts/download_data.sh   # then train on the real TinyStories: see docs/training.md")
     sys.stdout.flush()
     return 0

@@ -2,7 +2,7 @@
 
 One ``Logger`` interface with a no-op implementation for ranks other than 0, so the training loop
 calls ``logger.train(...)`` unconditionally. The console format and wandb keys are the users' muscle
-memory (the README's "Training" section shows them) and are kept exactly.
+memory (docs/training.md shows them) and are kept exactly.
 """
 
 from __future__ import annotations
