@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from cs336_basics.extensions.diffusion import DEFAULT_EPS, OBJECTIVES, with_mask_token
-from cs336_basics.extensions.schedules import DECAY_SHAPES, LR_SCHEDULES
+from cs336_basics.extensions.schedules import DECAY_SHAPES, LR_SCHEDULES, check_decay_frac
 from cs336_basics.fast.optim import OPTIMIZERS
 from cs336_basics.lm.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
+from cs336_basics.optim import check_hparam
 from cs336_basics.training.overrides import apply_overrides
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import read_toml
@@ -698,15 +699,26 @@ def _check_positive(s: TrainSettings, *names: str, allow_zero: bool = False) -> 
             raise ConfigError(f"--{name} must be {'>= 0' if allow_zero else '> 0'}, got {v:g}")
 
 
+def _check_hparams(s: TrainSettings, *names: str) -> None:
+    """The optimizer's own rule for each (:func:`cs336_basics.optim.check_hparam`), as a ConfigError."""
+    for name in names:
+        if getattr(s, name) is not None:
+            try:
+                check_hparam(name, getattr(s, name))
+            except ValueError as err:
+                raise ConfigError(f"--{err}") from None
+
+
 def validate(s: TrainSettings) -> ModelConfig:
     """Every cheap check on the settings, before any file is read. Returns the model config."""
-    for name in ("lr", "min_lr", "weight_decay", "eps", "grad_clip", "beta1", "beta2", "rope_theta", "heartbeat_s"):
+    for name in ("grad_clip", "rope_theta", "heartbeat_s"):
         if not math.isfinite(getattr(s, name)):
             raise ConfigError(f"--{name} must be a finite number, got {getattr(s, name)}")
+    _check_hparams(s, "lr", "min_lr", "weight_decay", "eps", "beta1", "beta2", "lr_hidden", "lr_embed", "lr_head",
+                   "lr_scalar")  # fmt: skip
     _check_positive(s, "batch_size", "grad_accum_steps", "eval_interval", "eval_iters", "log_interval",
                     "checkpoint_interval", "max_bad_steps", "keep_last", "early_stopping_patience")  # fmt: skip
-    _check_positive(s, "max_iters", "warmup_iters", "lr", "min_lr", "weight_decay", "eps", "seed", "heartbeat_s",
-                    "lr_hidden", "lr_embed", "lr_head", "lr_scalar", allow_zero=True)  # fmt: skip
+    _check_positive(s, "max_iters", "warmup_iters", "seed", "heartbeat_s", allow_zero=True)
     group_lrs = [f"--lr_{k}" for k in ("hidden", "embed", "head", "scalar") if getattr(s, f"lr_{k}") is not None]
     if group_lrs and s.optimizer != "muon":
         raise ConfigError(f"{', '.join(group_lrs)}: per-group learning rates apply to --optimizer muon only")
@@ -714,9 +726,6 @@ def validate(s: TrainSettings) -> ModelConfig:
         raise ConfigError(f"--muon_ns_dtype {s.muon_ns_dtype}: applies to --optimizer muon only")
     if any(getattr(s, f"lr_{k}") for k in ("hidden", "embed", "head", "scalar")) and s.lr == 0:
         raise ConfigError("per-group learning rates are scaled by the schedule of --lr: set --lr > 0")
-    for name in ("beta1", "beta2"):
-        if not 0.0 <= getattr(s, name) < 1.0:
-            raise ConfigError(f"--{name} must be in [0, 1), got {getattr(s, name)}")
     if s.min_lr > s.lr:
         raise ConfigError(f"--min_lr ({s.min_lr:g}) must not exceed --lr ({s.lr:g})")
     if s.max_iters > 0 and s.warmup_iters >= s.max_iters:
@@ -744,7 +753,7 @@ def validate(s: TrainSettings) -> ModelConfig:
 
 def check_knobs(s: TrainSettings) -> None:
     """The trainer knobs' cheap checks (schedules, hooks, epoch cadence, ZeRO-1, run names, TensorBoard)."""
-    for name in ("decay_frac", "on_checkpoint_timeout", "eval_every_epochs", "checkpoint_every_epochs"):
+    for name in ("on_checkpoint_timeout", "eval_every_epochs", "checkpoint_every_epochs"):
         v = getattr(s, name)
         if v is not None and not math.isfinite(v):
             raise ConfigError(f"--{name} must be a finite number, got {v}")
@@ -754,8 +763,10 @@ def check_knobs(s: TrainSettings) -> None:
         raise ConfigError(
             f"--decay_frac/--decay_shape shape the wsd schedule: add --lr_schedule wsd (now {s.lr_schedule})"
         )
-    if not 0.0 < s.decay_frac <= 1.0:
-        raise ConfigError(f"--decay_frac must be in (0, 1], got {s.decay_frac:g}")
+    try:
+        check_decay_frac(s.decay_frac)
+    except ValueError as err:
+        raise ConfigError(f"--{err}") from None
     if s.lr_schedule == "wsd" and s.max_iters * (1.0 - s.decay_frac) < s.warmup_iters:
         raise ConfigError(
             f"--lr_schedule wsd: the decay (the last {s.decay_frac:g} of --max_iters {s.max_iters}) would start before "
@@ -816,10 +827,7 @@ def _validate_objective_and_moe(s: TrainSettings) -> None:
     """The masked-diffusion / MoE flags (the MoE model fields are checked by ModelConfig.validate)."""
     if not 0.0 < s.diffusion_eps < 1.0:
         raise ConfigError(f"--diffusion_eps must be in (0, 1), got {s.diffusion_eps}")
-    for name in ("moe_load_balance_coef", "moe_aux_coef", "moe_z_coef"):
-        v = getattr(s, name)
-        if not (math.isfinite(v) and v >= 0):
-            raise ConfigError(f"--{name} must be a finite number >= 0, got {v}")
+    _check_hparams(s, "moe_load_balance_coef", "moe_aux_coef", "moe_z_coef")
 
 
 def schedule_notes(s: TrainSettings) -> list[str]:
