@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cs336_basics.fast.bpe import BPEError, train_bpe
+from cs336_basics.interop.gpt2_files import EOT
 from cs336_basics.utils import runlock
 from cs336_basics.utils.errors import run_cli
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--special_tokens",
         nargs="*",
-        default=["<|endoftext|>"],
+        default=[EOT],
         metavar="TOKEN",
         help="special tokens (default: <|endoftext|>; pass the flag with no value for none)",
     )
@@ -119,7 +120,7 @@ def _joined_input(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
         return one  # the fast path: the parallel byte-range counter reads the file directly
     if not args.special_tokens:
         raise BPEError("--input with several files or JSON records needs a special token to separate documents")
-    sep = "<|endoftext|>" if "<|endoftext|>" in args.special_tokens else args.special_tokens[0]
+    sep = EOT if EOT in args.special_tokens else args.special_tokens[0]
     fields = parse_fields(args.text_field)
     src = Sources(expand_inputs(args.input))
     tmp = stack.enter_context(tempfile.NamedTemporaryFile("w", encoding="utf-8", prefix="train_bpe-", suffix=".txt"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -59,3 +60,32 @@ def test_every_module_has_tests_found_by_the_rule_and_they_import_it():
         if not any(imports.search(f.read_text()) for f in files):
             problems.append(f"{rel}.py: none of {', '.join(f.name for f in files)} imports it")
     assert not problems, "\n".join(problems)
+
+
+def _string_constants(path: Path, value: str) -> list[int]:
+    """Lines where ``value`` is written as a string constant in code (docstrings left out)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value == value and id(node) not in docstrings
+    ]
+
+
+def test_the_engine_spells_the_end_of_text_token_once():
+    """One constant, ``cs336_basics.interop.gpt2_files.EOT``; the rest of the engine and the scripts
+    import it (the textbook, which imports nothing of the engine, may write its own)."""
+    from tests.test_textbook_tier import TEXTBOOK
+
+    files = [*REPO.glob("cs336_basics/**/*.py"), *REPO.glob("scripts/*.py")]
+    engine = [p for p in files if not (p.parent == REPO / "cs336_basics" and p.name in TEXTBOOK)]
+    hits = [f"{p.relative_to(REPO)}:{n}" for p in engine for n in _string_constants(p, "<|endoftext|>")]
+    assert len(hits) == 1 and hits[0].startswith("cs336_basics/interop/gpt2_files.py:"), hits

@@ -33,8 +33,8 @@ import numpy as np
 
 from cs336_basics.corpus import chat
 from cs336_basics.corpus.layout import CorpusError, existing_shards, mask_path, shard_path
-from cs336_basics.corpus.sources import EOT, Record, record_text
-from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError
+from cs336_basics.corpus.sources import Record, record_text
+from cs336_basics.fast.tokenizer import EOT, Tokenizer, TokenizerError
 from cs336_basics.utils.fsutil import AtomicFile, atomic_write_text, fsync_dir
 from cs336_basics.utils.pool import in_order, start_method
 from cs336_basics.utils.token_files import RAW_SUFFIXES, tokens_meta, tokens_meta_path

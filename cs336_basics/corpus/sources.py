@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from cs336_basics.corpus.layout import CorpusError
+from cs336_basics.interop.gpt2_files import EOT
 
-EOT = "<|endoftext|>"
 JSON_SUFFIXES = (".jsonl", ".json")
 _BLOCK_CHARS = 1 << 20  # plain text is read this many characters at a time
 

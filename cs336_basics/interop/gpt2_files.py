@@ -18,6 +18,8 @@ from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import atomic_write_text
 
 SPECIAL_TOKENS_FILE = "special_tokens.json"
+# GPT-2's end-of-text token, the course's document separator: the engine's one spelling of it.
+EOT = "<|endoftext|>"
 
 
 class TokenizerError(UserError, ValueError):

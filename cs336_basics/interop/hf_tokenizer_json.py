@@ -32,14 +32,13 @@ from typing import Any
 
 from cs336_basics.corpus import chat
 from cs336_basics.fast.pretokenize import GPT2_PAT
-from cs336_basics.interop.gpt2_files import TokenizerError, bytes_to_unicode, token_to_str
+from cs336_basics.interop.gpt2_files import EOT, TokenizerError, bytes_to_unicode, token_to_str
 from cs336_basics.utils.fsutil import atomic_write_text
 
 __all__ = ["TOKENIZER_JSON", "TOKENIZER_CONFIG", "tokenizer_json", "write_hf_tokenizer_files", "read_tokenizer_json"]
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
-EOT = "<|endoftext|>"
 
 # The regex HF's ByteLevel pre-tokenizer uses when ``use_regex`` is true: GPT-2's, with the
 # contractions spelled out one by one. It matches exactly what GPT2_PAT matches.

@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cs336_basics.interop.gpt2_files import EOT
 from cs336_basics.lm.model import ModelConfig
 from cs336_basics.training.settings import model_flags
 from cs336_basics.utils.errors import UserError
 
-EOT = "<|endoftext|>"
 MARKER = ".quickstart"  # marks a directory the quickstart made (so it may clean it on a re-run)
 TINYSTORIES = ("data/TinyStoriesV2-GPT4-train.txt", "data/TinyStoriesV2-GPT4-valid.txt")
 PROMPTS = ["Once upon a time", "One day, a little", "Lily and Tom went to the park."]

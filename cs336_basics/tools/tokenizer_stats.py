@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cs336_basics.fast.tokenizer import Tokenizer, token_to_str
+from cs336_basics.fast.tokenizer import EOT, Tokenizer, token_to_str
 from cs336_basics.utils.errors import UserError, run_cli
 
 __all__ = [
@@ -39,8 +39,6 @@ __all__ = [
     "longest_tokens",
     "compare",
 ]
-
-EOT = "<|endoftext|>"
 
 
 class StatsError(UserError, ValueError):
