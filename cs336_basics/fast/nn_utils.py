@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from cs336_basics.nn_utils import log_sum_exp
 from cs336_basics.utils.dtensor import is_dtensor, local_tensor
 
 __all__ = ["clip_grad_norm", "clip_grad_norm_on_device", "global_grad_norm", "masked_cross_entropy", "perplexity"]
@@ -177,15 +178,14 @@ def masked_cross_entropy(
     """Cross-entropy over the positions where ``mask`` is nonzero only (e.g. the assistant's answers).
 
     ``mean``: their mean (0, with zero gradient, when the mask is all zero: a window of prompt text
-    only must not turn into a NaN step); ``sum``: their sum. Same arithmetic per token as
-    :func:`cross_entropy` (float32 for low-precision logits, the row max subtracted first).
+    only must not turn into a NaN step); ``sum``: their sum. Per token the textbook's arithmetic
+    (:func:`cs336_basics.nn_utils.log_sum_exp`, in float32).
     """
-    work = logits.float()
-    row_max = work.detach().amax(dim=-1, keepdim=True)
-    log_sum_exp = torch.log((work - row_max).exp().sum(dim=-1)) + row_max.squeeze(-1)
-    target_logit = work.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
-    weight = mask.to(log_sum_exp.dtype)
-    total = ((log_sum_exp - target_logit) * weight).sum()
+    logits = logits.float()  # float32 throughout (also for float64 logits, which cross_entropy keeps)
+    lse = log_sum_exp(logits)
+    target_logit = logits.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+    weight = mask.to(lse.dtype)
+    total = ((lse - target_logit) * weight).sum()
     return total if reduction == "sum" else total / weight.sum().clamp_min(1.0)
 
 
