@@ -49,7 +49,7 @@ from cs336_basics.fast.pretokenize import (
     split_on_specials,
 )
 from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError
-from cs336_basics.utils.errors import run_cli
+from cs336_basics.utils.errors import os_reason, run_cli
 from cs336_basics.utils.fsutil import atomic_write_text
 from cs336_basics.utils.token_files import (
     read_tokens_meta,
@@ -72,7 +72,7 @@ def _encode_range(tok: Tokenizer, path: str, start: int, end: int, dtype: np.dty
             f.seek(start)
             data = f.read(end - start)
     except OSError as err:
-        raise TokenizerError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise TokenizerError(f"{path}: cannot read ({os_reason(err)})") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -165,7 +165,7 @@ def tokenize_file(
     try:
         n_tokens = _write_ids(tok, str(tokenizer_dir), tasks, workers, out, dtype, size, progress)
     except OSError as err:  # disk full, permission denied, ... (the temp file is already removed)
-        raise TokenizerError(f"{out}: cannot write output ({err.strerror or err})") from None
+        raise TokenizerError(f"{out}: cannot write output ({os_reason(err)})") from None
     _write_meta(tok, tokenizer_dir, inp, out, dtype, n_tokens)
     return n_tokens
 
@@ -185,7 +185,7 @@ def _write_meta(
             path.unlink(missing_ok=True)
         except OSError:
             pass
-        raise TokenizerError(f"{path}: cannot write the token file's sidecar ({err.strerror or err})") from None
+        raise TokenizerError(f"{path}: cannot write the token file's sidecar ({os_reason(err)})") from None
 
 
 def _write_ids(

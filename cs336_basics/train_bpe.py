@@ -29,7 +29,7 @@ from pathlib import Path
 from cs336_basics.fast.bpe import BPEError, train_bpe
 from cs336_basics.interop.gpt2_files import EOT
 from cs336_basics.utils import runlock
-from cs336_basics.utils.errors import run_cli
+from cs336_basics.utils.errors import os_reason, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +87,7 @@ def check_output_dir(output: str | os.PathLike) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as err:
-        raise BPEError(f"--output {out}: cannot write into {probe_dir} ({err.strerror or err})") from None
+        raise BPEError(f"--output {out}: cannot write into {probe_dir} ({os_reason(err)})") from None
 
 
 def _save_with_fallback(tok, output: str) -> tuple[str, OSError | None, list[Path]]:
@@ -102,7 +102,7 @@ def _save_with_fallback(tok, output: str) -> tuple[str, OSError | None, list[Pat
             d = make()
             return str(d), first, tok.save(d)
     raise BPEError(
-        f"--output {output}: cannot save the tokenizer ({first.strerror or first}), and no fallback "
+        f"--output {output}: cannot save the tokenizer ({os_reason(first)}), and no fallback "
         "directory (current directory, temp directory) was writable either"
     )
 
@@ -182,8 +182,7 @@ def _main(args: argparse.Namespace) -> int:
         )
     if save_error is not None:
         print(
-            f"error: cannot save to {args.output} ({save_error.strerror or save_error}); saved the "
-            f"tokenizer to {saved_to} instead",
+            f"error: cannot save to {args.output} ({os_reason(save_error)}); saved the tokenizer to {saved_to} instead",
             file=sys.stderr,
         )
         return 1

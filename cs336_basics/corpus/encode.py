@@ -35,6 +35,7 @@ from cs336_basics.corpus import chat
 from cs336_basics.corpus.layout import CorpusError, existing_shards, mask_path, shard_path
 from cs336_basics.corpus.sources import Record, record_text
 from cs336_basics.fast.tokenizer import EOT, Tokenizer, TokenizerError
+from cs336_basics.utils.errors import os_reason
 from cs336_basics.utils.fsutil import AtomicFile, atomic_write_text, fsync_dir
 from cs336_basics.utils.pool import in_order, start_method
 from cs336_basics.utils.token_files import RAW_SUFFIXES, tokens_meta, tokens_meta_path
@@ -390,7 +391,7 @@ def encode_corpus(
         files, stale = writer.finish(meta)
     except OSError as err:
         writer.discard()
-        raise CorpusError(f"--output {out}: cannot write output ({err.strerror or err})") from None
+        raise CorpusError(f"--output {out}: cannot write output ({os_reason(err)})") from None
     except BaseException:
         writer.discard()
         raise
@@ -430,6 +431,4 @@ def make_output_dir(out: Path) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise TokenizerError(
-            f"{out}: cannot create the output directory {out.parent} ({err.strerror or err})"
-        ) from None
+        raise TokenizerError(f"{out}: cannot create the output directory {out.parent} ({os_reason(err)})") from None

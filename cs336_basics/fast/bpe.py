@@ -53,7 +53,7 @@ from cs336_basics.fast.pretokenize import (
     special_pattern,
     split_on_specials,
 )
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason
 
 ASCII_PRETOKEN_RE = ascii_pretoken_re(bytes)
 
@@ -224,7 +224,7 @@ def count_pretokens(
                 # A few chunks per worker balances load; more would only add Counter merging.
                 bounds = find_chunk_boundaries(f, 4 * num_workers, [s.encode("utf-8") for s in special_tokens])
     except OSError as err:
-        raise BPEError(f"cannot read training data {path}: {err.strerror or err}") from None
+        raise BPEError(f"cannot read training data {path}: {os_reason(err)}") from None
     tasks = [(path, a, b, special_tokens, BLOCK_BYTES) for a, b in zip(bounds, bounds[1:]) if b > a]
     total: Counter = Counter()
     errors: list[int] = []
@@ -254,7 +254,7 @@ def count_pretokens(
                 pool.terminate()
                 pool.join()
     except OSError as err:
-        raise BPEError(f"cannot read training data {path}: {err.strerror or err}") from None
+        raise BPEError(f"cannot read training data {path}: {os_reason(err)}") from None
     if errors:
         raise BPEError(f"{path}: invalid UTF-8 at byte offset {min(errors)}")
     return total

@@ -31,7 +31,7 @@ from pathlib import Path
 from cs336_basics.interop.gpt2_files import EOT
 from cs336_basics.lm.model import ModelConfig
 from cs336_basics.training.settings import model_flags
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason
 
 MARKER = ".quickstart"  # marks a directory the quickstart made (so it may clean it on a re-run)
 TINYSTORIES = ("data/TinyStoriesV2-GPT4-train.txt", "data/TinyStoriesV2-GPT4-valid.txt")
@@ -123,7 +123,7 @@ def _prepare_out_dir(out: Path) -> None:
                 shutil.rmtree(out / sub)
         (out / MARKER).write_text("made by python -m cs336_basics.quickstart; safe to delete\n")
     except OSError as err:
-        raise QuickstartError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+        raise QuickstartError(f"--out {out}: cannot write there ({os_reason(err)})") from None
 
 
 def _read_metrics(path: Path) -> list[dict]:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cs336_basics.fast.tokenizer import EOT, Tokenizer, token_to_str
-from cs336_basics.utils.errors import UserError, run_cli
+from cs336_basics.utils.errors import UserError, read_error_line, run_cli
 
 __all__ = [
     "StatsError",
@@ -74,12 +74,8 @@ def read_documents(path: str | os.PathLike, max_bytes: int | None = 100_000_000)
         size = p.stat().st_size
         with open(p, "rb") as f:
             raw = f.read(max_bytes if max_bytes is not None else -1)
-    except FileNotFoundError:
-        raise StatsError(f"--input {p}: no such file") from None
-    except IsADirectoryError:
-        raise StatsError(f"--input {p}: is a directory, expected a text file") from None
     except OSError as err:
-        raise StatsError(f"--input {p}: cannot read: {err.strerror or err}") from None
+        raise StatsError(read_error_line(f"--input {p}", err, expected="a text file")) from None
     truncated = max_bytes is not None and size > max_bytes
     if truncated:
         cut = raw.rfind(EOT.encode())

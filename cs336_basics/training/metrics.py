@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cs336_basics.training.runtime import console_write
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason
 from cs336_basics.utils.fsutil import atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported where it is used, so reading metrics needs no torch
@@ -368,7 +368,7 @@ class RunLogger(Logger):
             self._f.write(line + "\n")
             self._f.flush()
         except OSError as err:  # e.g. disk full: name the file (a write on an open file has no name)
-            raise OSError(err.errno, f"could not write {self.jsonl_path}: {err.strerror or err}") from err
+            raise OSError(err.errno, f"could not write {self.jsonl_path}: {os_reason(err)}") from err
         if self._json_console:
             console_write(line, sys.stdout)
 

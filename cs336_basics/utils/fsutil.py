@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from cs336_basics.utils.errors import read_error_line
+
 
 def current_umask() -> int:
     """The process umask. Read from /proc where possible: setting it to read it back (the only
@@ -182,12 +184,8 @@ def read_toml(path: str | os.PathLike, error: type[Exception], flag: str = "--co
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except FileNotFoundError:
-        raise error(f"{flag} {path}: no such file") from None
-    except IsADirectoryError:
-        raise error(f"{flag} {path}: is a directory, expected a .toml file") from None
     except OSError as err:
-        raise error(f"{flag} {path}: cannot read: {err.strerror or err}") from None
+        raise error(read_error_line(f"{flag} {path}", err, expected="a .toml file")) from None
     except tomllib.TOMLDecodeError as err:
         raise error(f"{path}: invalid TOML: {err}") from None
     except UnicodeDecodeError:
