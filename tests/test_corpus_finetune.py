@@ -86,6 +86,17 @@ def test_a_contradicting_shape_flag_is_refused_in_one_line(setup, tmp_path, caps
     assert tt.main(sft_argv(setup, tmp_path / "y", "--d_model", "32", "--max_iters", "0")) == 0  # agreeing: fine
 
 
+def test_a_shape_set_by_override_or_config_is_checked_like_a_flag(setup, tmp_path, capsys):
+    """The settings given (flags, --config keys, --override paths) are read one way: an --override
+    contradicting the checkpoint used to be dropped silently for the checkpoint's value."""
+    assert tt.main(sft_argv(setup, tmp_path / "o", "--override", "d_model=64", "--max_iters", "0")) == 2
+    assert "--d_model 64 contradicts --init_from" in capsys.readouterr().err
+    (tmp_path / "c.toml").write_text("[model]\nd_model = 64\n")
+    assert tt.main(sft_argv(setup, tmp_path / "c", "--config", str(tmp_path / "c.toml"), "--max_iters", "0")) == 2
+    assert "--d_model 64 contradicts --init_from" in capsys.readouterr().err
+    assert tt.main(sft_argv(setup, tmp_path / "a", "--d_mod", "32", "--max_iters", "0")) == 0  # an abbreviation
+
+
 def test_init_from_a_run_directory_uses_its_best_checkpoint(setup, tmp_path, capsys):
     argv = sft_argv(setup, tmp_path / "z", "--max_iters", "0")
     argv[argv.index("--init_from") + 1] = str(setup["pre"])

@@ -661,14 +661,14 @@ def parse_settings_and_extras(
     ns = vars(parser.parse_args(argv))
     ns.pop("override", None)
     settings = TrainSettings(**{k: v for k, v in ns.items() if k in setting_names})
+    given = set(values) | _given_on_command_line(argv, add_extras)  # flags, --config keys, --override paths
     if settings.init_from:  # the model shape comes from that checkpoint
-        from cs336_basics.corpus.finetune import apply_init_from, given_flags
+        from cs336_basics.corpus.finetune import apply_init_from
 
-        explicit = given_flags(parser, argv) | (set(values) if known.config is not None else set())
-        apply_init_from(settings, explicit, MODEL_FIELDS)
+        apply_init_from(settings, given, MODEL_FIELDS)
     _derived_defaults(settings)
     validate(settings)
-    check_given(settings, set(values) | _given_on_command_line(argv, add_extras))
+    check_given(settings, given)
     return settings, {k: v for k, v in ns.items() if k not in setting_names}
 
 
