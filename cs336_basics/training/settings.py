@@ -661,14 +661,7 @@ def parse_settings_and_extras(
     ns = vars(parser.parse_args(argv))
     ns.pop("override", None)
     settings = TrainSettings(**{k: v for k, v in ns.items() if k in setting_names})
-    given = set(values) | _given_on_command_line(argv, add_extras)  # flags, --config keys, --override paths
-    if settings.init_from:  # the model shape comes from that checkpoint
-        from cs336_basics.corpus.finetune import apply_init_from
-
-        apply_init_from(settings, given, MODEL_FIELDS)
-    _derived_defaults(settings)
-    validate(settings)
-    check_given(settings, given)
+    _settle(settings, set(values) | _given_on_command_line(argv, add_extras))
     return settings, {k: v for k, v in ns.items() if k not in setting_names}
 
 
@@ -681,6 +674,19 @@ def _given_on_command_line(argv: Sequence[str], add_extras: Callable | None) -> 
         action.default, action.required = argparse.SUPPRESS, False
     given, _ = parser.parse_known_args(argv)
     return set(vars(given))
+
+
+def _settle(s: TrainSettings, given: set[str]) -> None:
+    """What both ways in (the command line, :func:`settings_from_kwargs`) do with the values read:
+    the model shape of ``--init_from``'s checkpoint (a ``given`` shape setting must agree with it),
+    the derived defaults, every check."""
+    if s.init_from:
+        from cs336_basics.corpus.finetune import apply_init_from
+
+        apply_init_from(s, given, MODEL_FIELDS)
+    _derived_defaults(s)
+    validate(s)
+    check_given(s, given)
 
 
 def _derived_defaults(s: TrainSettings) -> None:
@@ -793,7 +799,8 @@ def check_knobs(s: TrainSettings) -> None:
 
 def settings_from_kwargs(kwargs: dict[str, Any]) -> TrainSettings:
     """:class:`TrainSettings` from keyword arguments, with the command line's checks (types, choices,
-    derived defaults, :func:`validate`): what the Python API uses (``TrainSettings.from_kwargs``)."""
+    ``init_from``'s model shape, derived defaults, :func:`validate`): what the Python API uses
+    (``TrainSettings.from_kwargs``)."""
     actions = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest not in ("help", "override")}
     optional = {f.name for f in fields(TrainSettings) if f.default is None}
     values: dict[str, Any] = {}
@@ -810,9 +817,7 @@ def settings_from_kwargs(kwargs: dict[str, Any]) -> TrainSettings:
     if missing:
         raise ConfigError(f"TrainSettings: {', '.join(missing)} is required")
     s = TrainSettings(**values)
-    _derived_defaults(s)
-    validate(s)
-    check_given(s, set(values))
+    _settle(s, set(values))
     return s
 
 
