@@ -859,8 +859,3 @@ def changed_settings(saved: Any, now: dict[str, Any]) -> list[str]:
     return [
         f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now) if k not in ignore and k in saved and saved[k] != now[k]
     ]
-
-
-def run_dir(s: TrainSettings) -> Path:
-    """``--checkpoint_dir``, else ``runs/<run_name>`` (the run name is settled at setup)."""
-    return Path(s.checkpoint_dir if s.checkpoint_dir is not None else Path("runs") / str(s.run_name))
