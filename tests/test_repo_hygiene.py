@@ -89,3 +89,26 @@ def test_the_engine_spells_the_end_of_text_token_once():
     engine = [p for p in files if not (p.parent == REPO / "cs336_basics" and p.name in TEXTBOOK)]
     hits = [f"{p.relative_to(REPO)}:{n}" for p in engine for n in _string_constants(p, "<|endoftext|>")]
     assert len(hits) == 1 and hits[0].startswith("cs336_basics/interop/gpt2_files.py:"), hits
+
+
+def test_every_user_error_subclass_is_caught_by_name_somewhere():
+    """A subclass of UserError earns its name only where something catches or checks it by that name
+    (``except``, ``pytest.raises``, ``isinstance``, an ``error=`` argument); otherwise UserError says it."""
+    code = {p: p.read_text(encoding="utf-8") for p in [*REPO.glob("cs336_basics/**/*.py"), *REPO.glob("tests/*.py")]}
+    classes: dict[str, set[str]] = {}  # name -> its bases' names
+    for text in code.values():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name] = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+    subclasses, grew = set(), True
+    while grew:
+        found = {n for n, bases in classes.items() if bases & (subclasses | {"UserError"})}
+        grew, subclasses = found != subclasses, found
+    every = "\n".join(code.values())
+    unused = []
+    for name in sorted(subclasses):
+        n = re.escape(name)
+        by_name = rf"except\b[^:\n]*\b{n}\b|raises\(\s*[\w.]*\b{n}\b|isinstance\([^)]*\b{n}\b|error\s*[:=][^\n]*\b{n}\b|, {n}\)"
+        if not re.search(by_name, every):
+            unused.append(name)
+    assert not unused, f"raise UserError instead of {unused}: nothing catches them by name"

@@ -28,10 +28,6 @@ if TYPE_CHECKING:  # torch is imported where it is used, so reading metrics need
 RULE = "-" * 80
 
 
-class MissingExtraError(UserError, ImportError):
-    """An optional integration was requested but its package isn't installed."""
-
-
 def _finite_or_none(v: Any) -> Any:
     """JSON has no NaN/Inf; write null instead so every line stays parseable."""
     if isinstance(v, float) and not math.isfinite(v):
@@ -343,7 +339,7 @@ class RunLogger(Logger):
             try:
                 import wandb  # type: ignore[import-not-found]
             except ImportError:
-                raise MissingExtraError(
+                raise UserError(
                     "--use_wandb needs the wandb package: install it with `uv sync --extra wandb`"
                 ) from None
             self._wandb = wandb.init(project=wandb_project, name=wandb_run_name or run_name, config=config or {})
@@ -351,7 +347,7 @@ class RunLogger(Logger):
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise MissingExtraError(
+                raise UserError(
                     "--tensorboard_dir needs the tensorboard package: install it with `uv sync --extra tensorboard`"
                 ) from None
             # One subdirectory per run, as TensorBoard expects (its run selector lists them).
@@ -459,8 +455,8 @@ def check_extras(use_wandb: bool, tensorboard_dir: str | os.PathLike | None) -> 
     import importlib.util
 
     if use_wandb and importlib.util.find_spec("wandb") is None:
-        raise MissingExtraError("--use_wandb needs the wandb package: install it with `uv sync --extra wandb`")
+        raise UserError("--use_wandb needs the wandb package: install it with `uv sync --extra wandb`")
     if tensorboard_dir is not None and importlib.util.find_spec("tensorboard") is None:
-        raise MissingExtraError(
+        raise UserError(
             "--tensorboard_dir needs the tensorboard package: install it with `uv sync --extra tensorboard`"
         )
