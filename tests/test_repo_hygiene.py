@@ -112,3 +112,14 @@ def test_every_user_error_subclass_is_caught_by_name_somewhere():
         if not re.search(by_name, every):
             unused.append(name)
     assert not unused, f"raise UserError instead of {unused}: nothing catches them by name"
+
+
+def test_the_test_files_the_code_names_exist():
+    """Docstrings point at the tests that tie a fast twin to the textbook's piece: those files exist
+    (a renamed test file leaves a stale name behind, e.g. ``tests/test_fast_nn_utils.py``)."""
+    named = {
+        (path.relative_to(REPO), m)
+        for path in [*REPO.glob("cs336_basics/**/*.py"), *REPO.glob("scripts/*.py")]
+        for m in re.findall(r"tests/test_\w+\.py", path.read_text(encoding="utf-8"))
+    }
+    assert named and not [f"{p}: {m}" for p, m in sorted(named) if not (REPO / m).is_file()]

@@ -2,12 +2,12 @@
 kernels, float32 accumulation, FSDP2 (DTensor) shards, and a variant with no host sync), and the
 training program's other loss helpers: a cross-entropy over masked targets only, perplexity.
 
-The plain version in ``nn_utils`` is the handout's ten lines (a Python loop over gradients). This one
-uses the multi-tensor ``torch._foreach_*`` kernels, which turn "one small kernel per parameter" into a
-handful of launches (PyTorch's own ``clip_grad_norm_(foreach=True)`` does the same), and
-:func:`clip_grad_norm_on_device` keeps the norm and the clipping decision on the device, so a training
-step never waits for the GPU (the ``found_inf`` pattern of PyTorch's fused optimizers). The training
-step uses this module; ``tests/test_fast_nn_utils.py`` ties it to the plain one and to
+The textbook's version (:mod:`cs336_basics.nn_utils`) is the handout's ten lines (a Python loop over
+gradients). This one uses the multi-tensor ``torch._foreach_*`` kernels, which turn "one small kernel
+per parameter" into a handful of launches (PyTorch's own ``clip_grad_norm_(foreach=True)`` does the
+same), and :func:`clip_grad_norm_on_device` keeps the norm and the clipping decision on the device,
+so a training step never waits for the GPU (the ``found_inf`` pattern of PyTorch's fused optimizers).
+The training step uses this module; ``tests/test_fast_nn_utils_ref.py`` ties it to the textbook's and to
 ``torch.nn.utils.clip_grad_norm_``.
 """
 
@@ -123,8 +123,8 @@ def _scale_grads(grads: list[Tensor], scale: float | Tensor, use_foreach: bool) 
 def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_norm: float, foreach: bool | None = None) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
 
-    Returns the total norm *before* clipping (as a Python float, for logging). Same rule as the plain
-    :func:`cs336_basics.nn_utils.clip_grad_norm`: if the norm exceeds ``max_norm`` each gradient is
+    Returns the total norm *before* clipping (as a Python float, for logging). Same rule as the
+    textbook's :func:`cs336_basics.nn_utils.clip_grad_norm`: if the norm exceeds ``max_norm`` each gradient is
     multiplied by ``max_norm / (norm + 1e-6)``. Cost: :func:`global_grad_norm`, one host sync (reading
     the norm), and one multi-tensor launch for the scale (a Python scalar). A non-finite norm (inf/nan
     gradients, e.g. under an fp16 grad scaler) is returned as is and the gradients are left alone:

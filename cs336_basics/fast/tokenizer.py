@@ -19,8 +19,8 @@ updates only the neighbours of each merge (never rescanning the merge list). The
 (``cache_size`` entries, cleared when full); ``encode_iterable`` uses its own small cache so its
 memory stays constant.
 
-The algorithm is ``bpe_reference.reference_encode`` (a few readable lines); this is the same,
-fast. Files follow GPT-2's convention (see ``gpt2_files``), so GPT-2's published files load with
+The algorithm is the textbook's, :class:`cs336_basics.tokenizer.Tokenizer` (a few readable lines); this
+is the same, fast. Files follow GPT-2's convention (see ``gpt2_files``), so GPT-2's published files load with
 ``from_files`` and ours load in other tools (HF ``tokenizers``, tiktoken).
 """
 
