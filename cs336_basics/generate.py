@@ -34,10 +34,6 @@ from cs336_basics.utils.devices import resolve_device
 from cs336_basics.utils.errors import UserError, run_cli
 
 
-class GenerateError(UserError, ValueError):
-    """Bad input to generation (paths, flags, tokenizer/model mismatch)."""
-
-
 def find_tokenizer_dir(checkpoint: Path) -> Path | None:
     """Look for ``tokenizer/`` beside the checkpoint file/dir, one and two levels up (quickstart layout)."""
     start = checkpoint if checkpoint.is_dir() else checkpoint.parent
@@ -74,7 +70,7 @@ def check_tokenizer(
     n_tok, n_model = tokenizer.vocab_size, model.config.vocab_size
     n_model -= model.config.mask_token_id is not None  # diffusion's [MASK] is the model's id, not the tokenizer's
     if n_tok > n_model:
-        raise GenerateError(
+        raise UserError(
             f"tokenizer {tok_dir} has {n_tok} tokens but the model in {ckpt} has vocab_size {n_model}; "
             "use the tokenizer the model was trained with"
         )
@@ -116,7 +112,7 @@ def sample(
 
     An empty prompt starts from ``<|endoftext|>`` (the document boundary the model saw in training).
     Generation stops early at ``<|endoftext|>``. A tokenizer smaller than the model's vocabulary is
-    fine (ids beyond it are never sampled); a larger one raises :class:`GenerateError`. A
+    fine (ids beyond it are never sampled); a larger one raises :class:`UserError`. A
     masked-diffusion model samples by unmasking over ``diffusion_steps`` steps (default: one token
     per step).
     """
@@ -133,7 +129,7 @@ def sample(
     eot = getattr(tokenizer, "eot_id", None)
     if not ids:
         if eot is None:
-            raise GenerateError("--prompt is empty and the tokenizer has no <|endoftext|> token to start from")
+            raise UserError("--prompt is empty and the tokenizer has no <|endoftext|> token to start from")
         ids = [eot]
     ctx = model.config.context_length
     if len(ids) >= ctx:  # keep the most recent context so something can still be generated
@@ -205,22 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_new_tokens < 0:
-        raise GenerateError(f"--max_new_tokens must be >= 0, got {args.max_new_tokens}")
+        raise UserError(f"--max_new_tokens must be >= 0, got {args.max_new_tokens}")
     if args.temperature < 0:
-        raise GenerateError(f"--temperature must be >= 0, got {args.temperature}")
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
     if not 0 < args.top_p <= 1:
-        raise GenerateError(f"--top_p must be in (0, 1], got {args.top_p}")
+        raise UserError(f"--top_p must be in (0, 1], got {args.top_p}")
     if args.num_samples < 1:
-        raise GenerateError(f"--num_samples must be >= 1, got {args.num_samples}")
+        raise UserError(f"--num_samples must be >= 1, got {args.num_samples}")
     if args.diffusion_steps is not None and args.diffusion_steps < 1:
-        raise GenerateError(f"--diffusion_steps must be >= 1, got {args.diffusion_steps}")
+        raise UserError(f"--diffusion_steps must be >= 1, got {args.diffusion_steps}")
     if args.chat:  # as the chat data reader refuses such a record: the model never saw one
         from cs336_basics.corpus.chat import special_token_in
 
         for flag, text in (("--system", args.system), ("--prompt", args.prompt)):
             tok = special_token_in(text) if text else None
             if tok is not None:
-                raise GenerateError(
+                raise UserError(
                     f"{flag} contains the special token {tok} as text; with --chat the template adds the markers "
                     "(training data never has one inside a turn)"
                 )
@@ -229,13 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tokenizer is None:
         tok_dir = find_tokenizer_dir(Path(args.checkpoint))
         if tok_dir is None:
-            raise GenerateError(f"no --tokenizer given and no tokenizer/ folder found near {args.checkpoint}")
+            raise UserError(f"no --tokenizer given and no tokenizer/ folder found near {args.checkpoint}")
     else:
         tok_dir = Path(args.tokenizer)
         if not tok_dir.is_dir():
-            raise GenerateError(f"--tokenizer {tok_dir}: no such directory")
+            raise UserError(f"--tokenizer {tok_dir}: no such directory")
         if not (tok_dir / "vocab.json").is_file() and not (tok_dir / "tokenizer.json").is_file():
-            raise GenerateError(
+            raise UserError(
                 f"--tokenizer {tok_dir}: no vocab.json or tokenizer.json in it (expected a directory written by "
                 "Tokenizer.save or a Hugging Face tokenizer)"
             )

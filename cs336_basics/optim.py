@@ -15,21 +15,42 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+# The rule of each optimizer hyperparameter, written once (the training program's flags, Muon and the
+# engine's parameter groups check with it too): the decay rate of a moving average (beta1, beta2,
+# Muon's momentum) is a number in [0, 1); every other one (a learning rate, eps, a weight decay) is a
+# finite number >= 0.
+MOVING_AVERAGE_RATES = ("beta1", "beta2", "momentum")
+
+
+def check_hparam(name: str, value: object) -> None:
+    """Refuse a bad value of the hyperparameter ``name`` with a ValueError naming it."""
+    if name in MOVING_AVERAGE_RATES:
+        rule = "in [0, 1)"
+        ok = isinstance(value, (int, float)) and 0.0 <= value < 1.0
+    else:
+        rule = "a finite number >= 0"
+        ok = isinstance(value, (int, float)) and value >= 0.0 and math.isfinite(value)
+    if isinstance(value, bool) or not ok:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+
 
 def check_hparams(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
     """Refuse bad hyperparameters at construction with one line, not NaNs at step 1000."""
-    if not (isinstance(lr, (int, float)) and lr >= 0.0 and math.isfinite(lr)):
-        raise ValueError(f"AdamW: invalid learning rate lr={lr!r} (must be a finite number >= 0)")
     try:
         beta1, beta2 = betas
     except (TypeError, ValueError):
         raise ValueError(f"AdamW: betas must be a pair (beta1, beta2), got {betas!r}") from None
-    for name, beta in (("beta1", beta1), ("beta2", beta2)):
-        if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
-            raise ValueError(f"AdamW: invalid {name}={beta!r} (must be in [0, 1))")
-    for name, value in (("eps", eps), ("weight_decay", weight_decay)):
-        if not (isinstance(value, (int, float)) and value >= 0.0 and math.isfinite(value)):
-            raise ValueError(f"AdamW: invalid {name}={value!r} (must be a finite number >= 0)")
+    try:
+        for name, value in (
+            ("lr", lr),
+            ("beta1", beta1),
+            ("beta2", beta2),
+            ("eps", eps),
+            ("weight_decay", weight_decay),
+        ):
+            check_hparam(name, value)
+    except ValueError as err:
+        raise ValueError(f"AdamW: {err}") from None
 
 
 class AdamW(torch.optim.Optimizer):

@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
-import signal
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
-from cs336_basics.corpus.encode import make_output_dir, npy_header, output_dtype
+from cs336_basics.corpus.encode import TokenFile, in_workers, make_output_dir, output_dtype, pack_ids, worker_tokenizer
 from cs336_basics.fast.pretokenize import (
     PRETOKEN_RE,
     ascii_pretoken_re,
@@ -50,9 +49,8 @@ from cs336_basics.fast.pretokenize import (
     split_on_specials,
 )
 from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError
-from cs336_basics.utils.errors import run_cli
-from cs336_basics.utils.fsutil import atomic_write, atomic_write_text
-from cs336_basics.utils.pool import in_order, start_method
+from cs336_basics.utils.errors import os_reason, run_cli
+from cs336_basics.utils.fsutil import atomic_write_text
 from cs336_basics.utils.token_files import (
     read_tokens_meta,
     tokens_meta,
@@ -66,39 +64,25 @@ _ASCII_RE = ascii_pretoken_re(str)
 
 
 # ---------------------------------------------------------------------- worker side
-_worker_tok: Tokenizer | None = None
-
-
-def _init_worker(tokenizer_dir: str, special_tokens: list[str] | None) -> None:
-    """Forked workers inherit the parent's tokenizer; spawned ones load it. Ctrl-C is left to the
-    parent (which terminates the pool), so workers don't each print a traceback."""
-    global _worker_tok
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if _worker_tok is None:
-        _worker_tok = Tokenizer.from_dir(tokenizer_dir, special_tokens)
-
-
+# (the workers, the id packing and the output file are cs336_basics.corpus.encode's, shared with the
+# document path; what is this path's own is the byte ranges and the warm-up sample)
 def _encode_range(tok: Tokenizer, path: str, start: int, end: int, dtype: np.dtype) -> bytes:
     try:
         with open(path, "rb") as f:
             f.seek(start)
             data = f.read(end - start)
     except OSError as err:
-        raise TokenizerError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise TokenizerError(f"{path}: cannot read ({os_reason(err)})") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise TokenizerError(f"{path}: invalid UTF-8 at byte offset {start + err.start} ({err.reason})") from None
-    typecode = "H" if dtype.itemsize == 2 else "I"
-    if np.dtype(typecode).itemsize != dtype.itemsize or sys.byteorder != "little":
-        return np.array(tok.encode(text), dtype=dtype).tobytes()  # unusual platform: slow path
-    return tok.encode_packed(text, typecode)
+    return pack_ids(tok, text, dtype)
 
 
 def _work(args: tuple[str, int, int, str]) -> bytes:
     path, start, end, dtype = args
-    assert _worker_tok is not None
-    return _encode_range(_worker_tok, path, start, end, np.dtype(dtype))
+    return _encode_range(worker_tokenizer(), path, start, end, np.dtype(dtype))
 
 
 # Before forking, the parent reads this many bytes spread over the input (``_WARM_PIECES``
@@ -135,29 +119,11 @@ def _sample_pretokens(tasks: list, budget: int, specials: list[str]) -> list[str
     return [t for t, _ in counts.most_common()]
 
 
-def _run_pool(tok: Tokenizer, tokenizer_dir: str, tasks: list, workers: int, emit) -> None:
-    """Encode ``tasks`` in worker processes, calling ``emit(task, ids_bytes)`` in task order."""
-    global _worker_tok
-    fork = start_method() == "fork"
-    if fork:  # forked workers share the parent's warm cache (copy-on-write)
-        tok.warm_cache(_sample_pretokens(tasks, WARM_SAMPLE_BYTES, tok.special_tokens))
-    _worker_tok = tok if fork else None  # forked workers inherit it (no reload)
-    try:
-        for task, future in in_order(_work, tasks, workers, _init_worker, (tokenizer_dir, tok.special_tokens)):
-            _emit_result(task, future, emit)
-    finally:
-        _worker_tok = None
-
-
-def _emit_result(task, future, emit) -> None:
-    try:
-        data = future.result()
-    except BrokenProcessPool:
-        raise TokenizerError(
-            f"{task[0]}: a worker process died while encoding bytes {task[1]}..{task[2]} "
-            "(out of memory? try fewer --workers)"
-        ) from None
-    emit(task, data)
+def _worker_died(task: tuple[str, int, int, str]) -> Exception:
+    return TokenizerError(
+        f"{task[0]}: a worker process died while encoding bytes {task[1]}..{task[2]} "
+        "(out of memory? try fewer --workers)"
+    )
 
 
 # ---------------------------------------------------------------------- library entry point
@@ -199,7 +165,7 @@ def tokenize_file(
     try:
         n_tokens = _write_ids(tok, str(tokenizer_dir), tasks, workers, out, dtype, size, progress)
     except OSError as err:  # disk full, permission denied, ... (the temp file is already removed)
-        raise TokenizerError(f"{out}: cannot write output ({err.strerror or err})") from None
+        raise TokenizerError(f"{out}: cannot write output ({os_reason(err)})") from None
     _write_meta(tok, tokenizer_dir, inp, out, dtype, n_tokens)
     return n_tokens
 
@@ -219,7 +185,7 @@ def _write_meta(
             path.unlink(missing_ok=True)
         except OSError:
             pass
-        raise TokenizerError(f"{path}: cannot write the token file's sidecar ({err.strerror or err})") from None
+        raise TokenizerError(f"{path}: cannot write the token file's sidecar ({os_reason(err)})") from None
 
 
 def _write_ids(
@@ -232,18 +198,16 @@ def _write_ids(
     size: int,
     progress: ProgressFn | None,
 ) -> int:
-    """For .npy: a header placeholder, chunks in order, then the real header (same length) over
-    it; raw files are just the chunks. All in a temp file that atomic_write renames into place
-    only on success."""
-    placeholder = npy_header(dtype, 0) if out.suffix.lower() == _NPY else b""
+    """The chunks in order, into a :class:`~cs336_basics.corpus.encode.TokenFile` (for .npy a header
+    placeholder first, the real header over it at the end) renamed into place only on success."""
     n_tokens = 0
     done = 0
-    with atomic_write(out, "wb") as fout:
-        fout.write(placeholder)
+    out_file = TokenFile(out, dtype, npy=out.suffix.lower() == _NPY)
+    try:
 
         def emit(task, data: bytes) -> None:
             nonlocal n_tokens, done
-            fout.write(data)
+            out_file.f.write(data)
             n_tokens += len(data) // dtype.itemsize
             done += task[2] - task[1]
             if progress is not None:
@@ -253,13 +217,14 @@ def _write_ids(
             for task in tasks:
                 emit(task, _encode_range(tok, task[0], task[1], task[2], dtype))
         else:
-            _run_pool(tok, tokenizer_dir, tasks, workers, emit)
-        if placeholder:
-            header = npy_header(dtype, n_tokens)
-            if len(header) != len(placeholder):  # cannot happen for < 10**40 tokens; stay safe
-                raise TokenizerError(f"{out}: internal error: .npy header size changed")
-            fout.seek(0)
-            fout.write(header)
+            warm = functools.partial(_sample_pretokens, tasks, WARM_SAMPLE_BYTES, tok.special_tokens)
+            for task, data in in_workers(tok, tokenizer_dir, _work, tasks, workers, _worker_died, warm):
+                emit(task, data)
+        out_file.close(n_tokens)
+        out_file.publish()
+    except BaseException:
+        out_file.discard()
+        raise
     return n_tokens
 
 

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cs336_basics.fast.bpe import BPEError, train_bpe
+from cs336_basics.interop.gpt2_files import EOT
 from cs336_basics.utils import runlock
-from cs336_basics.utils.errors import run_cli
+from cs336_basics.utils.errors import os_reason, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--special_tokens",
         nargs="*",
-        default=["<|endoftext|>"],
+        default=[EOT],
         metavar="TOKEN",
         help="special tokens (default: <|endoftext|>; pass the flag with no value for none)",
     )
@@ -86,7 +87,7 @@ def check_output_dir(output: str | os.PathLike) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as err:
-        raise BPEError(f"--output {out}: cannot write into {probe_dir} ({err.strerror or err})") from None
+        raise BPEError(f"--output {out}: cannot write into {probe_dir} ({os_reason(err)})") from None
 
 
 def _save_with_fallback(tok, output: str) -> tuple[str, OSError | None, list[Path]]:
@@ -101,7 +102,7 @@ def _save_with_fallback(tok, output: str) -> tuple[str, OSError | None, list[Pat
             d = make()
             return str(d), first, tok.save(d)
     raise BPEError(
-        f"--output {output}: cannot save the tokenizer ({first.strerror or first}), and no fallback "
+        f"--output {output}: cannot save the tokenizer ({os_reason(first)}), and no fallback "
         "directory (current directory, temp directory) was writable either"
     )
 
@@ -119,7 +120,7 @@ def _joined_input(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
         return one  # the fast path: the parallel byte-range counter reads the file directly
     if not args.special_tokens:
         raise BPEError("--input with several files or JSON records needs a special token to separate documents")
-    sep = "<|endoftext|>" if "<|endoftext|>" in args.special_tokens else args.special_tokens[0]
+    sep = EOT if EOT in args.special_tokens else args.special_tokens[0]
     fields = parse_fields(args.text_field)
     src = Sources(expand_inputs(args.input))
     tmp = stack.enter_context(tempfile.NamedTemporaryFile("w", encoding="utf-8", prefix="train_bpe-", suffix=".txt"))
@@ -181,8 +182,7 @@ def _main(args: argparse.Namespace) -> int:
         )
     if save_error is not None:
         print(
-            f"error: cannot save to {args.output} ({save_error.strerror or save_error}); saved the "
-            f"tokenizer to {saved_to} instead",
+            f"error: cannot save to {args.output} ({os_reason(save_error)}); saved the tokenizer to {saved_to} instead",
             file=sys.stderr,
         )
         return 1

@@ -76,7 +76,7 @@ from cs336_basics.training.step import (
     train_step,
 )
 from cs336_basics.utils import runlock
-from cs336_basics.utils.errors import UserError, run_cli
+from cs336_basics.utils.errors import UserError, os_reason, run_cli
 from cs336_basics.utils.fsutil import atomic_write_text
 from cs336_basics.utils.token_files import carry_tokenizer, describe_tokenizer, recorded_fingerprint
 
@@ -674,7 +674,7 @@ def run_training(settings: TrainSettings, stop: StopRequest, model_factory: Any 
         # is still safe, rather than a traceback. Checkpoint-write failures arrive as TrainingFailure.
         last = run.last_saved if run else None
         safe = f"; the last checkpoint {last} is intact" if last else "; no checkpoint was written yet"
-        raise TrainingFailure(f"{err.strerror or err}{safe}") from err
+        raise TrainingFailure(f"{os_reason(err)}{safe}") from err
     finally:
         if run is not None:
             # --on_checkpoint commands still running get their timeout, except after a second Ctrl-C.

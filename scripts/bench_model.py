@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cs336_basics.lm.generate import generate
 from cs336_basics.lm.model import ModelConfig, TransformerLM
+from cs336_basics.training.metrics import peak_flops
 
 SHAPES = {
     "tinystories": dict(vocab_size=10000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344),
@@ -49,7 +50,6 @@ SHAPES = {
 }
 # The course's TinyStories run: 327,680,000 tokens (the projected time is printed for that shape).
 TINYSTORIES_TOKENS = 327_680_000
-PEAK_TFLOPS_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "4090": 165.0}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,13 +385,11 @@ def ratio(v: float | None, flag: bool = False) -> str:
 
 
 def peak_tflops(device: torch.device, override: float | None) -> float | None:
+    """``--peak_tflops``, else the training program's table (training.metrics.PEAK_TFLOPS) for bf16."""
     if override:
         return override
-    name = torch.cuda.get_device_name(device)
-    for key, v in PEAK_TFLOPS_BF16.items():
-        if key in name:
-            return v
-    return None
+    peak = peak_flops(device, "bf16")
+    return peak / 1e12 if peak else None
 
 
 def build_parser() -> argparse.ArgumentParser:

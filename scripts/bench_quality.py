@@ -39,9 +39,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cs336_basics.interop.gpt2_files import EOT  # noqa: E402
 from cs336_basics.utils.errors import run_cli  # noqa: E402
 
-EOT = "<|endoftext|>"
 # The TinyStories sample docs/benchmarks.md's numbers use: ~1.8 MB of train and ~0.3 MB of valid documents.
 # Any such slice works, e.g. `head -c 1800000 data/TinyStoriesV2-GPT4-train.txt > data/tinystories_sample_train.txt`.
 SAMPLE = REPO / "data"

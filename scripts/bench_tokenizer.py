@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cs336_basics.fast.pretokenize import GPT2_PAT, available_cpus  # noqa: E402
+from cs336_basics.interop.gpt2_files import EOT  # noqa: E402
 
 # ---------------------------------------------------------------------- child processes
 _TRAIN_PROJECT_PHASES = r"""
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True, help="UTF-8 text file")
     p.add_argument("--vocab_size", type=int, default=10000)
-    p.add_argument("--special_tokens", nargs="*", default=["<|endoftext|>"])
+    p.add_argument("--special_tokens", nargs="*", default=[EOT])
     p.add_argument("--workers", type=int, default=None, help="tokenize_data workers (default: all cores)")
     p.add_argument("--tokenizer_dir", default=None, help="skip training; use this saved tokenizer for encoding")
     p.add_argument("--skip_hf", action="store_true", help="skip the HF training comparison")

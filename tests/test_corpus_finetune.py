@@ -86,6 +86,36 @@ def test_a_contradicting_shape_flag_is_refused_in_one_line(setup, tmp_path, caps
     assert tt.main(sft_argv(setup, tmp_path / "y", "--d_model", "32", "--max_iters", "0")) == 0  # agreeing: fine
 
 
+def test_a_shape_set_by_override_or_config_is_checked_like_a_flag(setup, tmp_path, capsys):
+    """The settings given (flags, --config keys, --override paths) are read one way: an --override
+    contradicting the checkpoint used to be dropped silently for the checkpoint's value."""
+    assert tt.main(sft_argv(setup, tmp_path / "o", "--override", "d_model=64", "--max_iters", "0")) == 2
+    assert "--d_model 64 contradicts --init_from" in capsys.readouterr().err
+    (tmp_path / "c.toml").write_text("[model]\nd_model = 64\n")
+    assert tt.main(sft_argv(setup, tmp_path / "c", "--config", str(tmp_path / "c.toml"), "--max_iters", "0")) == 2
+    assert "--d_model 64 contradicts --init_from" in capsys.readouterr().err
+    assert tt.main(sft_argv(setup, tmp_path / "a", "--d_mod", "32", "--max_iters", "0")) == 0  # an abbreviation
+
+
+def test_the_python_api_takes_the_init_from_checkpoints_model_shape(setup, tmp_path):
+    """train(TrainSettings.from_kwargs(init_from=...)) builds the checkpoint's model, as the CLI does
+    (it used to keep the default shape and fail loading the weights)."""
+    from cs336_basics.training.settings import TrainSettings
+    from cs336_basics.utils.errors import UserError
+
+    d = setup["dir"]
+    kw = dict(train_data_path=d / "sft.npy", val_data_path=d / "val.npy", init_from=setup["ckpt"], device="cpu",
+              batch_size=8, eval_iters=4, max_iters=0, seed=3)  # fmt: skip
+    s = TrainSettings.from_kwargs(**kw, checkpoint_dir=tmp_path / "api")
+    want = load_pt(setup["ckpt"])["model_config"]
+    assert (s.d_model, s.num_layers, s.num_heads, s.d_ff, s.context_length) == (32, 1, 2, 64, 32)
+    run = tt.train(s)
+    assert run.state.model.config == ModelConfig.from_dict(want)
+    assert_weights_equal(tmp_path / "api" / "checkpoint_iter_0.pt", setup["ckpt"])
+    with pytest.raises(UserError, match="--d_model 64 contradicts --init_from"):
+        TrainSettings.from_kwargs(**kw, d_model=64)
+
+
 def test_init_from_a_run_directory_uses_its_best_checkpoint(setup, tmp_path, capsys):
     argv = sft_argv(setup, tmp_path / "z", "--max_iters", "0")
     argv[argv.index("--init_from") + 1] = str(setup["pre"])

@@ -256,8 +256,8 @@ def test_param_groups_rejects_bad_values(kwargs, match):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(lr=-1e-3), "learning rate"),
-        (dict(lr=float("inf")), "learning rate"),
+        (dict(lr=-1e-3), "lr must be"),
+        (dict(lr=float("inf")), "lr must be"),
         (dict(momentum=1.0), "momentum"),
         (dict(momentum=-0.1), "momentum"),
         (dict(ns_steps=0), "ns_steps"),

@@ -52,6 +52,19 @@ def test_wsd_decay_frac_moves_the_decay_start():
     assert lr_at(49) == 1.0 and lr_at(50) == 1.0 and lr_at(75) == pytest.approx(0.55)
 
 
+@pytest.mark.parametrize("decay_frac", [0.0, -0.1, 1.5, float("nan"), float("inf")])
+def test_decay_frac_has_one_rule_for_the_schedule_and_the_flag(decay_frac):
+    """(0, 1]: the flag and the schedule agree (the schedule used to take 0, the flag refused it)."""
+    with pytest.raises(ValueError, match=r"decay_frac must be in \(0, 1\]"):
+        make_schedule("wsd", **KW, decay_frac=decay_frac)(50)
+    with pytest.raises(ValueError, match=r"--decay_frac must be in \(0, 1\]"):
+        parse_settings(["--train_data_path", "a", "--lr_schedule", "wsd", "--warmup_iters", "0",
+                        "--decay_frac", str(decay_frac)])  # fmt: skip
+    assert make_schedule("wsd", **KW, decay_frac=1.0)(50) == pytest.approx(0.55)  # decay from step 0: p = 0.5
+    assert parse_settings(["--train_data_path", "a", "--lr_schedule", "wsd", "--warmup_iters", "0",
+                           "--decay_frac", "1"]).decay_frac == 1.0  # fmt: skip
+
+
 def test_schedule_flags_are_checked():
     base = ["--train_data_path", "a"]
     assert parse_settings(base).lr_schedule == "cosine"

@@ -89,6 +89,38 @@ def test_cross_entropy_shape_mismatch_raises():
         cross_entropy(torch.randn(4, 5), torch.zeros(3, dtype=torch.long))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_one_log_sum_exp_matches_torch_and_every_loss_uses_it(dtype, monkeypatch):
+    """``log_sum_exp`` (the textbook's, float32 for half logits, finite for huge ones) against
+    ``torch.logsumexp``; the engine's losses (the masked one, diffusion's, the MoE z-loss) call it."""
+    from cs336_basics import nn_utils
+    from cs336_basics.extensions import diffusion, moe
+    from cs336_basics.fast import nn_utils as fast_nn_utils
+
+    g = torch.Generator().manual_seed(5)
+    for scale in (1.0, 1e4):
+        logits = (torch.randn(3, 4, 50, generator=g) * scale).to(dtype)
+        got = nn_utils.log_sum_exp(logits)
+        assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        want = torch.logsumexp(logits.double(), dim=-1)
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6 * scale)
+    calls, one = [], nn_utils.log_sum_exp
+
+    def counting(x):
+        calls.append(tuple(x.shape))
+        return one(x)
+
+    for module in (nn_utils, fast_nn_utils, diffusion, moe):
+        monkeypatch.setattr(module, "log_sum_exp", counting)
+    x, y = torch.randn(2, 3, 9, generator=g), torch.randint(0, 8, (2, 3), generator=g)
+    nn_utils.cross_entropy(x, y)
+    fast_nn_utils.masked_cross_entropy(x, y, torch.ones(2, 3))
+    diffusion.weighted_masked_ce(x, y, torch.ones(2, 3, dtype=torch.bool), torch.ones(2), mask_token_id=8)
+    layer = moe.MoEFFN(8, 16, moe.MoESpec(num_experts=4, top_k=2))
+    layer(torch.randn(5, 8, generator=g))
+    assert calls == [(2, 3, 9)] * 3 + [(5, 4)]
+
+
 def test_perplexity():
     assert perplexity(0.0) == 1.0
     assert perplexity(torch.tensor(math.log(7.0))) == pytest.approx(7.0)

@@ -158,6 +158,58 @@ def test_adamw_rejects_bad_hyperparameters(kwargs, word):
         AdamW([torch.nn.Parameter(torch.ones(1))], **kwargs)
 
 
+# One rule per hyperparameter (cs336_basics.optim.check_hparam), worked out by hand: beta1/beta2 (and
+# Muon's momentum) in [0, 1); lr, eps and weight_decay finite and >= 0; booleans are no numbers.
+BAD_HPARAMS = [("lr", -1e-3), ("lr", float("inf")), ("lr", float("nan")), ("lr", True), ("beta1", 1.0),
+               ("beta2", -0.1), ("beta2", float("nan")), ("eps", -1e-8), ("eps", float("inf")),
+               ("weight_decay", -0.1), ("weight_decay", float("nan")), ("weight_decay", True)]  # fmt: skip
+EDGE_HPARAMS = dict(lr=0.0, beta1=0.0, beta2=0.0, eps=0.0, weight_decay=0.0)
+
+
+def _adamw_kwargs(name, value):
+    kw = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    if name in ("beta1", "beta2"):
+        kw["betas"] = (value, 0.95) if name == "beta1" else (0.9, value)
+    else:
+        kw[name] = value
+    return kw
+
+
+@pytest.mark.parametrize("name, value", BAD_HPARAMS)
+def test_every_optimizer_refuses_a_bad_hyperparameter_by_the_same_rule(name, value):
+    from cs336_basics import optim as textbook
+    from cs336_basics.extensions.muon import Muon
+    from cs336_basics.fast.optim import param_groups
+    from cs336_basics.lm.model import ModelConfig, TransformerLM
+
+    def p():
+        return torch.nn.Parameter(torch.zeros(2, 2))
+
+    kw = _adamw_kwargs(name, value)
+    for build in (textbook.AdamW, AdamW, lambda ps, **k: Muon([dict(params=ps, use_muon=False)], **k)):
+        with pytest.raises(ValueError, match=rf"\b{name} must be"):
+            build([p()], **kw)
+    if name in ("lr", "weight_decay"):  # Muon's own groups and the engine's parameter groups
+        with pytest.raises(ValueError, match=rf"Muon: {name} must be"):
+            Muon([p()], **{name: value})
+        model = TransformerLM(ModelConfig(vocab_size=8, context_length=4, d_model=8, num_heads=2, d_ff=8,
+                                          num_layers=1))  # fmt: skip
+        args = dict(lr=1e-3, weight_decay=0.1) | {name: value}
+        with pytest.raises(ValueError, match=rf"param_groups: {name} must be"):
+            param_groups(model, "adamw", **args)
+
+
+def test_every_optimizer_takes_the_edges_of_the_rule():
+    from cs336_basics import optim as textbook
+    from cs336_basics.extensions.muon import Muon
+
+    e = EDGE_HPARAMS
+    kw = dict(lr=e["lr"], betas=(e["beta1"], e["beta2"]), eps=e["eps"], weight_decay=e["weight_decay"])
+    for build in (textbook.AdamW, AdamW, Muon):
+        build([torch.nn.Parameter(torch.zeros(2, 2))], **kw)
+    Muon([torch.nn.Parameter(torch.zeros(2, 2))], momentum=0.0)
+
+
 def test_adamw_constructed_like_the_course_adapter():
     model = torch.nn.Linear(3, 2)
     opt = AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8)

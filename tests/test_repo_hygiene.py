@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -60,3 +61,66 @@ def test_every_module_has_tests_found_by_the_rule_and_they_import_it():
         if not any(imports.search(f.read_text()) for f in files):
             problems.append(f"{rel}.py: none of {', '.join(f.name for f in files)} imports it")
     assert not problems, "\n".join(problems)
+
+
+def _string_constants(path: Path, value: str) -> list[int]:
+    """Lines where ``value`` is written as a string constant in code (docstrings left out)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value == value and id(node) not in docstrings
+    ]
+
+
+def test_the_engine_spells_the_end_of_text_token_once():
+    """One constant, ``cs336_basics.interop.gpt2_files.EOT``; the rest of the engine and the scripts
+    import it (the textbook, which imports nothing of the engine, may write its own)."""
+    from tests.test_textbook_tier import TEXTBOOK
+
+    files = [*REPO.glob("cs336_basics/**/*.py"), *REPO.glob("scripts/*.py")]
+    engine = [p for p in files if not (p.parent == REPO / "cs336_basics" and p.name in TEXTBOOK)]
+    hits = [f"{p.relative_to(REPO)}:{n}" for p in engine for n in _string_constants(p, "<|endoftext|>")]
+    assert len(hits) == 1 and hits[0].startswith("cs336_basics/interop/gpt2_files.py:"), hits
+
+
+def test_every_user_error_subclass_is_caught_by_name_somewhere():
+    """A subclass of UserError earns its name only where something catches or checks it by that name
+    (``except``, ``pytest.raises``, ``isinstance``, an ``error=`` argument); otherwise UserError says it."""
+    code = {p: p.read_text(encoding="utf-8") for p in [*REPO.glob("cs336_basics/**/*.py"), *REPO.glob("tests/*.py")]}
+    classes: dict[str, set[str]] = {}  # name -> its bases' names
+    for text in code.values():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name] = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+    subclasses, grew = set(), True
+    while grew:
+        found = {n for n, bases in classes.items() if bases & (subclasses | {"UserError"})}
+        grew, subclasses = found != subclasses, found
+    every = "\n".join(code.values())
+    unused = []
+    for name in sorted(subclasses):
+        n = re.escape(name)
+        by_name = rf"except\b[^:\n]*\b{n}\b|raises\(\s*[\w.]*\b{n}\b|isinstance\([^)]*\b{n}\b|error\s*[:=][^\n]*\b{n}\b|, {n}\)"
+        if not re.search(by_name, every):
+            unused.append(name)
+    assert not unused, f"raise UserError instead of {unused}: nothing catches them by name"
+
+
+def test_the_test_files_the_code_names_exist():
+    """Docstrings point at the tests that tie a fast twin to the textbook's piece: those files exist
+    (a renamed test file leaves a stale name behind, e.g. ``tests/test_fast_nn_utils.py``)."""
+    named = {
+        (path.relative_to(REPO), m)
+        for path in [*REPO.glob("cs336_basics/**/*.py"), *REPO.glob("scripts/*.py")]
+        for m in re.findall(r"tests/test_\w+\.py", path.read_text(encoding="utf-8"))
+    }
+    assert named and not [f"{p}: {m}" for p, m in sorted(named) if not (REPO / m).is_file()]

@@ -388,7 +388,7 @@ def test_malformed_vocab_files(tmp_path):
     dup = _write(tmp_path / "v5.json", '{\n"a": 0,\n"b": 0\n}')
     with pytest.raises(TokenizerError, match=r"v5\.json:3: id 0 is used twice"):
         Tokenizer.from_files(dup, good_merges)
-    with pytest.raises(TokenizerError, match=r"nope\.json: file not found"):
+    with pytest.raises(TokenizerError, match=r"nope\.json: no such file"):
         Tokenizer.from_files(tmp_path / "nope.json", good_merges)
     with pytest.raises(TokenizerError, match="tokenizer directory not found"):
         Tokenizer.from_dir(tmp_path / "missing_dir")
@@ -411,7 +411,7 @@ def test_malformed_merges_files(tmp_path):
     unknown = _write(tmp_path / "m4.txt", "a b\nb a\n")
     with pytest.raises(TokenizerError, match=r"m4\.txt:2: token 'ba' is not in"):
         Tokenizer.from_files(vp, unknown)
-    with pytest.raises(TokenizerError, match=r"missing\.txt: file not found"):
+    with pytest.raises(TokenizerError, match=r"missing\.txt: no such file"):
         Tokenizer.from_files(vp, tmp_path / "missing.txt")
     (tmp_path / "bin.txt").write_bytes(b"a b\n\xff\xfe\n")
     with pytest.raises(TokenizerError, match=r"bin\.txt:\d+: not UTF-8"):

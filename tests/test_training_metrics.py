@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import torch
 
 from cs336_basics.training.metrics import finite_number, format_train_line, hms, peak_flops, read_records, rewind_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_line_has_the_course_shape():
@@ -41,3 +44,23 @@ def test_rewind_drops_what_came_after_the_checkpoint(tmp_path):
 
 def test_no_mfu_on_a_cpu():
     assert peak_flops(torch.device("cpu"), "fp32") is None
+
+
+def test_one_peak_table_for_the_trainer_and_the_benchmark(monkeypatch):
+    """training.metrics.PEAK_TFLOPS is the one table: the MFU of the training program and of
+    scripts/bench_model.py (which used to keep a copy of its own) read the same peaks."""
+    import importlib.util
+
+    from cs336_basics.training import metrics
+
+    spec = importlib.util.spec_from_file_location("bench_model", REPO / "scripts" / "bench_model.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert not [k for k in vars(bench) if k.startswith("PEAK")]  # no table of its own
+    cuda = torch.device("cuda")
+    for gpu, bf16 in (("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A10G", 125.0)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda _device, gpu=gpu: gpu)
+        assert metrics.peak_flops(cuda, "bf16") == bf16 * 1e12 and bench.peak_tflops(cuda, None) == bf16
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _device: "Tesla T4")
+    assert metrics.peak_flops(cuda, "bf16") is None and bench.peak_tflops(cuda, None) is None
+    assert bench.peak_tflops(cuda, 100.0) == 100.0

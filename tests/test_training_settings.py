@@ -96,3 +96,22 @@ def test_an_empty_checkpoint_to_start_from_is_refused(flag):
     """An unset shell variable ($CKPT) must not silently start a fresh run."""
     with pytest.raises(ConfigError, match=f"{flag} is empty"):
         parse_settings(["--train_data_path", "t.npy", flag, ""])
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("lr", -1e-3), ("lr", float("inf")), ("min_lr", float("nan")), ("beta1", 1.0), ("beta2", float("nan")),
+     ("eps", -1e-8), ("weight_decay", float("inf")), ("lr_hidden", float("inf")), ("lr_embed", -1.0),
+     ("moe_z_coef", float("nan"))],
+)  # fmt: skip
+def test_optimizer_flags_follow_the_optimizers_rule(name, value):
+    """The flags are refused by the optimizer's own rule (cs336_basics.optim.check_hparam), in one line
+    naming the flag: --lr_hidden inf used to pass the flag checks and fail later, in the optimizer."""
+    rule = "in [0, 1)" if name.startswith("beta") else "a finite number >= 0"
+    kw = dict(train_data_path="t.npy", optimizer="muon" if name.startswith("lr_") else "adamw")
+    with pytest.raises(ConfigError) as err:
+        TrainSettings.from_kwargs(**kw, **{name: value})
+    assert str(err.value) == f"--{name} must be {rule}, got {value!r}"
+    edge = TrainSettings.from_kwargs(train_data_path="t.npy", lr=0.0, beta1=0.0, beta2=0.0, eps=0.0,
+                                     weight_decay=0.0)  # fmt: skip
+    assert (edge.lr, edge.min_lr, edge.beta1, edge.eps, edge.weight_decay) == (0.0, 0.0, 0.0, 0.0, 0.0)

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from cs336_basics.utils.fsutil import atomic_directory, atomic_write, atomic_write_text
+from cs336_basics.utils.fsutil import (
+    AtomicFile,
+    atomic_directory,
+    atomic_write,
+    atomic_write_text,
+    discard_partial_writes,
+)
 
 
 def _mode(p: Path) -> int:
@@ -74,3 +80,22 @@ def test_atomic_directory_appears_whole_with_mkdir_mode(tmp_path: Path, umask: i
         (tmp / "b.txt").write_text("other")
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "plain"]  # no temp or old directory left
+
+
+def test_atomic_files_written_together_appear_at_commit(tmp_path: Path) -> None:
+    """AtomicFile (what atomic_write and the token writers use): nothing at the target until commit;
+    a discarded one leaves nothing; one still open is removed by discard_partial_writes."""
+    a, b = AtomicFile(tmp_path / "a.bin"), AtomicFile(tmp_path / "b.txt", "w", encoding="utf-8")
+    a.file.write(b"\x01\x02")
+    b.file.write("hé")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == []
+    a.commit()
+    b.commit()
+    assert (tmp_path / "a.bin").read_bytes() == b"\x01\x02" and (tmp_path / "b.txt").read_text("utf-8") == "hé"
+    c = AtomicFile(tmp_path / "c.bin")
+    c.file.write(b"x")
+    c.discard()
+    d = AtomicFile(tmp_path / "d.bin")
+    d.file.write(b"x")
+    discard_partial_writes()  # what a second Ctrl-C does before os._exit
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.txt"]

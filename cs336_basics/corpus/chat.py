@@ -59,8 +59,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cs336_basics.corpus.layout import CorpusError
+from cs336_basics.interop.gpt2_files import EOT
 
-SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|endoftext|>"
+SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", EOT
 CHAT_TOKENS = (END, SYSTEM, USER, ASSISTANT)
 # The template, written once: the markers before and after each role's content. Training data
 # (render), generate --chat (prompt_text) and the Jinja chat_template of an export

@@ -1,8 +1,9 @@
 """Documents -> token ids, in worker processes, written as one token file or as shards.
 
-This is the path for every input that is not a single plain text file (``tokenize_data`` keeps its
-byte-range encoder for that case). The parent reads records (:mod:`~cs336_basics.corpus.sources`),
-turns each into a document (plain text, or a rendered conversation with its mask,
+This is the path for every input that is not a single plain text file (``tokenize_data`` cuts that
+one into byte ranges instead, but encodes them with this module's workers, :func:`in_workers` and
+:func:`pack_ids`, into a :class:`TokenFile` too). The parent reads records
+(:mod:`~cs336_basics.corpus.sources`), turns each into a document (plain text, or a rendered conversation with its mask,
 :mod:`~cs336_basics.corpus.chat`), and sends batches of about a megabyte to workers, which return
 packed ids; the parent writes them in input order. Each document is followed by ``<|endoftext|>``
 (a conversation's template already ends with it), so the ids equal ``Tokenizer.encode`` of the
@@ -22,7 +23,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -33,9 +33,10 @@ import numpy as np
 
 from cs336_basics.corpus import chat
 from cs336_basics.corpus.layout import CorpusError, existing_shards, mask_path, shard_path
-from cs336_basics.corpus.sources import EOT, Record, record_text
-from cs336_basics.fast.tokenizer import Tokenizer, TokenizerError
-from cs336_basics.utils.fsutil import atomic_write_text, current_umask, fsync_dir
+from cs336_basics.corpus.sources import Record, record_text
+from cs336_basics.fast.tokenizer import EOT, Tokenizer, TokenizerError
+from cs336_basics.utils.errors import os_reason
+from cs336_basics.utils.fsutil import AtomicFile, atomic_write_text, fsync_dir
 from cs336_basics.utils.pool import in_order, start_method
 from cs336_basics.utils.token_files import RAW_SUFFIXES, tokens_meta, tokens_meta_path
 
@@ -96,18 +97,56 @@ def _batches(docs: Iterable[Doc]) -> Iterator[list[Doc]]:
         yield batch
 
 
-# ---------------------------------------------------------------------- encoding (worker side)
+# ---------------------------------------------------------------------- workers (both paths)
 _tok: Tokenizer | None = None
 
 
 def _init_worker(tokenizer_dir: str, special_tokens: list[str]) -> None:
+    """Forked workers inherit the parent's tokenizer; spawned ones load it. Ctrl-C is left to the
+    parent (which stops the pool), so workers don't each print a traceback."""
     global _tok
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (it stops the pool)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if _tok is None:
         _tok = Tokenizer.from_dir(tokenizer_dir, special_tokens)
 
 
-def _pack(tok: Tokenizer, text: str, dtype: np.dtype) -> bytes:
+def worker_tokenizer() -> Tokenizer:
+    """The tokenizer of this worker process (for the ``work`` of :func:`in_workers`)."""
+    assert _tok is not None, "not in a worker of in_workers"
+    return _tok
+
+
+def in_workers(
+    tok: Tokenizer,
+    tokenizer_dir: str,
+    work: Callable[[Any], Any],
+    tasks: Iterable[Any],
+    workers: int,
+    died: Callable[[Any], Exception],
+    warm: Callable[[], list[str]] | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """``(task, work(task))`` in task order, computed in ``workers`` processes (:func:`in_order`),
+    where ``work`` reads the tokenizer from :func:`worker_tokenizer`. Forked workers inherit ``tok``
+    (with its cache warmed first on the pre-tokens ``warm()`` returns); spawned ones load it from
+    ``tokenizer_dir``. A worker that dies raises ``died(task)``."""
+    global _tok
+    fork = start_method() == "fork"
+    if fork and warm is not None:  # forked workers share the parent's warm cache (copy-on-write)
+        tok.warm_cache(warm())
+    _tok = tok if fork else None
+    try:
+        for task, future in in_order(work, tasks, workers, _init_worker, (tokenizer_dir, tok.special_tokens)):
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise died(task) from None
+            yield task, result
+    finally:
+        _tok = None
+
+
+def pack_ids(tok: Tokenizer, text: str, dtype: np.dtype) -> bytes:
+    """``tok.encode(text)`` as little-endian ``dtype`` (uint16 or uint32) bytes, ready to write."""
     typecode = "H" if dtype.itemsize == 2 else "I"
     if np.dtype(typecode).itemsize != dtype.itemsize or sys.byteorder != "little":
         return np.array(tok.encode(text), dtype=dtype).tobytes()  # unusual platform: slow path
@@ -121,13 +160,13 @@ def encode_batch(tok: Tokenizer, batch: list[Doc], dtype: np.dtype) -> tuple[byt
     masks: list[bytes] | None = None if batch and isinstance(batch[0], str) else []
     for doc in batch:
         if isinstance(doc, str):
-            packed = _pack(tok, doc + EOT, dtype)
+            packed = pack_ids(tok, doc + EOT, dtype)
             ids.append(packed)
             lengths.append(len(packed) // dtype.itemsize)
             continue
         n = 0
         for text, bit in doc:
-            packed = _pack(tok, text, dtype)
+            packed = pack_ids(tok, text, dtype)
             k = len(packed) // dtype.itemsize
             ids.append(packed)
             masks.append(bytes([bit]) * k)  # type: ignore[union-attr]
@@ -137,77 +176,64 @@ def encode_batch(tok: Tokenizer, batch: list[Doc], dtype: np.dtype) -> tuple[byt
 
 
 def _work(args: tuple[list[Doc], str]) -> tuple[bytes, list[int], bytes | None]:
-    assert _tok is not None
-    return encode_batch(_tok, args[0], np.dtype(args[1]))
+    return encode_batch(worker_tokenizer(), args[0], np.dtype(args[1]))
 
 
 def _encoded(tok: Tokenizer, tokenizer_dir: str, batches: Iterable[list[Doc]], dtype: np.dtype, workers: int):
     """Encoded batches in input order: in-process for one worker, else a process pool with a
     bounded window of batches in flight (memory stays bounded on any input size)."""
-    global _tok
     if workers <= 1:
         for b in batches:
             yield encode_batch(tok, b, dtype)
         return
-    fork = start_method() == "fork"
-    _tok = tok if fork else None  # forked workers inherit it
-    try:
-        tasks = ((b, dtype.str) for b in batches)
-        for _task, future in in_order(_work, tasks, workers, _init_worker, (tokenizer_dir, tok.special_tokens)):
-            yield _result(future)
-    finally:
-        _tok = None
+    tasks = ((b, dtype.str) for b in batches)
+    for _task, result in in_workers(tok, tokenizer_dir, _work, tasks, workers, _worker_died):
+        yield result
 
 
-def _result(future):
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise CorpusError("a worker process died while encoding (out of memory? try fewer --workers)") from None
+def _worker_died(_task: Any) -> Exception:
+    return CorpusError("a worker process died while encoding (out of memory? try fewer --workers)")
 
 
-# ---------------------------------------------------------------------- writing
-class _TempFile:
-    """A file written under a temporary name beside ``final``; ``publish`` renames it there."""
+# ---------------------------------------------------------------------- writing (both paths)
+class TokenFile:
+    """A token file written atomically (:class:`~cs336_basics.utils.fsutil.AtomicFile`): for ``.npy``
+    a placeholder header first, the ids, then at :meth:`close` the real header over the placeholder
+    (the same length); a raw file is just the ids. :meth:`publish` puts it in place."""
 
-    def __init__(self, final: Path, npy_dtype: np.dtype | None) -> None:
-        self.final = final
-        directory = final.parent if str(final.parent) else Path(".")
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
-        os.chmod(self.tmp, 0o666 & ~current_umask())  # what a plain open() would give (see fsutil)
-        self.f: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
-        self.dtype = npy_dtype
-        if npy_dtype is not None:
-            self.f.write(npy_header(npy_dtype, 0))  # placeholder, same length as the real one
+    def __init__(self, final: Path, dtype: np.dtype, npy: bool) -> None:
+        self.final, self.dtype = final, dtype
+        self.atomic = AtomicFile(final, "wb", buffering=1 << 20)
+        self.f: IO[bytes] = self.atomic.file
+        self.placeholder = npy_header(dtype, 0) if npy else b""
+        try:
+            self.f.write(self.placeholder)
+        except BaseException:
+            self.atomic.discard()
+            raise
 
     def close(self, n: int) -> None:
-        if self.dtype is not None:
+        """The header for ``n`` ids written; the data flushed to disk (not yet in place)."""
+        if self.placeholder:
+            header = npy_header(self.dtype, n)
+            if len(header) != len(self.placeholder):  # cannot happen for < 10**40 tokens; stay safe
+                raise TokenizerError(f"{self.final}: internal error: .npy header size changed")
             self.f.seek(0)
-
-            self.f.write(npy_header(self.dtype, n))
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
+            self.f.write(header)
+        self.atomic.close()
 
     def publish(self) -> None:
-        os.replace(self.tmp, self.final)
+        self.atomic.commit()
 
     def discard(self) -> None:
-        try:
-            self.f.close()
-        except OSError:
-            pass
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
+        self.atomic.discard()
 
 
 @dataclass
 class _Part:
     path: Path
-    ids: _TempFile
-    mask: _TempFile | None
+    ids: TokenFile
+    mask: TokenFile | None
     tokens: int = 0
     documents: int = 0
 
@@ -224,9 +250,9 @@ class TokenWriter:
         if not self.parts:  # a missing output folder is made, as train_bpe and the plain-text path make theirs
             make_output_dir(self.output)
         path = shard_path(self.output, len(self.parts)) if self.shard_tokens else self.output
-        ids = _TempFile(path, self.dtype if self.npy else None)
+        ids = TokenFile(path, self.dtype, self.npy)
         try:
-            mask = _TempFile(mask_path(path), np.dtype(np.uint8)) if self.masked else None
+            mask = TokenFile(mask_path(path), np.dtype(np.uint8), npy=True) if self.masked else None
         except BaseException:
             ids.discard()
             raise
@@ -365,7 +391,7 @@ def encode_corpus(
         files, stale = writer.finish(meta)
     except OSError as err:
         writer.discard()
-        raise CorpusError(f"--output {out}: cannot write output ({err.strerror or err})") from None
+        raise CorpusError(f"--output {out}: cannot write output ({os_reason(err)})") from None
     except BaseException:
         writer.discard()
         raise
@@ -405,6 +431,4 @@ def make_output_dir(out: Path) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise TokenizerError(
-            f"{out}: cannot create the output directory {out.parent} ({err.strerror or err})"
-        ) from None
+        raise TokenizerError(f"{out}: cannot create the output directory {out.parent} ({os_reason(err)})") from None

@@ -10,7 +10,6 @@ continue the same run, use ``--resume``; with both, a checkpoint found by ``--re
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,27 +34,9 @@ def _read(path: Path) -> dict[str, Any]:
     return _PAYLOADS[path]
 
 
-def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """The ``dest`` of every flag spelled out in ``argv`` (``--x``, ``--x=v``, ``--no-x``, prefixes)."""
-    actions = parser._option_string_actions
-    out: set[str] = set()
-    for arg in argv:
-        if arg == "--":
-            break
-        if not arg.startswith("--"):
-            continue
-        opt = arg.split("=", 1)[0]
-        action = actions.get(opt)
-        if action is None:  # argparse also accepts unambiguous prefixes
-            cands = {a for s, a in actions.items() if s.startswith(opt)}
-            action = cands.pop() if len(cands) == 1 else None
-        if action is not None:
-            out.add(action.dest)
-    return out
-
-
 def apply_init_from(settings: Any, explicit: set[str], model_fields: Sequence[str]) -> None:
-    """Set ``settings``' model shape from the ``--init_from`` checkpoint; refuse a contradicting flag."""
+    """Set ``settings``' model shape from the ``--init_from`` checkpoint; refuse a contradicting setting
+    among ``explicit`` (those given: flags, config keys, keyword arguments)."""
     path = resolve_init_checkpoint(settings.init_from)
     cfg = _read(path).get("model_config")
     if not isinstance(cfg, dict):

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from cs336_basics.corpus.layout import CorpusError
+from cs336_basics.interop.gpt2_files import EOT
+from cs336_basics.utils.errors import os_reason
 
-EOT = "<|endoftext|>"
 JSON_SUFFIXES = (".jsonl", ".json")
 _BLOCK_CHARS = 1 << 20  # plain text is read this many characters at a time
 
@@ -135,7 +136,7 @@ class Sources:
                     reader = _json_records if input_kind(path) == "json" else _text_documents
                     yield from _guarded(path, reader(path, text))
             except OSError as err:
-                raise CorpusError(f"{path}: cannot read ({err.strerror or err})") from None
+                raise CorpusError(f"{path}: cannot read ({os_reason(err)})") from None
             finally:
                 self._raw = None
             self._done_before += path.stat().st_size

@@ -19,7 +19,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from cs336_basics.utils.devices import resolve_device
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason
 from cs336_basics.utils.token_files import RAW_SUFFIXES, read_tokens_meta, tokenizer_fingerprint, tokens_meta_path
 
 __all__ = [
@@ -130,7 +130,7 @@ def load_tokens(
     try:
         size = p.stat().st_size
     except OSError as err:
-        raise DataError(f"{p}: cannot read: {err.strerror or err}") from None
+        raise DataError(f"{p}: cannot read: {os_reason(err)}") from None
     if size == 0 and suffix in (".npy", *RAW_SUFFIXES):
         raise DataError(f"{p}: file is empty")
     if suffix == ".npy":

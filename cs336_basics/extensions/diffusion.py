@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from cs336_basics.layers import softmax
 from cs336_basics.lm.generate import check_sampling_args
 from cs336_basics.lm.model import ModelConfig, unwrap_model
+from cs336_basics.nn_utils import log_sum_exp
 
 __all__ = [
     "OBJECTIVES",
@@ -115,7 +116,7 @@ def weighted_masked_ce(
     ``logits`` are the model's output on ``x_t``; the mean over the batch is the training loss.
     """
     work = masked_logits(logits, mask_token_id)
-    nll = torch.logsumexp(work, dim=-1) - work.gather(-1, x.long().unsqueeze(-1)).squeeze(-1)  # [batch, seq]
+    nll = log_sum_exp(work) - work.gather(-1, x.long().unsqueeze(-1)).squeeze(-1)  # [batch, seq]
     nll = torch.where(masked, nll, torch.zeros_like(nll))  # unmasked positions cost nothing
     return nll.sum(dim=-1) / t / x.shape[-1]
 

@@ -47,6 +47,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from cs336_basics.layers import Linear, SwiGLU, softmax
+from cs336_basics.nn_utils import log_sum_exp
 
 __all__ = ["MoESpec", "RouterStats", "MoEFFN", "router_losses", "RouterLoss", "check_moe_fields"]
 
@@ -169,7 +170,7 @@ class MoEFFN(nn.Module):
         self.router_stats = RouterStats(
             load=chosen.sum(dim=(0, 1)).float() / (N * k),
             mean_prob=probs.mean(dim=0),
-            z=torch.logsumexp(logits, dim=-1).square().mean(),
+            z=log_sum_exp(logits).square().mean(),
             dropped=dropped,
             slots=N * k,
         )

@@ -46,7 +46,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from cs336_basics.fast.optim import GroupStepOptimizer, adamw_group_step, adamw_init_state
-from cs336_basics.optim import check_hparams
+from cs336_basics.optim import check_hparam, check_hparams
 from cs336_basics.utils.devices import fast_bf16_matmuls
 from cs336_basics.utils.dtensor import is_dtensor, local_tensor
 
@@ -85,16 +85,13 @@ def newton_schulz(
 
 
 def _check_muon_hparams(lr: Any, momentum: Any, ns_steps: Any, weight_decay: Any, nesterov: Any) -> None:
-    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr >= 0.0 and math.isfinite(lr)):
-        raise ValueError(f"Muon: invalid learning rate lr={lr!r} (must be a finite number >= 0)")
-    if isinstance(momentum, bool) or not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
-        raise ValueError(f"Muon: invalid momentum={momentum!r} (must be in [0, 1))")
+    try:
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            check_hparam(name, value)
+    except ValueError as err:
+        raise ValueError(f"Muon: {err}") from None
     if isinstance(ns_steps, bool) or not (isinstance(ns_steps, int) and ns_steps >= 1):
         raise ValueError(f"Muon: invalid ns_steps={ns_steps!r} (must be an integer >= 1)")
-    if isinstance(weight_decay, bool) or not (
-        isinstance(weight_decay, (int, float)) and weight_decay >= 0.0 and math.isfinite(weight_decay)
-    ):
-        raise ValueError(f"Muon: invalid weight_decay={weight_decay!r} (must be a finite number >= 0)")
     if not isinstance(nesterov, bool):
         raise ValueError(f"Muon: nesterov must be True or False, got {nesterov!r}")
 

@@ -56,6 +56,13 @@ def lr_constant_schedule(it: int, max_lr: float, warmup_iters: int) -> float:
     return _warmup(it, max_lr, warmup_iters) if it < warmup_iters else max_lr
 
 
+def check_decay_frac(decay_frac: float) -> None:
+    """The rule of ``decay_frac`` (the flag's and the schedule's): a fraction of the run in (0, 1]; 0
+    would be no decay at all (``--lr_schedule constant`` says that), 1 the whole run."""
+    if isinstance(decay_frac, bool) or not (isinstance(decay_frac, (int, float)) and 0.0 < decay_frac <= 1.0):
+        raise ValueError(f"decay_frac must be in (0, 1], got {decay_frac!r}")
+
+
 def wsd_decay_start(max_iters: int, decay_frac: float) -> float:
     """The step where the decay of a WSD schedule begins: the last ``decay_frac`` of ``max_iters``."""
     return max_iters * (1.0 - decay_frac)
@@ -79,8 +86,10 @@ def lr_wsd_schedule(
     _check(it, warmup_iters, max_iters, "lr_wsd_schedule")
     if decay_shape not in DECAY_SHAPES:
         raise ValueError(f"lr_wsd_schedule: decay_shape {decay_shape!r}: choose one of {', '.join(DECAY_SHAPES)}")
-    if not 0.0 <= decay_frac <= 1.0:
-        raise ValueError(f"lr_wsd_schedule: decay_frac must be in [0, 1], got {decay_frac}")
+    try:
+        check_decay_frac(decay_frac)
+    except ValueError as err:
+        raise ValueError(f"lr_wsd_schedule: {err}") from None
     if it < warmup_iters:
         return _warmup(it, max_lr, warmup_iters)
     if it >= max_iters:

@@ -1,4 +1,4 @@
-"""Fast twins of the textbook's pieces: the same function (tests tie each to its plain one), computed faster.
+"""Fast twins of the textbook's pieces: the same function (tests tie each to the textbook's), computed faster.
 
 ``attention`` (fused QKV, blocked causal attention with a recomputing backward) and
 ``triton_attention`` (a fused FlashAttention-2 kernel for CUDA), ``layers`` (an embedding with a

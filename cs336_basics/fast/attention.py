@@ -1,4 +1,4 @@
-"""Causal multi-head self-attention, optimised: the same maths and parameters as the plain path.
+"""Causal multi-head self-attention, optimised: the fast twin of the engine's plain attention.
 
 ``FastCausalMultiHeadSelfAttention`` is a drop-in for the engine's ``lm.attention.Attention`` (the
 textbook's ``layers.CausalMultiHeadSelfAttention`` plus a KV cache, ``causal=False`` and the recipe's
@@ -45,7 +45,7 @@ does differently, and why:
   and float32 is also the more accurate choice. On GPUs the core stays in the input dtype.
 
 - **A non-causal variant for masked diffusion.** ``causal=False`` (set once at construction, like
-  the plain path's) skips the mask and the blocking (every query sees every key, so there is no
+  ``lm.attention.Attention``'s) skips the mask and the blocking (every query sees every key, so there is no
   masked work to skip); forward and the recomputing backward are otherwise the same code.
 
 Nothing in a forward pass calls ``.item()`` or builds data-dependent shapes, so torch.compile
@@ -73,7 +73,7 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 class FastCausalMultiHeadSelfAttention(Attention):
-    """Same parameters and function as the plain ``CausalMultiHeadSelfAttention``, computed faster."""
+    """Same parameters and function as ``lm.attention.Attention`` (``--attention plain``), computed faster."""
 
     def forward(
         self,
@@ -93,7 +93,7 @@ class FastCausalMultiHeadSelfAttention(Attention):
         # [batch, seq, 3 * d_model] -> [3, batch, heads, seq, d_head]: a view + permute, no copy.
         qkv = (x3 @ w_qkv.t()).view(B, T, 3, H, d_head).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        if self.q_norm is not None:  # leaderboard-recipe hooks, as in the plain path
+        if self.q_norm is not None:  # leaderboard-recipe hooks, as in lm.attention.Attention
             q, k = self.q_norm(q), self.k_norm(k)
         if self.value_mix is not None:
             v = self.value_mix(v, first_values)

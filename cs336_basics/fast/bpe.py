@@ -1,6 +1,6 @@
 """Byte-level BPE training (GPT-2 style), fast enough for multi-GB corpora.
 
-The algorithm is the one in ``bpe_reference`` (read that first: same results, a few lines, slow);
+The algorithm is the textbook's, :mod:`cs336_basics.bpe` (read that first: same results, a few lines, slow);
 this module computes it fast, in two phases that ``train_bpe`` composes:
 
 1. **Count pre-tokens** (``count_pretokens``). The file is cut into chunks at safe cuts
@@ -14,7 +14,7 @@ this module computes it fast, in two phases that ``train_bpe`` composes:
    pairs are merged with a few whole-array numpy operations (count changes summed with
    ``np.bincount``-style reductions, applied to the dicts through C-level ``map``s), rare ones
    slot by slot. A max-heap with lazy invalidation finds the next pair without rescanning all
-   pair counts (the reference recounts every pair of every word for every merge); rare new
+   pair counts (the textbook's recounts every pair of every word for every merge); rare new
    pairs wait in a list below a floor count instead of filling the heap, and join it when the
    best count falls below the floor (exact, because a pair's count only goes down unless a
    merge creates it, and created pairs are pushed or listed afresh).
@@ -53,7 +53,7 @@ from cs336_basics.fast.pretokenize import (
     special_pattern,
     split_on_specials,
 )
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason
 
 ASCII_PRETOKEN_RE = ascii_pretoken_re(bytes)
 
@@ -224,7 +224,7 @@ def count_pretokens(
                 # A few chunks per worker balances load; more would only add Counter merging.
                 bounds = find_chunk_boundaries(f, 4 * num_workers, [s.encode("utf-8") for s in special_tokens])
     except OSError as err:
-        raise BPEError(f"cannot read training data {path}: {err.strerror or err}") from None
+        raise BPEError(f"cannot read training data {path}: {os_reason(err)}") from None
     tasks = [(path, a, b, special_tokens, BLOCK_BYTES) for a, b in zip(bounds, bounds[1:]) if b > a]
     total: Counter = Counter()
     errors: list[int] = []
@@ -254,7 +254,7 @@ def count_pretokens(
                 pool.terminate()
                 pool.join()
     except OSError as err:
-        raise BPEError(f"cannot read training data {path}: {err.strerror or err}") from None
+        raise BPEError(f"cannot read training data {path}: {os_reason(err)}") from None
     if errors:
         raise BPEError(f"{path}: invalid UTF-8 at byte offset {min(errors)}")
     return total

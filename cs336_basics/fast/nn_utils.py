@@ -2,12 +2,12 @@
 kernels, float32 accumulation, FSDP2 (DTensor) shards, and a variant with no host sync), and the
 training program's other loss helpers: a cross-entropy over masked targets only, perplexity.
 
-The plain version in ``nn_utils`` is the handout's ten lines (a Python loop over gradients). This one
-uses the multi-tensor ``torch._foreach_*`` kernels, which turn "one small kernel per parameter" into a
-handful of launches (PyTorch's own ``clip_grad_norm_(foreach=True)`` does the same), and
-:func:`clip_grad_norm_on_device` keeps the norm and the clipping decision on the device, so a training
-step never waits for the GPU (the ``found_inf`` pattern of PyTorch's fused optimizers). The training
-step uses this module; ``tests/test_fast_nn_utils.py`` ties it to the plain one and to
+The textbook's version (:mod:`cs336_basics.nn_utils`) is the handout's ten lines (a Python loop over
+gradients). This one uses the multi-tensor ``torch._foreach_*`` kernels, which turn "one small kernel
+per parameter" into a handful of launches (PyTorch's own ``clip_grad_norm_(foreach=True)`` does the
+same), and :func:`clip_grad_norm_on_device` keeps the norm and the clipping decision on the device,
+so a training step never waits for the GPU (the ``found_inf`` pattern of PyTorch's fused optimizers).
+The training step uses this module; ``tests/test_fast_nn_utils_ref.py`` ties it to the textbook's and to
 ``torch.nn.utils.clip_grad_norm_``.
 """
 
@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from cs336_basics.nn_utils import log_sum_exp
 from cs336_basics.utils.dtensor import is_dtensor, local_tensor
 
 __all__ = ["clip_grad_norm", "clip_grad_norm_on_device", "global_grad_norm", "masked_cross_entropy", "perplexity"]
@@ -122,8 +123,8 @@ def _scale_grads(grads: list[Tensor], scale: float | Tensor, use_foreach: bool) 
 def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_norm: float, foreach: bool | None = None) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
 
-    Returns the total norm *before* clipping (as a Python float, for logging). Same rule as the plain
-    :func:`cs336_basics.nn_utils.clip_grad_norm`: if the norm exceeds ``max_norm`` each gradient is
+    Returns the total norm *before* clipping (as a Python float, for logging). Same rule as the
+    textbook's :func:`cs336_basics.nn_utils.clip_grad_norm`: if the norm exceeds ``max_norm`` each gradient is
     multiplied by ``max_norm / (norm + 1e-6)``. Cost: :func:`global_grad_norm`, one host sync (reading
     the norm), and one multi-tensor launch for the scale (a Python scalar). A non-finite norm (inf/nan
     gradients, e.g. under an fp16 grad scaler) is returned as is and the gradients are left alone:
@@ -177,15 +178,14 @@ def masked_cross_entropy(
     """Cross-entropy over the positions where ``mask`` is nonzero only (e.g. the assistant's answers).
 
     ``mean``: their mean (0, with zero gradient, when the mask is all zero: a window of prompt text
-    only must not turn into a NaN step); ``sum``: their sum. Same arithmetic per token as
-    :func:`cross_entropy` (float32 for low-precision logits, the row max subtracted first).
+    only must not turn into a NaN step); ``sum``: their sum. Per token the textbook's arithmetic
+    (:func:`cs336_basics.nn_utils.log_sum_exp`, in float32).
     """
-    work = logits.float()
-    row_max = work.detach().amax(dim=-1, keepdim=True)
-    log_sum_exp = torch.log((work - row_max).exp().sum(dim=-1)) + row_max.squeeze(-1)
-    target_logit = work.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
-    weight = mask.to(log_sum_exp.dtype)
-    total = ((log_sum_exp - target_logit) * weight).sum()
+    logits = logits.float()  # float32 throughout (also for float64 logits, which cross_entropy keeps)
+    lse = log_sum_exp(logits)
+    target_logit = logits.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+    weight = mask.to(lse.dtype)
+    total = ((lse - target_logit) * weight).sum()
     return total if reduction == "sum" else total / weight.sum().clamp_min(1.0)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cs336_basics.optim import check_hparams
+from cs336_basics.optim import check_hparam, check_hparams
 from cs336_basics.utils.dtensor import local_tensor
 
 __all__ = ["AdamW", "GroupStepOptimizer", "adamw_group_step", "param_groups", "OPTIMIZERS"]
@@ -285,13 +285,12 @@ def param_groups(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"param_groups: unknown optimizer {optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
     per_group = {"hidden": lr_hidden, "embed": lr_embed, "head": lr_head, "scalar": lr_scalar}
-    for key, value in (("lr", lr), *((f"lr_{k}", v) for k, v in per_group.items())):
-        if value is None and key != "lr":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 and math.isfinite(value)):
-            raise ValueError(f"param_groups: {key} must be a finite number >= 0, got {value!r}")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0 and math.isfinite(weight_decay)):
-        raise ValueError(f"param_groups: weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    for key, value in (("lr", lr), *((f"lr_{k}", v) for k, v in per_group.items()), ("weight_decay", weight_decay)):
+        if value is not None or not key.startswith("lr_"):  # the per-group LRs are optional
+            try:
+                check_hparam(key, value)
+            except ValueError as err:
+                raise ValueError(f"param_groups: {err}") from None
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     def scale(value: float | None) -> float:

@@ -19,8 +19,8 @@ updates only the neighbours of each merge (never rescanning the merge list). The
 (``cache_size`` entries, cleared when full); ``encode_iterable`` uses its own small cache so its
 memory stays constant.
 
-The algorithm is ``bpe_reference.reference_encode`` (a few readable lines); this is the same,
-fast. Files follow GPT-2's convention (see ``gpt2_files``), so GPT-2's published files load with
+The algorithm is the textbook's, :class:`cs336_basics.tokenizer.Tokenizer` (a few readable lines); this
+is the same, fast. Files follow GPT-2's convention (see ``gpt2_files``), so GPT-2's published files load with
 ``from_files`` and ours load in other tools (HF ``tokenizers``, tiktoken).
 """
 
@@ -44,6 +44,7 @@ from cs336_basics.fast.pretokenize import (
     split_on_specials,
 )
 from cs336_basics.interop.gpt2_files import (  # noqa: F401  (bytes_to_unicode, token_to_str: re-exported)
+    EOT,
     SPECIAL_TOKENS_FILE,
     TokenizerError,
     bytes_to_unicode,
@@ -53,8 +54,6 @@ from cs336_basics.interop.gpt2_files import (  # noqa: F401  (bytes_to_unicode, 
     token_to_str,
     write_tokenizer_files,
 )
-
-EOT = "<|endoftext|>"
 
 _BLOCK_CHARS = 1 << 18  # encode() works through long texts in blocks this size (bounded temporaries)
 _STREAM_CHARS = 1 << 13  # encode_iterable() buffers about this much text before emitting ids

@@ -14,10 +14,12 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, read_error_line
 from cs336_basics.utils.fsutil import atomic_write_text
 
 SPECIAL_TOKENS_FILE = "special_tokens.json"
+# GPT-2's end-of-text token, the course's document separator: the engine's one spelling of it.
+EOT = "<|endoftext|>"
 
 
 class TokenizerError(UserError, ValueError):
@@ -57,12 +59,10 @@ def token_to_str(token: bytes) -> str:
 def _load_json(path: Path):
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TokenizerError(f"{path}: file not found") from None
     except UnicodeDecodeError as err:
         raise TokenizerError(f"{path}: not UTF-8 (byte offset {err.start})") from None
     except OSError as err:
-        raise TokenizerError(f"{path}: cannot read ({err.strerror})") from None
+        raise TokenizerError(read_error_line(str(path), err)) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -120,10 +120,8 @@ def read_merges_txt(
     path = Path(path)
     try:
         f = open(path, encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise TokenizerError(f"{path}: file not found") from None
     except OSError as err:
-        raise TokenizerError(f"{path}: cannot read ({err.strerror})") from None
+        raise TokenizerError(read_error_line(str(path), err)) from None
     decoder = _unicode_to_bytes()
     known = set(vocab.values()) if vocab is not None else None
     merges: list[tuple[bytes, bytes]] = []

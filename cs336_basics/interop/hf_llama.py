@@ -34,7 +34,7 @@ from torch import Tensor
 
 from cs336_basics.interop.safetensors_io import load_file, save_file
 from cs336_basics.lm.model import IMPLEMENTATION_FIELDS, ModelConfig, TransformerLM
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason, read_error_line
 from cs336_basics.utils.fsutil import atomic_directory, atomic_write_text
 
 __all__ = [
@@ -384,7 +384,7 @@ def export_dir(
         with atomic_directory(out, replace=overwrite) as tmp:
             written = _write_export(tmp, fmt, cfg, tensors, config, eos_id, tokenizer)
     except OSError as err:
-        raise HFFormatError(f"--out {out}: cannot write the export there: {err.strerror or err}") from None
+        raise HFFormatError(f"--out {out}: cannot write the export there: {os_reason(err)}") from None
     return written
 
 
@@ -416,9 +416,9 @@ def _write_export(
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HFFormatError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise HFFormatError(read_error_line(str(path), err)) from None
+    except UnicodeDecodeError as err:
         raise HFFormatError(f"{path}: cannot read: {err}") from None
     except json.JSONDecodeError as err:
         raise HFFormatError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None

@@ -32,14 +32,14 @@ from typing import Any
 
 from cs336_basics.corpus import chat
 from cs336_basics.fast.pretokenize import GPT2_PAT
-from cs336_basics.interop.gpt2_files import TokenizerError, bytes_to_unicode, token_to_str
+from cs336_basics.interop.gpt2_files import EOT, TokenizerError, bytes_to_unicode, token_to_str
+from cs336_basics.utils.errors import read_error_line
 from cs336_basics.utils.fsutil import atomic_write_text
 
 __all__ = ["TOKENIZER_JSON", "TOKENIZER_CONFIG", "tokenizer_json", "write_hf_tokenizer_files", "read_tokenizer_json"]
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
-EOT = "<|endoftext|>"
 
 # The regex HF's ByteLevel pre-tokenizer uses when ``use_regex`` is true: GPT-2's, with the
 # contractions spelled out one by one. It matches exactly what GPT2_PAT matches.
@@ -189,9 +189,9 @@ def read_tokenizer_json(path: str | os.PathLike) -> tuple[dict[int, bytes], list
     where = str(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TokenizerError(f"{where}: file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise TokenizerError(read_error_line(where, err)) from None
+    except UnicodeDecodeError as err:
         raise TokenizerError(f"{where}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
         raise TokenizerError(f"{where}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from None

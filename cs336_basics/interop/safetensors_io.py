@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason, read_error_line
 from cs336_basics.utils.fsutil import atomic_write
 
 __all__ = ["SafetensorsError", "save_file", "load_file", "read_metadata", "read_header", "MAX_HEADER_BYTES"]
@@ -117,7 +117,7 @@ def save_file(
             for name in names:
                 f.write(_tensor_bytes(tensors[name]))
     except OSError as err:
-        raise SafetensorsError(f"{path}: cannot write: {err.strerror or err}") from None
+        raise SafetensorsError(f"{path}: cannot write: {os_reason(err)}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,12 +160,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str
                     f"{name}: truncated: header length says {n:,} bytes but only {size - 8:,} follow it"
                 )
             raw = f.read(n)
-    except FileNotFoundError:
-        raise SafetensorsError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise SafetensorsError(f"{name}: is a directory, not a safetensors file") from None
     except OSError as err:
-        raise SafetensorsError(f"{name}: cannot read: {err.strerror or err}") from None
+        raise SafetensorsError(read_error_line(name, err, expected="a safetensors file")) from None
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except UnicodeDecodeError as err:
@@ -242,5 +238,5 @@ def load_file(path: str | os.PathLike) -> dict[str, Tensor]:
                 flat = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
                 out[key] = flat.reshape(entry["shape"])
     except OSError as err:
-        raise SafetensorsError(f"{path}: cannot read: {err.strerror or err}") from None
+        raise SafetensorsError(f"{path}: cannot read: {os_reason(err)}") from None
     return out

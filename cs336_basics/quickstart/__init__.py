@@ -28,18 +28,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cs336_basics.interop.gpt2_files import EOT
 from cs336_basics.lm.model import ModelConfig
 from cs336_basics.training.settings import model_flags
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason
 
-EOT = "<|endoftext|>"
 MARKER = ".quickstart"  # marks a directory the quickstart made (so it may clean it on a re-run)
 TINYSTORIES = ("data/TinyStoriesV2-GPT4-train.txt", "data/TinyStoriesV2-GPT4-valid.txt")
 PROMPTS = ["Once upon a time", "One day, a little", "Lily and Tom went to the park."]
-
-
-class QuickstartError(UserError, ValueError):
-    """Bad flags/paths for the quickstart, or a failed stage."""
 
 
 @dataclass
@@ -113,9 +109,9 @@ def _copy_prefix(src: Path, dst: Path, max_bytes: int) -> int:
 def _prepare_out_dir(out: Path) -> None:
     """Create ``out``; clean a previous quickstart run there, but never a directory we did not make."""
     if out.exists() and not out.is_dir():
-        raise QuickstartError(f"--out {out}: exists and is not a directory")
+        raise UserError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise QuickstartError(f"--out {out}: directory exists and was not made by the quickstart; pick another --out")
+        raise UserError(f"--out {out}: directory exists and was not made by the quickstart; pick another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         for sub in ("model", "tokenizer"):
@@ -123,7 +119,7 @@ def _prepare_out_dir(out: Path) -> None:
                 shutil.rmtree(out / sub)
         (out / MARKER).write_text("made by python -m cs336_basics.quickstart; safe to delete\n")
     except OSError as err:
-        raise QuickstartError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+        raise UserError(f"--out {out}: cannot write there ({os_reason(err)})") from None
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -169,33 +165,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     st = Settings(**vars(QUICK)) if args.quick else Settings()
     if args.max_iters is not None:
         if args.max_iters < 1:
-            raise QuickstartError(f"--max_iters must be >= 1, got {args.max_iters}")
+            raise UserError(f"--max_iters must be >= 1, got {args.max_iters}")
         st.max_iters = args.max_iters
         st.warmup_iters = min(st.warmup_iters, max(1, st.max_iters // 10))
         st.eval_interval = min(st.eval_interval, st.max_iters)
     if args.max_train_mb is not None:
         if args.max_train_mb <= 0:
-            raise QuickstartError(f"--max_train_mb must be > 0, got {args.max_train_mb}")
+            raise UserError(f"--max_train_mb must be > 0, got {args.max_train_mb}")
         st.max_train_mb = args.max_train_mb
     if args.num_samples < 0:
-        raise QuickstartError(f"--num_samples must be >= 0, got {args.num_samples}")
+        raise UserError(f"--num_samples must be >= 0, got {args.num_samples}")
 
     # Resolve the data source before touching the disk, so bad paths fail fast.
     train_src = Path(args.train) if args.train else None
     valid_src = Path(args.valid) if args.valid else None
     if valid_src and not train_src:
-        raise QuickstartError("--valid needs --train too")
+        raise UserError("--valid needs --train too")
     if train_src is None and not args.synthetic and Path(TINYSTORIES[0]).is_file() and Path(TINYSTORIES[1]).is_file():
         train_src, valid_src = Path(TINYSTORIES[0]), Path(TINYSTORIES[1])
     for flag, src in (("--train", train_src), ("--valid", valid_src)):
         if src is not None and (not src.is_file() or src.stat().st_size == 0):
-            raise QuickstartError(f"{flag} {src}: {'empty file' if src.is_file() else 'no such file'}")
+            raise UserError(f"{flag} {src}: {'empty file' if src.is_file() else 'no such file'}")
     synthetic = train_src is None
     if args.vocab_size is not None:
         if args.vocab_size < 258:
-            raise QuickstartError(
-                f"--vocab_size must be >= 258 (256 bytes + <|endoftext|> + 1 merge), got {args.vocab_size}"
-            )
+            raise UserError(f"--vocab_size must be >= 258 (256 bytes + <|endoftext|> + 1 merge), got {args.vocab_size}")
         st.vocab_size = args.vocab_size
     if st.vocab_size is None:
         st.vocab_size = 1024 if synthetic else 2048
@@ -245,9 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             docs = text.split(EOT)
             k = max(1, len(docs) // 20)
             if len(docs) < 4:
-                raise QuickstartError(
-                    f"--train {train_src}: too little text to split off a validation set; pass --valid"
-                )
+                raise UserError(f"--train {train_src}: too little text to split off a validation set; pass --valid")
             train_txt.write_text(EOT.join(docs[:-k]) + EOT + "\n", encoding="utf-8")
             valid_txt.write_text(EOT.join(docs[-k:]).lstrip("\n"), encoding="utf-8")
             n_tr, n_va = train_txt.stat().st_size, valid_txt.stat().st_size
@@ -283,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{valid_npy} ({n_valid_tok:,} tokens) in {timings['tokenize']:.1f}s"
     )
     if n_valid_tok <= st.model.context_length or n_train_tok <= st.model.context_length:
-        raise QuickstartError(f"too little text: need more than {st.model.context_length} tokens in train and valid")
+        raise UserError(f"too little text: need more than {st.model.context_length} tokens in train and valid")
 
     # 4. Training ------------------------------------------------------------------------------
     from cs336_basics import training_together
@@ -334,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc = training_together.main(flags)
     timings["train"] = time.perf_counter() - t0
     if rc not in (0, None):
-        raise QuickstartError(f"training stopped with exit status {rc}; see the messages above")
+        raise UserError(f"training stopped with exit status {rc}; see the messages above")
 
     metrics = _read_metrics(model_dir / "metrics.jsonl")
     train_recs = [r for r in metrics if r.get("type") == "train" and isinstance(r.get("loss"), (int, float))]

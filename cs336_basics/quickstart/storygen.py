@@ -28,10 +28,9 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from cs336_basics.interop.gpt2_files import EOT
 from cs336_basics.utils.errors import run_cli
 from cs336_basics.utils.fsutil import atomic_write
-
-EOT = "<|endoftext|>"
 
 # ---------------------------------------------------------------------------------------------------
 # Word lists

@@ -47,7 +47,6 @@ from cs336_basics.utils.errors import UserError, run_cli
 __all__ = [
     "PRESETS",
     "Shape",
-    "AccountingError",
     "param_counts",
     "forward_flops",
     "flop_shares",
@@ -58,10 +57,6 @@ __all__ = [
     "fsdp_memory",
     "cluster_estimate",
 ]
-
-
-class AccountingError(UserError, ValueError):
-    """A bad shape flag or preset name."""
 
 
 # The dimensions accounting reads are the model's own config: one declaration, one set of checks.
@@ -580,33 +575,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             base[k] = getattr(args, k)
     missing = [k for k in dims if k not in base]
     if missing:
-        raise AccountingError(
-            f"give --preset or all of the shape flags; missing: {', '.join('--' + k for k in missing)}"
-        )
+        raise UserError(f"give --preset or all of the shape flags; missing: {', '.join('--' + k for k in missing)}")
     try:
         shape = Shape(**base).validate()
     except ValueError as err:
-        raise AccountingError(str(err)) from None
+        raise UserError(str(err)) from None
     try:
         contexts = [int(c) for c in args.contexts.split(",") if c.strip()]
     except ValueError:
-        raise AccountingError(f"--contexts {args.contexts!r}: expected comma-separated integers") from None
+        raise UserError(f"--contexts {args.contexts!r}: expected comma-separated integers") from None
     if not contexts or min(contexts) <= 0:
-        raise AccountingError(f"--contexts {args.contexts!r}: expected positive integers")
+        raise UserError(f"--contexts {args.contexts!r}: expected positive integers")
     if not 0 < args.mfu <= 1:
-        raise AccountingError(f"--mfu must be in (0, 1], got {args.mfu}")
+        raise UserError(f"--mfu must be in (0, 1], got {args.mfu}")
     if args.peak_tflops <= 0 or args.memory_gb <= 0:
-        raise AccountingError("--peak_tflops and --memory_gb must be positive")
+        raise UserError("--peak_tflops and --memory_gb must be positive")
     cluster = None
     if (args.gpus is None) != (args.tokens is None):
-        raise AccountingError("--gpus and --tokens go together: give both for the multi-GPU estimate")
+        raise UserError("--gpus and --tokens go together: give both for the multi-GPU estimate")
     if args.gpus is not None:
         if not args.tokens > 0 or not math.isfinite(args.tokens):
-            raise AccountingError(f"--tokens must be a positive number, got {args.tokens:g}")
+            raise UserError(f"--tokens must be a positive number, got {args.tokens:g}")
         for flag in ("gpu_tflops", "interconnect_gbps"):
             v = getattr(args, flag)
             if v is not None and not v > 0:
-                raise AccountingError(f"--{flag} must be positive, got {v:g}")
+                raise UserError(f"--{flag} must be positive, got {v:g}")
         custom = args.gpu_tflops is not None
         cluster = dict(
             gpu=None if custom else args.gpu, gpus=args.gpus, tokens=args.tokens, batch_size=args.batch_size,

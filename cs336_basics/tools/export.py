@@ -29,10 +29,6 @@ from pathlib import Path
 from cs336_basics.utils.errors import UserError, run_cli
 
 
-class ExportError(UserError, ValueError):
-    """Bad flags for the export command."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cs336_basics.tools.export",
@@ -87,7 +83,7 @@ def _export(args: argparse.Namespace) -> int:
         )
     else:
         if not tok_dir.is_dir():
-            raise ExportError(f"--tokenizer {tok_dir}: no such directory")
+            raise UserError(f"--tokenizer {tok_dir}: no such directory")
         tokenizer = Tokenizer.from_dir(tok_dir)
         check_tokenizer(tokenizer, model, tok_dir, path)
         warning = tokenizer_mismatch(payload, tok_dir)

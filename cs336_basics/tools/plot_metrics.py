@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cs336_basics.training.metrics import finite_number, read_records
-from cs336_basics.utils.errors import UserError, run_cli
+from cs336_basics.utils.errors import UserError, os_reason, run_cli
 
 
 class MetricsError(UserError, ValueError):
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 n = write_csv(curves, value)
             except OSError as err:
-                raise MetricsError(f"{flag} {value}: cannot write it ({err.strerror or err})") from None
+                raise MetricsError(f"{flag} {value}: cannot write it ({os_reason(err)})") from None
             print(f"Wrote {n} rows to {value}")
     if out_kind == "csv" or (args.csv and args.out is None):
         return 0  # only the table was asked for
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         path = plot(curves, out, args.title)
     except OSError as err:
-        raise MetricsError(f"--out {out}: cannot write it ({err.strerror or err})") from None
+        raise MetricsError(f"--out {out}: cannot write it ({os_reason(err)})") from None
     print(f"Saved plot to {path}")
     return 0
 

@@ -24,11 +24,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cs336_basics.fast.tokenizer import Tokenizer, token_to_str
-from cs336_basics.utils.errors import UserError, run_cli
+from cs336_basics.fast.tokenizer import EOT, Tokenizer, token_to_str
+from cs336_basics.utils.errors import UserError, read_error_line, run_cli
 
 __all__ = [
-    "StatsError",
     "EOT",
     "TokenizerStats",
     "read_documents",
@@ -39,12 +38,6 @@ __all__ = [
     "longest_tokens",
     "compare",
 ]
-
-EOT = "<|endoftext|>"
-
-
-class StatsError(UserError, ValueError):
-    """A missing/unreadable input, or a bad flag value."""
 
 
 @dataclass
@@ -76,12 +69,8 @@ def read_documents(path: str | os.PathLike, max_bytes: int | None = 100_000_000)
         size = p.stat().st_size
         with open(p, "rb") as f:
             raw = f.read(max_bytes if max_bytes is not None else -1)
-    except FileNotFoundError:
-        raise StatsError(f"--input {p}: no such file") from None
-    except IsADirectoryError:
-        raise StatsError(f"--input {p}: is a directory, expected a text file") from None
     except OSError as err:
-        raise StatsError(f"--input {p}: cannot read: {err.strerror or err}") from None
+        raise UserError(read_error_line(f"--input {p}", err, expected="a text file")) from None
     truncated = max_bytes is not None and size > max_bytes
     if truncated:
         cut = raw.rfind(EOT.encode())
@@ -92,17 +81,17 @@ def read_documents(path: str | os.PathLike, max_bytes: int | None = 100_000_000)
         if truncated and err.start >= len(raw) - 4:  # a character split by the read limit
             text = raw[: err.start].decode("utf-8")
         else:
-            raise StatsError(f"--input {p}: not UTF-8 text (invalid byte at offset {err.start})") from None
+            raise UserError(f"--input {p}: not UTF-8 text (invalid byte at offset {err.start})") from None
     docs = [d for d in text.split(EOT) if d.strip()]
     if not docs:
-        raise StatsError(f"--input {p}: no documents (the file is empty or only {EOT} markers)")
+        raise UserError(f"--input {p}: no documents (the file is empty or only {EOT} markers)")
     return docs
 
 
 def sample_documents(docs: Sequence[str], num_docs: int, seed: int = 0) -> list[str]:
     """``num_docs`` of ``docs`` (all, if fewer) picked with ``seed``, kept in file order."""
     if isinstance(num_docs, bool) or not isinstance(num_docs, int) or num_docs <= 0:
-        raise StatsError(f"--num_docs must be a positive integer, got {num_docs!r}")
+        raise UserError(f"--num_docs must be a positive integer, got {num_docs!r}")
     if len(docs) <= num_docs:
         return list(docs)
     picked = sorted(random.Random(seed).sample(range(len(docs)), num_docs))
@@ -270,15 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.num_docs <= 0:
-        raise StatsError(f"--num_docs must be a positive integer, got {args.num_docs}")
+        raise UserError(f"--num_docs must be a positive integer, got {args.num_docs}")
     if not args.max_mb > 0:
-        raise StatsError(f"--max_mb must be positive, got {args.max_mb}")
+        raise UserError(f"--max_mb must be positive, got {args.max_mb}")
     if not args.project_gb > 0:
-        raise StatsError(f"--project_gb must be positive, got {args.project_gb}")
+        raise UserError(f"--project_gb must be positive, got {args.project_gb}")
     if not args.throughput_mb > 0:
-        raise StatsError(f"--throughput_mb must be positive, got {args.throughput_mb}")
+        raise UserError(f"--throughput_mb must be positive, got {args.throughput_mb}")
     if args.top < 0:
-        raise StatsError(f"--top must be >= 0, got {args.top}")
+        raise UserError(f"--top must be >= 0, got {args.top}")
     tokenizers: dict[str, Tokenizer] = {}
     for d in args.tokenizer:
         name = Path(d).name or str(d)

@@ -42,7 +42,7 @@ import torch
 
 from cs336_basics.lm.model import unwrap_model
 from cs336_basics.utils.dtensor import is_dtensor
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason
 from cs336_basics.utils.fsutil import atomic_write, atomic_write_text, fsync_dir
 
 __all__ = [
@@ -85,14 +85,6 @@ def _name(src: object) -> str:
         return str(os.fspath(src))
     name = getattr(src, "name", None)
     return str(name) if isinstance(name, (str, os.PathLike)) else "<checkpoint stream>"
-
-
-def _os_reason(err: OSError) -> str:
-    if err.strerror:
-        return err.strerror
-    if err.errno:
-        return os.strerror(err.errno)
-    return str(err) or type(err).__name__
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -167,7 +159,7 @@ def _write_torch_file(obj: Any, path: Path) -> tuple[str, int]:
             if writer.error is not None:  # never publish a file whose write failed, even if swallowed
                 raise writer.error
     except OSError as err:
-        raise CheckpointError(f"could not write checkpoint {path}: {_os_reason(err)}") from None
+        raise CheckpointError(f"could not write checkpoint {path}: {os_reason(err)}") from None
     return writer.sha.hexdigest(), writer.size
 
 
@@ -216,7 +208,7 @@ def write_checkpoint(payload: dict[str, Any], out: Source) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise CheckpointError(f"could not write checkpoint {path}: {_os_reason(err)}") from None
+            raise CheckpointError(f"could not write checkpoint {path}: {os_reason(err)}") from None
     sha, size = _write_torch_file(payload, path)
     write_sidecar(path, {"iteration": int(payload["iteration"])}, sha256=sha, size=size)
 
@@ -241,7 +233,7 @@ def write_sidecar(
         try:
             sha256, size = _sha256_file(path)
         except OSError as err:
-            raise CheckpointError(f"{path}: cannot read to hash: {_os_reason(err)}") from None
+            raise CheckpointError(f"{path}: cannot read to hash: {os_reason(err)}") from None
     meta = {"file": path.name, "sha256": sha256, "size": int(size)}
     meta.update(dict(extra or {}))
     meta["sha256"], meta["size"] = sha256, int(size)  # extras must not override the hash
@@ -249,7 +241,7 @@ def write_sidecar(
     try:
         atomic_write_text(side, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     except OSError as err:
-        raise CheckpointError(f"could not write checkpoint sidecar {side}: {_os_reason(err)}") from None
+        raise CheckpointError(f"could not write checkpoint sidecar {side}: {os_reason(err)}") from None
     return side
 
 
@@ -262,7 +254,7 @@ def read_sidecar(path: PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no sidecar ({side.name} missing)") from None
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot read sidecar {side.name}: {_os_reason(err)}") from None
+        raise CheckpointError(f"{path}: cannot read sidecar {side.name}: {os_reason(err)}") from None
     except (ValueError, UnicodeDecodeError):
         raise CheckpointError(f"{path}: sidecar {side.name} is not valid JSON") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
@@ -284,7 +276,7 @@ def verify_checkpoint(path: PathLike) -> None:
             )
         sha, _ = _sha256_file(path)
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot read: {_os_reason(err)}") from None
+        raise CheckpointError(f"{path}: cannot read: {os_reason(err)}") from None
     if sha != meta["sha256"]:
         raise CheckpointError(
             f"{path}: sha256 mismatch (file {sha[:12]}..., sidecar {meta['sha256'][:12]}...; corrupted?)"
@@ -369,7 +361,7 @@ def read_checkpoint(src: Source, verify: bool = True, map_location: Any = "cpu")
     try:
         payload = _safe_load(src, map_location)
     except OSError as err:
-        raise CheckpointError(f"{name}: cannot read: {_os_reason(err)}") from None
+        raise CheckpointError(f"{name}: cannot read: {os_reason(err)}") from None
     except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError/KeyError/...
         raise _load_failure(name, err) from None
     if not isinstance(payload, dict) or "model" not in payload or "iteration" not in payload:
@@ -531,13 +523,13 @@ class CheckpointManager:
         except FileExistsError:
             raise CheckpointError(f"checkpoint directory {d} exists and is not a directory") from None
         except OSError as err:
-            raise CheckpointError(f"cannot create checkpoint directory {d}: {_os_reason(err)}") from None
+            raise CheckpointError(f"cannot create checkpoint directory {d}: {os_reason(err)}") from None
         try:
             fd, tmp = tempfile.mkstemp(prefix=".write_test.", suffix=".tmp", dir=d)
             os.close(fd)
             os.unlink(tmp)
         except OSError as err:
-            raise CheckpointError(f"checkpoint directory {d} is not writable: {_os_reason(err)}") from None
+            raise CheckpointError(f"checkpoint directory {d} is not writable: {os_reason(err)}") from None
 
     def remove_stale_temps(self) -> list[Path]:
         """Delete temp files a killed writer left behind (``.checkpoint_iter_N.pt.XXXX.tmp`` and the
@@ -566,7 +558,7 @@ class CheckpointManager:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {_os_reason(err)}") from None
+            raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {os_reason(err)}") from None
         path = self.path_for(iteration)
         sha, size = _write_torch_file(payload, path)
         meta = {"iteration": int(iteration), **dict(sidecar_extra or {})}
@@ -583,7 +575,7 @@ class CheckpointManager:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {_os_reason(err)}") from None
+            raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {os_reason(err)}") from None
         sha, size = _write_torch_file(payload, self.best_path)
         write_sidecar(self.best_path, {"iteration": int(iteration), **dict(sidecar_extra or {})}, sha256=sha, size=size)
         return self.best_path
@@ -605,7 +597,7 @@ class CheckpointManager:
                 with open(path, "rb") as src, atomic_write(best, "wb") as dst:
                     shutil.copyfileobj(src, dst, _HASH_CHUNK)
             except OSError as err:
-                raise CheckpointError(f"could not write checkpoint {best}: {_os_reason(err)}") from None
+                raise CheckpointError(f"could not write checkpoint {best}: {os_reason(err)}") from None
         write_sidecar(best, {**meta, "source": path.name}, sha256=sha, size=size)
 
     def _rotate(self, keep: Path) -> None:
@@ -620,7 +612,7 @@ class CheckpointManager:
                 old.unlink(missing_ok=True)  # .pt first: a lone sidecar is ignored by list()
                 sidecar_path(old).unlink(missing_ok=True)
             except OSError as err:
-                warnings.warn(f"could not remove old checkpoint {old}: {_os_reason(err)}", stacklevel=3)
+                warnings.warn(f"could not remove old checkpoint {old}: {os_reason(err)}", stacklevel=3)
 
     def list(self) -> list[Path]:
         """Numbered checkpoints in the directory, oldest iteration first."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cs336_basics.training.runtime import console_write
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason
 from cs336_basics.utils.fsutil import atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported where it is used, so reading metrics needs no torch
@@ -26,10 +26,6 @@ if TYPE_CHECKING:  # torch is imported where it is used, so reading metrics need
     from torch import nn
 
 RULE = "-" * 80
-
-
-class MissingExtraError(UserError, ImportError):
-    """An optional integration was requested but its package isn't installed."""
 
 
 def _finite_or_none(v: Any) -> Any:
@@ -343,7 +339,7 @@ class RunLogger(Logger):
             try:
                 import wandb  # type: ignore[import-not-found]
             except ImportError:
-                raise MissingExtraError(
+                raise UserError(
                     "--use_wandb needs the wandb package: install it with `uv sync --extra wandb`"
                 ) from None
             self._wandb = wandb.init(project=wandb_project, name=wandb_run_name or run_name, config=config or {})
@@ -351,7 +347,7 @@ class RunLogger(Logger):
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise MissingExtraError(
+                raise UserError(
                     "--tensorboard_dir needs the tensorboard package: install it with `uv sync --extra tensorboard`"
                 ) from None
             # One subdirectory per run, as TensorBoard expects (its run selector lists them).
@@ -368,7 +364,7 @@ class RunLogger(Logger):
             self._f.write(line + "\n")
             self._f.flush()
         except OSError as err:  # e.g. disk full: name the file (a write on an open file has no name)
-            raise OSError(err.errno, f"could not write {self.jsonl_path}: {err.strerror or err}") from err
+            raise OSError(err.errno, f"could not write {self.jsonl_path}: {os_reason(err)}") from err
         if self._json_console:
             console_write(line, sys.stdout)
 
@@ -459,8 +455,8 @@ def check_extras(use_wandb: bool, tensorboard_dir: str | os.PathLike | None) -> 
     import importlib.util
 
     if use_wandb and importlib.util.find_spec("wandb") is None:
-        raise MissingExtraError("--use_wandb needs the wandb package: install it with `uv sync --extra wandb`")
+        raise UserError("--use_wandb needs the wandb package: install it with `uv sync --extra wandb`")
     if tensorboard_dir is not None and importlib.util.find_spec("tensorboard") is None:
-        raise MissingExtraError(
+        raise UserError(
             "--tensorboard_dir needs the tensorboard package: install it with `uv sync --extra tensorboard`"
         )

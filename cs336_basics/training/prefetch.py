@@ -1,7 +1,7 @@
 """The next step's batches, gathered in a background thread while this step runs.
 
-``get_batch`` (in :mod:`cs336_basics.data`) is the plain version: draw the window starts, gather them
-from the memory-mapped token file, copy them to the device. On a GPU the gather (page faults into the
+``get_batch`` (:mod:`cs336_basics.corpus.tokens`'s, the twin of the textbook's in :mod:`cs336_basics.data`)
+draws the window starts, gathers them from the memory-mapped token file, copies them to the device. On a GPU the gather (page faults into the
 memmap, fancy indexing) and the pinned host-to-device copy are time the GPU waits for. The
 :class:`Prefetcher` starts step N+1's ``get_batch`` calls on a worker thread as soon as step N's are
 handed out, the usual double buffering of data loaders (e.g. ``torch.utils.data.DataLoader`` with

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from cs336_basics.extensions.diffusion import DEFAULT_EPS, OBJECTIVES, with_mask_token
-from cs336_basics.extensions.schedules import DECAY_SHAPES, LR_SCHEDULES
+from cs336_basics.extensions.schedules import DECAY_SHAPES, LR_SCHEDULES, check_decay_frac
 from cs336_basics.fast.optim import OPTIMIZERS
 from cs336_basics.lm.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
+from cs336_basics.optim import check_hparam
 from cs336_basics.training.overrides import apply_overrides
 from cs336_basics.utils.errors import UserError
 from cs336_basics.utils.fsutil import read_toml
@@ -660,14 +661,7 @@ def parse_settings_and_extras(
     ns = vars(parser.parse_args(argv))
     ns.pop("override", None)
     settings = TrainSettings(**{k: v for k, v in ns.items() if k in setting_names})
-    if settings.init_from:  # the model shape comes from that checkpoint
-        from cs336_basics.corpus.finetune import apply_init_from, given_flags
-
-        explicit = given_flags(parser, argv) | (set(values) if known.config is not None else set())
-        apply_init_from(settings, explicit, MODEL_FIELDS)
-    _derived_defaults(settings)
-    validate(settings)
-    check_given(settings, set(values) | _given_on_command_line(argv, add_extras))
+    _settle(settings, set(values) | _given_on_command_line(argv, add_extras))
     return settings, {k: v for k, v in ns.items() if k not in setting_names}
 
 
@@ -680,6 +674,19 @@ def _given_on_command_line(argv: Sequence[str], add_extras: Callable | None) -> 
         action.default, action.required = argparse.SUPPRESS, False
     given, _ = parser.parse_known_args(argv)
     return set(vars(given))
+
+
+def _settle(s: TrainSettings, given: set[str]) -> None:
+    """What both ways in (the command line, :func:`settings_from_kwargs`) do with the values read:
+    the model shape of ``--init_from``'s checkpoint (a ``given`` shape setting must agree with it),
+    the derived defaults, every check."""
+    if s.init_from:
+        from cs336_basics.corpus.finetune import apply_init_from
+
+        apply_init_from(s, given, MODEL_FIELDS)
+    _derived_defaults(s)
+    validate(s)
+    check_given(s, given)
 
 
 def _derived_defaults(s: TrainSettings) -> None:
@@ -698,15 +705,26 @@ def _check_positive(s: TrainSettings, *names: str, allow_zero: bool = False) -> 
             raise ConfigError(f"--{name} must be {'>= 0' if allow_zero else '> 0'}, got {v:g}")
 
 
+def _check_hparams(s: TrainSettings, *names: str) -> None:
+    """The optimizer's own rule for each (:func:`cs336_basics.optim.check_hparam`), as a ConfigError."""
+    for name in names:
+        if getattr(s, name) is not None:
+            try:
+                check_hparam(name, getattr(s, name))
+            except ValueError as err:
+                raise ConfigError(f"--{err}") from None
+
+
 def validate(s: TrainSettings) -> ModelConfig:
     """Every cheap check on the settings, before any file is read. Returns the model config."""
-    for name in ("lr", "min_lr", "weight_decay", "eps", "grad_clip", "beta1", "beta2", "rope_theta", "heartbeat_s"):
+    for name in ("grad_clip", "rope_theta", "heartbeat_s"):
         if not math.isfinite(getattr(s, name)):
             raise ConfigError(f"--{name} must be a finite number, got {getattr(s, name)}")
+    _check_hparams(s, "lr", "min_lr", "weight_decay", "eps", "beta1", "beta2", "lr_hidden", "lr_embed", "lr_head",
+                   "lr_scalar")  # fmt: skip
     _check_positive(s, "batch_size", "grad_accum_steps", "eval_interval", "eval_iters", "log_interval",
                     "checkpoint_interval", "max_bad_steps", "keep_last", "early_stopping_patience")  # fmt: skip
-    _check_positive(s, "max_iters", "warmup_iters", "lr", "min_lr", "weight_decay", "eps", "seed", "heartbeat_s",
-                    "lr_hidden", "lr_embed", "lr_head", "lr_scalar", allow_zero=True)  # fmt: skip
+    _check_positive(s, "max_iters", "warmup_iters", "seed", "heartbeat_s", allow_zero=True)
     group_lrs = [f"--lr_{k}" for k in ("hidden", "embed", "head", "scalar") if getattr(s, f"lr_{k}") is not None]
     if group_lrs and s.optimizer != "muon":
         raise ConfigError(f"{', '.join(group_lrs)}: per-group learning rates apply to --optimizer muon only")
@@ -714,9 +732,6 @@ def validate(s: TrainSettings) -> ModelConfig:
         raise ConfigError(f"--muon_ns_dtype {s.muon_ns_dtype}: applies to --optimizer muon only")
     if any(getattr(s, f"lr_{k}") for k in ("hidden", "embed", "head", "scalar")) and s.lr == 0:
         raise ConfigError("per-group learning rates are scaled by the schedule of --lr: set --lr > 0")
-    for name in ("beta1", "beta2"):
-        if not 0.0 <= getattr(s, name) < 1.0:
-            raise ConfigError(f"--{name} must be in [0, 1), got {getattr(s, name)}")
     if s.min_lr > s.lr:
         raise ConfigError(f"--min_lr ({s.min_lr:g}) must not exceed --lr ({s.lr:g})")
     if s.max_iters > 0 and s.warmup_iters >= s.max_iters:
@@ -744,7 +759,7 @@ def validate(s: TrainSettings) -> ModelConfig:
 
 def check_knobs(s: TrainSettings) -> None:
     """The trainer knobs' cheap checks (schedules, hooks, epoch cadence, ZeRO-1, run names, TensorBoard)."""
-    for name in ("decay_frac", "on_checkpoint_timeout", "eval_every_epochs", "checkpoint_every_epochs"):
+    for name in ("on_checkpoint_timeout", "eval_every_epochs", "checkpoint_every_epochs"):
         v = getattr(s, name)
         if v is not None and not math.isfinite(v):
             raise ConfigError(f"--{name} must be a finite number, got {v}")
@@ -754,8 +769,10 @@ def check_knobs(s: TrainSettings) -> None:
         raise ConfigError(
             f"--decay_frac/--decay_shape shape the wsd schedule: add --lr_schedule wsd (now {s.lr_schedule})"
         )
-    if not 0.0 < s.decay_frac <= 1.0:
-        raise ConfigError(f"--decay_frac must be in (0, 1], got {s.decay_frac:g}")
+    try:
+        check_decay_frac(s.decay_frac)
+    except ValueError as err:
+        raise ConfigError(f"--{err}") from None
     if s.lr_schedule == "wsd" and s.max_iters * (1.0 - s.decay_frac) < s.warmup_iters:
         raise ConfigError(
             f"--lr_schedule wsd: the decay (the last {s.decay_frac:g} of --max_iters {s.max_iters}) would start before "
@@ -782,7 +799,8 @@ def check_knobs(s: TrainSettings) -> None:
 
 def settings_from_kwargs(kwargs: dict[str, Any]) -> TrainSettings:
     """:class:`TrainSettings` from keyword arguments, with the command line's checks (types, choices,
-    derived defaults, :func:`validate`): what the Python API uses (``TrainSettings.from_kwargs``)."""
+    ``init_from``'s model shape, derived defaults, :func:`validate`): what the Python API uses
+    (``TrainSettings.from_kwargs``)."""
     actions = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest not in ("help", "override")}
     optional = {f.name for f in fields(TrainSettings) if f.default is None}
     values: dict[str, Any] = {}
@@ -799,9 +817,7 @@ def settings_from_kwargs(kwargs: dict[str, Any]) -> TrainSettings:
     if missing:
         raise ConfigError(f"TrainSettings: {', '.join(missing)} is required")
     s = TrainSettings(**values)
-    _derived_defaults(s)
-    validate(s)
-    check_given(s, set(values))
+    _settle(s, set(values))
     return s
 
 
@@ -816,10 +832,7 @@ def _validate_objective_and_moe(s: TrainSettings) -> None:
     """The masked-diffusion / MoE flags (the MoE model fields are checked by ModelConfig.validate)."""
     if not 0.0 < s.diffusion_eps < 1.0:
         raise ConfigError(f"--diffusion_eps must be in (0, 1), got {s.diffusion_eps}")
-    for name in ("moe_load_balance_coef", "moe_aux_coef", "moe_z_coef"):
-        v = getattr(s, name)
-        if not (math.isfinite(v) and v >= 0):
-            raise ConfigError(f"--{name} must be a finite number >= 0, got {v}")
+    _check_hparams(s, "moe_load_balance_coef", "moe_aux_coef", "moe_z_coef")
 
 
 def schedule_notes(s: TrainSettings) -> list[str]:
@@ -846,8 +859,3 @@ def changed_settings(saved: Any, now: dict[str, Any]) -> list[str]:
     return [
         f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now) if k not in ignore and k in saved and saved[k] != now[k]
     ]
-
-
-def run_dir(s: TrainSettings) -> Path:
-    """``--checkpoint_dir``, else ``runs/<run_name>`` (the run name is settled at setup)."""
-    return Path(s.checkpoint_dir if s.checkpoint_dir is not None else Path("runs") / str(s.run_name))

@@ -15,6 +15,26 @@ class UserError(Exception):
     """A problem with the user's input. ``str(err)`` is a complete, one-line explanation."""
 
 
+def os_reason(err: OSError) -> str:
+    """Why ``err`` happened in the system's words ("No space left on device", "Permission denied"),
+    without the file name: the message it goes into names the file once, with its flag."""
+    if err.strerror:
+        return err.strerror
+    if err.errno:
+        return os.strerror(err.errno)
+    return str(err) or type(err).__name__
+
+
+def read_error_line(what: str, err: OSError, expected: str | None = None) -> str:
+    """The one line for ``err`` from reading ``what`` (the file, with its flag: ``--input a.txt``):
+    ``no such file``, ``is a directory`` (``, expected ...``), else ``cannot read: <reason>``."""
+    if isinstance(err, FileNotFoundError):
+        return f"{what}: no such file"
+    if isinstance(err, IsADirectoryError):
+        return f"{what}: is a directory" + (f", expected {expected}" if expected else "")
+    return f"{what}: cannot read: {os_reason(err)}"
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run a CLI ``main`` and turn ``UserError`` into ``error: ...`` on stderr with exit status 2.
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from cs336_basics.utils.errors import read_error_line
+
 
 def current_umask() -> int:
     """The process umask. Read from /proc where possible: setting it to read it back (the only
@@ -52,27 +54,63 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
+class AtomicFile:
+    """A file written under a temporary name beside ``path`` (``.file``, open in ``mode``):
+    :meth:`commit` puts it in place complete, :meth:`discard` removes it; ``path`` is untouched until
+    the commit. For files that must appear together, several at once (shards): commit them after
+    all are written. :func:`atomic_write` is one of these as a with-block."""
+
+    def __init__(self, path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> None:
+        self.path = Path(path)
+        self.directory = self.path.parent if str(self.path.parent) else Path(".")
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.directory)
+        _IN_PROGRESS.add(self.tmp)
+        try:
+            self.file: IO = os.fdopen(fd, mode, **open_kwargs)
+        except BaseException:
+            os.close(fd)
+            self.discard()
+            raise
+        try:
+            os.chmod(self.tmp, 0o666 & ~current_umask())
+        except BaseException:
+            self.discard()
+            raise
+
+    def close(self) -> None:
+        """Flush the data to disk and close the file (not yet in place; :meth:`commit` does that)."""
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+    def commit(self) -> None:
+        """Close, rename over ``path`` (atomic on POSIX) and persist the rename."""
+        self.close()
+        os.replace(self.tmp, self.path)
+        _IN_PROGRESS.discard(self.tmp)
+        fsync_dir(self.directory)
+
+    def discard(self) -> None:
+        """Close and delete the temp file (best effort: it is cleanup after a failure)."""
+        if hasattr(self, "file"):
+            with contextlib.suppress(OSError):
+                self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+        _IN_PROGRESS.discard(self.tmp)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
     """``with atomic_write(p) as f: f.write(...)`` -- ``p`` appears only if the block succeeds."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    _IN_PROGRESS.add(tmp)
+    f = AtomicFile(path, mode, **open_kwargs)
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            os.chmod(tmp, 0o666 & ~current_umask())
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield f.file
+        f.commit()
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        f.discard()
         raise
-    finally:
-        _IN_PROGRESS.discard(tmp)
-    fsync_dir(directory)
 
 
 # Temp files of writes still in progress, so an abort that cannot unwind the writer (os._exit on a
@@ -146,12 +184,8 @@ def read_toml(path: str | os.PathLike, error: type[Exception], flag: str = "--co
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except FileNotFoundError:
-        raise error(f"{flag} {path}: no such file") from None
-    except IsADirectoryError:
-        raise error(f"{flag} {path}: is a directory, expected a .toml file") from None
     except OSError as err:
-        raise error(f"{flag} {path}: cannot read: {err.strerror or err}") from None
+        raise error(read_error_line(f"{flag} {path}", err, expected="a .toml file")) from None
     except tomllib.TOMLDecodeError as err:
         raise error(f"{path}: invalid TOML: {err}") from None
     except UnicodeDecodeError:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cs336_basics.utils.errors import UserError
+from cs336_basics.utils.errors import UserError, os_reason
 
 LOCK_NAME = ".lock"
 
@@ -120,12 +120,12 @@ def acquire(directory: str | os.PathLike, *, what: str = "directory", hint: str 
     except FileExistsError:
         raise UserError(f"{what} {d} exists and is not a directory") from None
     except OSError as err:
-        raise UserError(f"cannot create {what} {d}: {err.strerror or err}") from None
+        raise UserError(f"cannot create {what} {d}: {os_reason(err)}") from None
     path = d / LOCK_NAME
     try:
         fd, made = _open_lock_file(path)
     except OSError as err:
-        raise UserError(f"{what} {d} is not writable: cannot create {path}: {err.strerror or err}") from None
+        raise UserError(f"{what} {d} is not writable: cannot create {path}: {os_reason(err)}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cs336_basics.utils.errors import os_reason
+
 # Suffixes of raw token files: bare little-endian ids of --data_dtype, no header.
 RAW_SUFFIXES = (".bin", ".ids", ".dat", ".u16", ".u32")
 # Files that make up a saved tokenizer; their bytes are its identity.
@@ -130,8 +132,6 @@ def carry_tokenizer(
         os.rename(tmp, dest)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        return (
-            None if dest.exists() else f"note: could not copy the tokenizer {found} into {dest}: {err.strerror or err}"
-        )
+        return None if dest.exists() else f"note: could not copy the tokenizer {found} into {dest}: {os_reason(err)}"
     fsync_dir(run_dir)
     return f"Tokenizer {found} copied to {dest} (generate and export find it there)"
