@@ -53,16 +53,24 @@ from cs336_basics.training.metrics import (
     Logger,
     NormRecorder,
     NullLogger,
+    ProgressBar,
     RunLogger,
     ThroughputMeter,
     check_extras,
     cpu_step_hint,
     peak_flops,
+    wants_progress_bar,
 )
 from cs336_basics.training.prefetch import Prefetcher
 from cs336_basics.training.run_name import adopt_checkpoint_name, settle_run_name
 from cs336_basics.training.runtime import print0
-from cs336_basics.training.settings import TrainSettings, changed_settings, parse_settings, schedule_notes
+from cs336_basics.training.settings import (
+    TrainSettings,
+    parse_settings,
+    resume_report,
+    schedule_notes,
+    settle_run_length,
+)
 from cs336_basics.training.signals import StopRequest
 from cs336_basics.training.state import TrainState, find_resume
 from cs336_basics.training.step import (
@@ -120,6 +128,7 @@ class Run:
     hooks: NoHooks = field(default_factory=NoHooks)  # --on_checkpoint (rank 0)
     epoch_tokens: int | None = None  # train tokens per epoch, when the console shows epochs
     lock: runlock.RunLock | None = None  # rank 0's hold on --checkpoint_dir (one run per directory)
+    bar: ProgressBar | None = None  # the live progress line, on a terminal (while the loop runs)
 
 
 # ==============================================================================================
@@ -266,13 +275,14 @@ def _setup_locked(
         manager.check_writable()
         for stale in manager.remove_stale_temps():
             runtime.eprint0(f"note: removed {stale}, a partial checkpoint left by an interrupted write")
-        for note in schedule_notes(s):
+        for note in schedule_notes(s) if s.epochs is None else ():  # with --epochs: once its length is known
             print0(f"Note: {note}")
     check_extras(s.use_wandb, s.tensorboard_dir)
     resume = find_resume(s.resume_from, s.resume, manager, cfg, say=print0)
     if resume is not None and dir_given:
         adopt_checkpoint_name(s, resume[1], name_given)
-    check_not_finished(resume, s)
+    if s.epochs is None:
+        check_not_finished(resume, s)
     if resume is None and rt.is_main and manager.list():
         runtime.eprint0(
             f"warning: {manager.directory} already holds checkpoints (newest: {manager.list()[-1].name}); this new "
@@ -297,6 +307,11 @@ def _setup_locked(
     tokens_per_step = s.batch_size * s.context_length * s.grad_accum_steps * rt.world_size
     for note in apply_epoch_intervals(s, len(train_data), tokens_per_step):
         print0(f"Note: {note}")
+    if s.epochs is not None:  # --max_iters is known now
+        settle_run_length(s)
+        for note in schedule_notes(s):
+            print0(f"Note: {note}")
+        check_not_finished(resume, s)
 
     runtime.agree_on_resume(int(resume[1]["iteration"]) if resume else None, manager.directory)
     runtime.seed_everything(s.seed)  # the same initial weights on every rank
@@ -326,9 +341,8 @@ def _setup_locked(
                 f"Note: checkpoint was written with world size {saved_world}, now {rt.world_size}; "
                 "the data order will differ from an uninterrupted run"
             )
-        changed = changed_settings(payload.get("train_config"), s.to_dict())
-        if changed:
-            print0("Settings changed since the checkpoint: " + "; ".join(changed))
+        for line in resume_report(payload.get("train_config"), s):  # what was given anew, once
+            print0(line)
 
     # Compile the inner model, then wrap it in DDP: the order PyTorch's "Where to apply torch.compile?"
     # page recommends (Dynamo handles the DDP wrapper poorly; its DDPOptimizer splits the graph at DDP's buckets).
@@ -435,8 +449,15 @@ def eval_record(run: Run) -> dict[str, Any]:
     s, state = run.settings, run.state
     kw = dict(batches=s.eval_iters, batch_size=s.batch_size, context_length=s.context_length,
               device=run.rt.device, autocast=run.rt.autocast, objective=run.objective)  # fmt: skip
-    train_loss, _ = evaluate(run.eval_model, run.train_data, state, split="train", **kw)
-    val_loss, val_acc = evaluate(run.eval_model, run.val_data, state, split="val", **kw)
+    bar = run.bar
+
+    def shown(split: str) -> Callable[[int], None] | None:  # each batch on the progress bar
+        return None if bar is None else lambda n: bar.eval(split, n, s.eval_iters)
+
+    train_loss, _ = evaluate(run.eval_model, run.train_data, state, split="train", on_batch=shown("train"), **kw)
+    val_loss, val_acc = evaluate(run.eval_model, run.val_data, state, split="val", on_batch=shown("val"), **kw)
+    if bar is not None:
+        bar.eval_done()
     return {
         "step": state.iteration, "tokens": state.tokens_seen, "time_s": round(state.elapsed_s, 3),
         "train_loss": train_loss, "val_loss": val_loss, "val_perplexity": perplexity(val_loss), "val_accuracy": val_acc,
@@ -474,9 +495,14 @@ def train_loop(run: Run, stop: StopRequest) -> int:
     run.train_model.train()
     # The next step's batches are gathered while this one runs (the same batches: see training.prefetch).
     prefetch = Prefetcher(run.train_data, s.batch_size, s.context_length, rt.device, s.grad_accum_steps) if s.prefetch else None  # fmt: skip
+    if wants_progress_bar(s.progress, s.log_format, rt.is_main):
+        run.bar = ProgressBar(s.max_iters, start=state.iteration)
     try:
         return _loop(run, stop, meter, guard, lr_at, no_sync, prefetch)
     finally:
+        if run.bar is not None:
+            run.bar.close()
+            run.bar = None
         if prefetch is not None:
             prefetch.close()
 
@@ -518,6 +544,8 @@ def _loop(run: Run, stop: StopRequest, meter: ThroughputMeter, guard: NonFiniteG
         # Log; then stop at the same step on every rank if any rank got SIGTERM / Ctrl-C.
         if log_due:
             log_train(run, meter, lr, result)
+        if run.bar is not None:
+            run.bar.train(state.iteration, **meter.progress(state.iteration))
         stopped_by = stop.agree(rt.device)
         if stopped_by or state.iteration == s.max_iters:
             break
@@ -622,6 +650,8 @@ def log_train(run: Run, meter: ThroughputMeter, lr: float, result: StepResult) -
     if run.norms is not None:
         rec["weight_rms"] = run.norms.weight_rms()
         rec["act_rms"] = run.norms.act_rms()
+    if run.bar is not None:
+        run.bar.loss = result.loss
     run.logger.train(rec)
 
 

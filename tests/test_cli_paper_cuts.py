@@ -61,7 +61,7 @@ def test_resume_with_another_optimizer_names_both(data, tmp_path, capsys):
     rc = tt.main(base_argv(data, run_dir, "--resume_from", str(run_dir / "checkpoint_iter_1.pt"), "--optimizer",
                            "muon", max_iters=2, warmup_iters=0))  # fmt: skip
     assert rc == 2
-    _one_error_line(capsys.readouterr().err, "checkpoint_iter_1.pt", "--optimizer adamw", "--optimizer muon")
+    _one_error_line(capsys.readouterr().err, "checkpoint_iter_1.pt", "optimizer is adamw", "--optimizer muon")
 
 
 # ----------------------------------------------------------------------------------------------

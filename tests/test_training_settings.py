@@ -56,6 +56,42 @@ def test_a_misspelled_flag_gets_a_suggestion(capsys):
     assert "--lr" in capsys.readouterr().err
 
 
+# Names from other trainers' documents that mean something else: no guess (an honest "unknown").
+NOT_TYPOS = [("max_batches", "2"), ("eval_steps", "50"), ("max_position_embeddings", "512"),
+             ("resume_from_checkpoint", "runs/x/checkpoint_iter_5.pt"), ("lora_lr", "1e-4")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "value"), NOT_TYPOS)
+def test_a_different_name_gets_no_suggestion(capsys, name, value):
+    with pytest.raises(SystemExit):
+        parse_settings(["--train_data_path", "t.npy", f"--{name}", value])
+    err = capsys.readouterr().err
+    assert f"--{name}" in err and "did you mean" not in err, err
+    with pytest.raises(ConfigError) as info:
+        TrainSettings.from_kwargs(train_data_path="t.npy", **{name: value})
+    assert "did you mean" not in str(info.value) and "not a training setting" in str(info.value), info.value
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "meant"),
+    [("max_itres", "5", "--max_iters"), ("lerning_rate", "1e-3", "--lr"), ("batchsize", "8", "--batch_size"),
+     ("warmup_itres", "10", "--warmup_iters"), ("lr_shedule", "wsd", "--lr_schedule"), ("complie", None, "--compile")],
+)  # fmt: skip
+def test_a_typo_still_gets_its_suggestion(capsys, name, value, meant):
+    with pytest.raises(SystemExit):
+        parse_settings(["--train_data_path", "t.npy", f"--{name}", *([value] if value else [])])
+    assert f"--{name} (did you mean {meant}?)" in capsys.readouterr().err
+
+
+def test_a_typo_of_a_setting_of_another_kind_gets_no_suggestion(capsys):
+    # --max_iters takes an integer: "0.5" was not meant for it; --lr_schedule takes cosine|wsd|...
+    for argv in (["--max_itres", "0.5"], ["--lr_shedule", "fast"]):
+        with pytest.raises(SystemExit):
+            parse_settings(["--train_data_path", "t.npy", *argv])
+        err = capsys.readouterr().err
+        assert argv[0] in err and "did you mean" not in err, err
+
+
 def test_model_flags_rebuild_the_config():
     cfg = ModelConfig(vocab_size=300, d_model=64, num_heads=2, remove_rope=True, ffn_type="silu", attention="plain")
     flags = model_flags(cfg)

@@ -227,7 +227,7 @@ def test_exact_resume_n_plus_n_equals_2n(data, tmp_path, capsys, default_torch_t
     assert rc == 0, err
     assert f"Resuming from {part / f'checkpoint_iter_{n}.pt'} (iteration {n})" in out
     assert f"Starting training from iteration {n}..." in out
-    assert "max_iters 8 -> 16" in out  # the changed setting is reported
+    assert "max_iters: 8 (saved) -> 16 (flag)" in out  # the setting given anew is reported
     assert_weights_equal(full / f"checkpoint_iter_{2 * n}.pt", part / f"checkpoint_iter_{2 * n}.pt")
     a, b = train_losses(full), train_losses(part)
     assert sorted(b) == list(range(1, 2 * n + 1))
@@ -515,7 +515,7 @@ def _bad_cases(data: dict[str, Path], tmp: Path, ckpt: Path) -> dict[str, tuple[
         "early_stopping_without_validation": (["--skip_validation", "--early_stopping_patience", "2"], {},
                                               ("--early_stopping_patience", "--skip_validation")),
         "checkpoint_config_mismatch": (["--resume_from", str(ckpt)], {"d_model": 48, "d_ff": 96},
-                                       (str(ckpt), "d_model 32 in checkpoint vs 48", "d_ff")),
+                                       (str(ckpt), "--d_model 48", "d_model is 32", "d_ff is 64")),
         "bad_toml": (["--config", str(tmp / "bad.toml")], {}, ("bad.toml", "invalid TOML")),
         "unknown_toml_key": (["--config", str(tmp / "unknown.toml")], {}, ("unknown.toml", "learning_rate")),
         "bad_toml_value": (["--config", str(tmp / "badtype.toml")], {}, ("batch_size", "many")),

@@ -37,23 +37,14 @@ def _read(path: Path) -> dict[str, Any]:
 def apply_init_from(settings: Any, explicit: set[str], model_fields: Sequence[str]) -> None:
     """Set ``settings``' model shape from the ``--init_from`` checkpoint; refuse a contradicting setting
     among ``explicit`` (those given: flags, config keys, keyword arguments)."""
+    from cs336_basics.training.settings import adopt_fixed
+
     path = resolve_init_checkpoint(settings.init_from)
     cfg = _read(path).get("model_config")
     if not isinstance(cfg, dict):
         raise CorpusError(f"--init_from {path}: checkpoint has no model_config; it was not written by this trainer")
-    for name in model_fields:
-        if name not in cfg:
-            continue
-        have, want = getattr(settings, name), cfg[name]
-        same = have == want or (
-            isinstance(have, float | int) and isinstance(want, float | int) and float(have) == float(want)
-        )
-        if name in explicit and not same:
-            raise CorpusError(
-                f"--{name} {have} contradicts --init_from {path} (its {name} is {want}); leave the flag out: "
-                "the model shape comes from the checkpoint"
-            )
-        setattr(settings, name, type(have)(want) if isinstance(have, float) else want)
+    shape = {name: cfg[name] for name in model_fields if name in cfg}
+    adopt_fixed(settings, shape, explicit, f"--init_from {path}", "the model shape comes from the checkpoint")
 
 
 def init_checkpoint(init_from: str) -> tuple[Path, dict[str, Any]]:

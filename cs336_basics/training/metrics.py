@@ -11,13 +11,14 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cs336_basics.training.runtime import console_write
+from cs336_basics.training.runtime import console_write, show_status
 from cs336_basics.utils.errors import UserError, os_reason
 from cs336_basics.utils.fsutil import atomic_write_text
 
@@ -217,15 +218,81 @@ class ThroughputMeter:
         dt = max(now - self._t_last, 1e-9)
         n = max(self._steps_since, 1)
         tokens_per_sec = self._steps_since * self.tokens_per_step / dt
-        done = step - self.start_step
-        per_step = (now - self._t_start - self._paused_total) / max(done, 1)
         self._t_last, self._steps_since = now, 0
         return {
             "tokens_per_sec": tokens_per_sec,
             "iter_time_ms": 1000.0 * dt / n,
             "mfu": tokens_per_sec * self.flops_per_token / self.peak_flops if self.peak_flops else None,
+            "eta_s": self._per_step(now, step) * (self.max_steps - step),
+        }
+
+    def _per_step(self, now: float, step: int) -> float:
+        """Seconds per step since the run started, evaluation and checkpoint pauses left out."""
+        return (now - self._t_start - self._paused_total) / max(step - self.start_step, 1)
+
+    def progress(self, step: int) -> dict[str, float]:
+        """The progress bar's numbers: tokens/s over the whole run so far, and the ETA (no new interval)."""
+        per_step = self._per_step(time.perf_counter(), step)
+        return {
+            "tokens_per_sec": self.tokens_per_step / max(per_step, 1e-9),
             "eta_s": per_step * (self.max_steps - step),
         }
+
+
+class ProgressBar:
+    """The live progress line on a terminal, redrawn in place under the printed lines:
+    ``Train  120/1000 [###-----------------]  12% | loss 3.4567 | 12,345 tok/s | ETA 0:01:23``
+    (the loss of the last logged step: reading it back every step would stall the GPU), and
+    ``Eval val  37/100 [...]`` while evaluating. Drawn at most every ``min_interval_s`` seconds, and
+    always on the first and the last step. Only for a terminal (see :func:`wants_progress_bar`)."""
+
+    BAR = 20
+
+    def __init__(self, total: int, start: int = 0, min_interval_s: float = 0.1) -> None:
+        self.total, self.start, self.min_interval_s = total, start, min_interval_s
+        self.loss: float | None = None  # set by each logged train line
+        self._drawn_at: float | None = None
+        self._train_text: str | None = None
+
+    def train(self, step: int, tokens_per_sec: float, eta_s: float) -> None:
+        force = step in (self.start + 1, self.total)
+        loss = "n/a" if self.loss is None else f"{self.loss:.4f}"
+        text = f"Train {self._count(step, self.total)} | loss {loss} | {tokens_per_sec:,.0f} tok/s | ETA {hms(eta_s)}"
+        if self._draw(text, force):
+            self._train_text = text
+
+    def eval(self, split: str, done: int, total: int) -> None:
+        self._draw(f"Eval {split} {self._count(done, total)}", force=done in (1, total))
+
+    def eval_done(self) -> None:
+        """Back to the training line shown before the evaluation."""
+        if self._train_text is not None:
+            self._draw(self._train_text, force=True)
+
+    def close(self) -> None:
+        if self._drawn_at is not None:
+            show_status(None)
+            self._drawn_at = None
+
+    def _count(self, done: int, total: int) -> str:
+        frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
+        filled = int(frac * self.BAR)
+        width = len(str(total))
+        return f"{done:{width}d}/{total} [{'#' * filled}{'-' * (self.BAR - filled)}] {100 * frac:3.0f}%"
+
+    def _draw(self, text: str, force: bool) -> bool:
+        now = time.monotonic()
+        if not force and self._drawn_at is not None and now - self._drawn_at < self.min_interval_s:
+            return False
+        self._drawn_at = now
+        columns = shutil.get_terminal_size((80, 24)).columns
+        show_status(text[: max(columns - 1, 10)])  # a wrapped line could not be redrawn in place
+        return True
+
+
+def wants_progress_bar(enabled: bool, log_format: str, is_main: bool) -> bool:
+    """The bar is drawn on rank 0, for text logs, when stdout is a terminal (never into a pipe or file)."""
+    return enabled and log_format == "text" and is_main and sys.stdout.isatty()
 
 
 class LossEMA:

@@ -71,12 +71,34 @@ _INFO = DistInfo()
 _CONSOLE_LOCK = threading.Lock()
 
 
+# The progress bar's line on a terminal (None: none shown). Every console line clears it first and
+# draws it again below, so printed lines and the bar never mix.
+_STATUS: str | None = None
+_CLEAR_LINE = "\r\x1b[K"  # back to the line's start, erase to its end
+
+
 def console_write(text: str, file: Any = None) -> None:
     """Write ``text`` plus a newline as one write under the console lock, then flush."""
     stream = sys.stdout if file is None else file
     with _CONSOLE_LOCK:
+        if _STATUS is not None:
+            sys.stdout.write(_CLEAR_LINE)
+            sys.stdout.flush()
         stream.write(text + "\n")
         stream.flush()
+        if _STATUS is not None:
+            sys.stdout.write(_STATUS)
+            sys.stdout.flush()
+
+
+def show_status(text: str | None) -> None:
+    """Draw ``text`` as the status line at the bottom of the terminal (stdout), in place of the
+    previous one; None erases it. Only for a terminal: the caller checks ``sys.stdout.isatty()``."""
+    global _STATUS
+    with _CONSOLE_LOCK:
+        sys.stdout.write(_CLEAR_LINE + (text or ""))
+        sys.stdout.flush()
+        _STATUS = text
 
 
 # --log_format json: stdout carries only the JSON records, so every other message goes to stderr.

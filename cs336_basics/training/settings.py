@@ -8,12 +8,18 @@ and raises :class:`ConfigError` with one line naming the flag.
 
 Two defaults follow ``--max_iters`` and ``--lr`` unless given: ``--warmup_iters`` is 10% of the run
 (at most 2000, the course's value) and ``--min_lr`` is ``--lr / 10`` (6e-5 at the default LR).
+
+On resume (``--resume``, ``--resume_from``) the checkpoint's own settings are the base instead of the
+defaults: its model shape, objective and optimizer (a given flag that contradicts them is refused)
+and every setting of what is trained (lr, schedule, betas, batch, ``--max_iters``...); settings given
+explicitly override those. How this process runs (device, precision, paths, intervals, logging:
+:data:`RESUME_FROM_FLAGS`) follows the flags as for a new run.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
+import functools
 import math
 import re
 import sys
@@ -47,7 +53,18 @@ RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_da
                   "use_wandb", "wandb_project", "wandb_run_name", "tensorboard_dir")  # fmt: skip
 # ... and the trainer knobs that only change where things go or how they are shown.
 RESUME_NEUTRAL += ("run_name", "log_format", "on_checkpoint", "on_checkpoint_timeout", "tensorboard_flush_every",
-                   "allow_tokenizer_change")  # fmt: skip
+                   "allow_tokenizer_change", "progress")  # fmt: skip
+
+# On resume, these follow the flags (and their defaults) as in a new run: they say how this process
+# runs (where, in what precision, with which paths, intervals and logging), not what is trained.
+# Every other setting saved with the run is the base a resumed run starts from (flags override).
+RESUME_FROM_FLAGS = (*RESUME_NEUTRAL, *IMPLEMENTATION_FIELDS, "data_dtype", "device", "dtype", "compile", "tf32",
+                     "fsdp", "zero1", "activation_checkpointing", "deterministic", "prefetch", "muon_ns_dtype",
+                     "max_bad_steps", "eval_interval", "eval_iters", "eval_every_epochs", "skip_validation",
+                     "log_interval", "heartbeat_s", "log_norms", "checkpoint_interval", "checkpoint_every_epochs",
+                     "keep_last", "allow_checkpoint_failure", "init_from")  # fmt: skip
+# ... and these a resumed run cannot change (its weights and optimizer state are for them).
+RESUME_FIXED = (*MODEL_FIELDS, "objective", "optimizer")
 
 # The course's warmup, used when the run is long enough for it (see _derived_defaults).
 COURSE_WARMUP_ITERS = 2000
@@ -164,6 +181,14 @@ class TrainSettings:
     batch_size: int = field(default=64, metadata=_opt("optimization", "sequences per micro-batch per process"))
     grad_accum_steps: int = field(default=1, metadata=_opt("optimization", "micro-batches per optimizer step"))
     max_iters: int = field(default=100000, metadata=_opt("optimization", "optimizer steps; the cosine decay ends here"))
+    epochs: float | None = field(
+        default=None,
+        metadata=_opt(
+            "optimization",
+            "run length in epochs instead of --max_iters: an epoch is the train tokens / tokens per optimizer step "
+            "(batch x context x accum x world); the console says how many steps it means",
+        ),
+    )
     warmup_iters: int | None = field(
         default=None,
         metadata=_opt(
@@ -232,11 +257,17 @@ class TrainSettings:
         default=False,
         metadata=_opt(
             "evaluation, logging, checkpoints",
-            "continue from the newest intact checkpoint in --checkpoint_dir (a fresh run if there is none)",
+            "continue from the newest intact checkpoint in --checkpoint_dir (a fresh run if there is none), with "
+            "its saved settings (flags given override them)",
         ),
     )
     resume_from: str | None = field(
-        default=None, metadata=_opt("evaluation, logging, checkpoints", "continue from exactly this checkpoint file")
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "continue from exactly this checkpoint file, or a run directory's newest intact checkpoint, with its "
+            "saved settings (flags given override them)",
+        ),
     )
     use_wandb: bool = field(
         default=False,
@@ -379,6 +410,14 @@ class TrainSettings:
             choices=("text", "json"),
         ),
     )
+    progress: bool = field(
+        default=True,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "a live progress bar (steps, loss, tokens/s, ETA) redrawn under the lines, when stdout is a terminal "
+            "and --log_format is text",
+        ),
+    )
     on_checkpoint: str | None = field(
         default=None,
         metadata=_opt(
@@ -467,12 +506,79 @@ _SYNONYMS = {"learning_rate": "lr", "max_lr": "lr", "wd": "weight_decay", "steps
              "n_layer": "num_layers", "n_head": "num_heads", "n_embd": "d_model", "block_size": "context_length"}  # fmt: skip
 
 
-def _did_you_mean(flag: str, known: Sequence[str]) -> str | None:
-    name = flag.lstrip("-").split("=")[0]
+_NO_VALUE = object()  # the caller does not know the value given with the unknown name
+SWITCH = object()  # an unknown flag given without a value (like a boolean switch)
+
+
+def _did_you_mean(flag: str, known: Sequence[str], value: Any = _NO_VALUE) -> str | None:
+    """The known flag ``flag`` was probably meant to be, or None.
+
+    A name people reach for that the course spells differently (``learning_rate``: ``--lr``), or a
+    typo of a known name (within one edit or swap per six letters, at least one: ``max_itres``,
+    ``lerning_rate``) of a setting whose type fits ``value`` (``SWITCH`` for a flag given without
+    one). Nothing else: ``max_batches`` or ``eval_steps`` mean something other than ``--max_iters``
+    and ``--eval_iters``, and an honest "unknown" beats a wrong guess.
+    """
+    name = flag.lstrip("-")
+    if "=" in name:
+        name, given = name.split("=", 1)
+        value = given if value is _NO_VALUE else value
     if name in _SYNONYMS:
         return f"--{_SYNONYMS[name]}"
-    close = difflib.get_close_matches(f"--{name}", known, n=1, cutoff=0.7)
-    return close[0] if close else None
+    budget = max(1, len(name) // 6)
+    best: tuple[int, str] | None = None
+    synonyms = [(f"--{k}", f"--{v}") for k, v in _SYNONYMS.items() if f"--{v}" in known]
+    for spelled, target in [(k, k) for k in known] + synonyms:
+        d = _typo_distance(name, spelled.lstrip("-"))
+        if d <= budget and (best is None or d < best[0]) and _fits(target, value):
+            best = (d, target)
+    return best[1] if best else None
+
+
+def _typo_distance(a: str, b: str) -> int:
+    """Edits between two names: insert, delete, replace, or swap two neighbours (optimal string alignment)."""
+    before, prev = [0] * (len(b) + 1), list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], before[j - 2] + 1)
+        before, prev = prev, cur
+    return prev[-1]
+
+
+@functools.cache
+def _setting_kinds() -> dict[str, tuple[type, Sequence[str] | None]]:
+    return {f.name: (_field_type(f), f.metadata["choices"]) for f in fields(TrainSettings)}
+
+
+def _fits(flag: str, value: Any) -> bool:
+    """Whether ``value`` is of the kind the setting behind ``flag`` takes (unknown kinds fit)."""
+    if value is _NO_VALUE or value is None:
+        return True
+    name = flag.lstrip("-")
+    kinds = _setting_kinds()
+    if name.startswith("no-") and name[3:] in kinds:
+        kind, choices = bool, None
+    elif name in kinds:
+        kind, choices = kinds[name]
+    else:
+        return True  # a tool's own flag: its type is not known here
+    if kind is bool:
+        return value is SWITCH or isinstance(value, bool) or str(value).lower() in ("true", "false")
+    if value is SWITCH or isinstance(value, bool):
+        return False
+    if isinstance(value, Path):
+        value = str(value)
+    if kind is str:
+        return isinstance(value, str) and (not choices or value in choices)
+    if isinstance(value, str):
+        try:
+            value = kind(value)
+        except ValueError:
+            return False
+    return isinstance(value, int) if kind is int else isinstance(value, int | float)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -487,9 +593,12 @@ class _Parser(argparse.ArgumentParser):
         m = re.match(r"unrecognized arguments: (.*)", message)
         if m:
             hints = []
-            for arg in m.group(1).split():
+            args = m.group(1).split()
+            for i, arg in enumerate(args):
                 if arg.startswith("--"):
-                    close = _did_you_mean(arg, list(self._option_string_actions))
+                    nxt = args[i + 1] if i + 1 < len(args) else None
+                    value = SWITCH if nxt is None or nxt.startswith("--") else nxt
+                    close = _did_you_mean(arg, list(self._option_string_actions), value)
                     hints.append(f"{arg} (did you mean {close}?)" if close else arg)
             if hints:
                 message = f"unknown flag{'s' if len(hints) > 1 else ''}: {', '.join(hints)}"
@@ -678,21 +787,92 @@ def _given_on_command_line(argv: Sequence[str], add_extras: Callable | None) -> 
 
 def _settle(s: TrainSettings, given: set[str]) -> None:
     """What both ways in (the command line, :func:`settings_from_kwargs`) do with the values read:
-    the model shape of ``--init_from``'s checkpoint (a ``given`` shape setting must agree with it),
+    on resume the checkpoint's saved settings as the base (:func:`adopt_saved_settings`), else the
+    model shape of ``--init_from``'s checkpoint (a ``given`` shape setting must agree with either),
     the derived defaults, every check."""
-    if s.init_from:
+    resumed_from = _resume_base(s, given)
+    if s.init_from and resumed_from is None:  # a resume wins over --init_from
         from cs336_basics.corpus.finetune import apply_init_from
 
         apply_init_from(s, given, MODEL_FIELDS)
     _derived_defaults(s)
-    validate(s)
+    try:
+        validate(s)
+    except ConfigError as err:
+        if resumed_from is None:
+            raise
+        raise ConfigError(f"{err} (settings not given come from {resumed_from})") from None
     check_given(s, given)
+
+
+def _resume_base(s: TrainSettings, given: set[str]) -> str | None:
+    """``--resume`` / ``--resume_from``: find the checkpoint (once: setup reuses it) and take its saved
+    settings as the base; returns the flag and checkpoint it came from, None without one."""
+    if not (s.resume or s.resume_from) or (s.resume and s.resume_from):  # both: refused by validate
+        return None
+    directory = s.checkpoint_dir
+    if directory is None and s.resume:
+        if not s.run_name:  # refused by check_knobs: --resume needs to know which run
+            return None
+        from cs336_basics.training.run_name import RUNS_DIR
+
+        directory = str(RUNS_DIR / s.run_name)
+    from cs336_basics.training.state import peek_resume
+
+    shape = {name: getattr(s, name) for name in MODEL_FIELDS if name in given}  # passes over other models' checkpoints
+    found = peek_resume(s.resume_from, s.resume, directory, shape)
+    if found is None:
+        return None
+    source = f"{'--resume_from' if s.resume_from else '--resume'} {found[0]}"
+    adopt_saved_settings(s, found[1], given, source)
+    return source
+
+
+def adopt_saved_settings(s: TrainSettings, payload: dict[str, Any], given: set[str], source: str) -> None:
+    """A resumed run's settings: the checkpoint's model shape, objective and optimizer (a ``given``
+    one that contradicts them is refused in one line), and its saved value of every setting neither
+    ``given`` nor in :data:`RESUME_FROM_FLAGS`. ``source`` names the checkpoint in messages."""
+    saved = payload.get("train_config") if isinstance(payload.get("train_config"), dict) else {}
+    shape = payload.get("model_config") if isinstance(payload.get("model_config"), dict) else {}
+    fixed = {k: saved[k] for k in RESUME_FIXED if k in saved}
+    fixed.update({k: shape[k] for k in MODEL_FIELDS if k in shape})  # the model's own record wins
+    adopt_fixed(s, fixed, given, source, "a resumed run keeps its checkpoint's model shape, objective and optimizer")
+    actions = _setting_actions()
+    for f in fields(TrainSettings):
+        if f.name in given or f.name in fixed or f.name in RESUME_FROM_FLAGS or f.name not in saved:
+            continue
+        setattr(s, f.name, _setting_value(source, f"saved {f.name}", actions[f.name], saved[f.name]))
+    if "max_iters" in given and "epochs" not in given:
+        s.epochs = None  # a run length given in steps replaces the saved one in epochs
+
+
+def adopt_fixed(s: Any, saved: dict[str, Any], given: set[str], source: str, keeps: str) -> None:
+    """Set ``s``' settings named in ``saved`` to the checkpoint's values; ``given`` ones that
+    contradict them are refused, all in one line naming both values (``--d_model 64 contradicts
+    --init_from X (its d_model is 32); leave the flag out: <keeps>``)."""
+    bad = []
+    for name, want in saved.items():
+        have = getattr(s, name)
+        numbers = isinstance(have, float | int) and isinstance(want, float | int)
+        same = have == want or (numbers and float(have) == float(want))
+        if name in given and not same:
+            bad.append((name, have, want))
+            continue
+        setattr(s, name, float(want) if isinstance(have, float) and numbers else want)
+    if bad:
+        flags = ", ".join(f"--{name} {have}" for name, have, _ in bad)
+        its = ", ".join(f"{name} is {want}" for name, _, want in bad)
+        one = len(bad) == 1
+        raise ConfigError(
+            f"{flags} {'contradicts' if one else 'contradict'} {source} (its {its}); leave "
+            f"{'the flag' if one else 'them'} out: {keeps}"
+        )
 
 
 def _derived_defaults(s: TrainSettings) -> None:
     if s.tensorboard_dir == "":  # off, like leaving it out (Path("") would be the working directory)
         s.tensorboard_dir = None
-    if s.warmup_iters is None:
+    if s.warmup_iters is None and s.epochs is None:  # with --epochs, once the run length is known (setup)
         s.warmup_iters = min(COURSE_WARMUP_ITERS, max(s.max_iters // 10, 0))
     if s.min_lr is None:
         s.min_lr = float(f"{s.lr / 10:.12g}")  # 6e-05, not 5.9999999999999995e-05
@@ -734,12 +914,10 @@ def validate(s: TrainSettings) -> ModelConfig:
         raise ConfigError("per-group learning rates are scaled by the schedule of --lr: set --lr > 0")
     if s.min_lr > s.lr:
         raise ConfigError(f"--min_lr ({s.min_lr:g}) must not exceed --lr ({s.lr:g})")
-    if s.max_iters > 0 and s.warmup_iters >= s.max_iters:
-        raise ConfigError(
-            f"--warmup_iters {s.warmup_iters} >= --max_iters {s.max_iters}: the learning rate would never reach "
-            f"--lr; use a shorter warmup (e.g. --warmup_iters {max(s.max_iters // 10, 0)}) or leave it out "
-            "(the default is 10% of the run)"
-        )
+    if s.epochs is not None and (not math.isfinite(s.epochs) or s.epochs <= 0):
+        raise ConfigError(f"--epochs must be a finite number > 0, got {s.epochs}")
+    if s.epochs is None:  # with --epochs the run length is known at setup (settle_run_length)
+        check_run_length(s)
     if s.resume and s.resume_from:
         raise ConfigError("use either --resume (newest checkpoint in --checkpoint_dir) or --resume_from PATH, not both")
     if s.early_stopping_patience and not s.validation:
@@ -755,6 +933,28 @@ def validate(s: TrainSettings) -> ModelConfig:
         return s.model_config().validate()
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def check_run_length(s: TrainSettings) -> None:
+    """The checks that need the run's length (``--max_iters``, or ``--epochs`` once the data is known)."""
+    if s.max_iters > 0 and s.warmup_iters >= s.max_iters:
+        raise ConfigError(
+            f"--warmup_iters {s.warmup_iters} >= --max_iters {s.max_iters}: the learning rate would never reach "
+            f"--lr; use a shorter warmup (e.g. --warmup_iters {max(s.max_iters // 10, 0)}) or leave it out "
+            "(the default is 10% of the run)"
+        )
+    if s.lr_schedule == "wsd" and s.max_iters * (1.0 - s.decay_frac) < s.warmup_iters:
+        raise ConfigError(
+            f"--lr_schedule wsd: the decay (the last {s.decay_frac:g} of --max_iters {s.max_iters}) would start before "
+            f"the warmup ends (--warmup_iters {s.warmup_iters}); use a smaller --decay_frac or a shorter warmup"
+        )
+
+
+def settle_run_length(s: TrainSettings) -> None:
+    """At setup, once ``--epochs`` has set ``--max_iters``: the warmup default that follows it, and the
+    checks that need it."""
+    _derived_defaults(s)
+    check_run_length(s)
 
 
 def check_knobs(s: TrainSettings) -> None:
@@ -773,11 +973,6 @@ def check_knobs(s: TrainSettings) -> None:
         check_decay_frac(s.decay_frac)
     except ValueError as err:
         raise ConfigError(f"--{err}") from None
-    if s.lr_schedule == "wsd" and s.max_iters * (1.0 - s.decay_frac) < s.warmup_iters:
-        raise ConfigError(
-            f"--lr_schedule wsd: the decay (the last {s.decay_frac:g} of --max_iters {s.max_iters}) would start before "
-            f"the warmup ends (--warmup_iters {s.warmup_iters}); use a smaller --decay_frac or a shorter warmup"
-        )
     if s.resume and s.checkpoint_dir is None and s.run_name is None:
         raise ConfigError("--resume needs to know which run: add --run_name NAME (runs/NAME) or --checkpoint_dir DIR")
     if s.zero1 and s.fsdp:
@@ -801,18 +996,15 @@ def settings_from_kwargs(kwargs: dict[str, Any]) -> TrainSettings:
     """:class:`TrainSettings` from keyword arguments, with the command line's checks (types, choices,
     ``init_from``'s model shape, derived defaults, :func:`validate`): what the Python API uses
     (``TrainSettings.from_kwargs``)."""
-    actions = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest not in ("help", "override")}
-    optional = {f.name for f in fields(TrainSettings) if f.default is None}
+    actions = _setting_actions()
     values: dict[str, Any] = {}
     for key, value in kwargs.items():
         action = actions.get(key)
         if action is None:
-            close = _did_you_mean(key, [f"--{a}" for a in actions])
+            close = _did_you_mean(key, [f"--{a}" for a in actions], value)
             hint = f"; did you mean {close[2:]!r}?" if close else " (not a training setting)"
             raise ConfigError(f"TrainSettings: unknown setting {key!r}{hint}")
-        if isinstance(value, Path):
-            value = str(value)
-        values[key] = value if value is None and key in optional else _coerce("TrainSettings", key, action, value)
+        values[key] = _setting_value("TrainSettings", key, action, value)
     missing = [f.name for f in fields(TrainSettings) if f.metadata["required"] and f.name not in values]
     if missing:
         raise ConfigError(f"TrainSettings: {', '.join(missing)} is required")
@@ -821,11 +1013,31 @@ def settings_from_kwargs(kwargs: dict[str, Any]) -> TrainSettings:
     return s
 
 
+_UNSET_BY_DEFAULT = frozenset(f.name for f in fields(TrainSettings) if f.default is None)
+
+
+def _setting_actions() -> dict[str, argparse.Action]:
+    """Each setting's argparse action (its type and choices), by name."""
+    return {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest not in ("help", "override")}
+
+
+def _setting_value(source: str, where: str, action: argparse.Action, value: Any) -> Any:
+    """A value from Python (keyword arguments, a checkpoint's saved settings) checked like a TOML one;
+    None for a setting whose default is None (unset)."""
+    if isinstance(value, Path):
+        value = str(value)
+    if value is None and action.dest in _UNSET_BY_DEFAULT:
+        return None
+    return _coerce(source, where, action, value)
+
+
 def check_given(s: TrainSettings, given: set[str]) -> None:
     """Checks that need to know which settings were given (flags, config keys or keyword arguments)."""
     for epochs, steps in (("eval_every_epochs", "eval_interval"), ("checkpoint_every_epochs", "checkpoint_interval")):
         if getattr(s, epochs) is not None and steps in given:
             raise ConfigError(f"--{epochs} and --{steps} both set the same interval: give one of them")
+    if "epochs" in given and s.epochs is not None and "max_iters" in given:
+        raise ConfigError("--epochs and --max_iters both set the run's length: give one of them")
 
 
 def _validate_objective_and_moe(s: TrainSettings) -> None:
@@ -851,11 +1063,31 @@ def schedule_notes(s: TrainSettings) -> list[str]:
     return notes
 
 
-def changed_settings(saved: Any, now: dict[str, Any]) -> list[str]:
-    """Training settings that differ from the checkpoint's (allowed on resume; reported)."""
+def resume_report(saved: Any, s: TrainSettings) -> list[str]:
+    """What a resumed run does differently from its checkpoint: one line per saved setting given
+    anew (``lr: 0.003 (saved) -> 0.001 (flag)``), then one line for the settings that follow the
+    flags rather than the checkpoint (:data:`RESUME_FROM_FLAGS`; the neutral ones are not shown)."""
     if not isinstance(saved, dict):
         return []
-    ignore = {*RESUME_NEUTRAL, *MODEL_FIELDS}
-    return [
-        f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now) if k not in ignore and k in saved and saved[k] != now[k]
-    ]
+    now = s.to_dict()
+    lines, runtime = [], []
+    for k in sorted(now):
+        if k not in saved or k in RESUME_NEUTRAL or _same_value(saved[k], now[k]):
+            continue
+        if k in RESUME_FROM_FLAGS:
+            runtime.append(f"{k} {saved[k]!r} -> {now[k]!r}")
+        else:
+            why = f"--epochs {s.epochs:g}" if k == "max_iters" and s.epochs is not None else "flag"
+            lines.append(f"{k}: {_show(saved[k])} (saved) -> {_show(now[k])} ({why})")
+    if runtime:
+        lines.append("Following the flags, not the checkpoint: " + "; ".join(runtime))
+    return lines
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    numbers = isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool)
+    return a == b or (numbers and float(a) == float(b))
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

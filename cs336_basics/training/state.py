@@ -286,20 +286,83 @@ def _config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return diffs
 
 
-def check_resumable(path: Path, payload: dict[str, Any], cfg: ModelConfig) -> None:
-    """The checkpoint must be for the same architecture as the flags and carry training state."""
+def check_resumable(path: Path, payload: dict[str, Any], cfg: ModelConfig | dict[str, Any] | None = None) -> None:
+    """The checkpoint must carry training state and (with ``cfg``, a config or the shape settings
+    given) be for the same architecture."""
     saved_cfg = payload.get("model_config")
     if not isinstance(saved_cfg, dict):
         raise CheckpointError(f"{path}: checkpoint has no model_config; cannot check it matches the flags")
-    diffs = _config_diff(saved_cfg, cfg.to_dict())
+    wanted = cfg.to_dict() if isinstance(cfg, ModelConfig) else None if cfg is None else {**saved_cfg, **cfg}
+    diffs = _config_diff(saved_cfg, wanted) if wanted is not None else []
     if diffs:
         raise CheckpointError(f"{path}: model config does not match the flags: " + "; ".join(diffs))
     try:
         int(payload["iteration"])
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{path}: iteration {payload['iteration']!r} is not an integer") from None
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: iteration {payload.get('iteration')!r} is not an integer") from None
     if not isinstance(payload.get("optimizer"), dict):
         raise CheckpointError(f"{path}: checkpoint has no optimizer state; cannot resume training from it")
+
+
+Found = tuple[Path, dict[str, Any], list[str]]  # the checkpoint, its payload, why newer ones were passed over
+# Found when the settings are read (a resumed run takes its saved settings from it), used at setup:
+# each checkpoint is read once. Keyed by what was asked, with the directory's listing at the time.
+_FOUND: dict[tuple[str | None, bool, str], tuple[Found, list[Path]]] = {}
+
+
+def _newest_intact(directory: Path, what: str, shape: dict[str, Any] | None) -> Found | None:
+    manager = CheckpointManager(directory)
+    found = manager.latest_intact(accept=lambda path, payload: check_resumable(path, payload, shape))
+    if found is None and manager.skipped:
+        raise CheckpointError(
+            f"{what}: none of the {len(manager.skipped)} checkpoints in {directory} can be resumed; "
+            f"newest: {manager.skipped[0]}"
+        )
+    return found
+
+
+def search_resume(
+    resume_from: str | None, resume: bool, directory: str | Path | None, shape: dict[str, Any] | None = None
+) -> Found | None:
+    """The checkpoint a resumed run continues, read and checked: ``--resume_from`` a file exactly
+    (any problem is an error) or a run directory's newest intact checkpoint; ``--resume`` the newest
+    intact checkpoint in ``directory`` (None when it holds none: a new run). In a directory, a
+    checkpoint of another model than the ``shape`` settings given is passed over, with the reason."""
+    if resume_from:
+        path = Path(resume_from)
+        if path.is_dir():
+            found = _newest_intact(path, f"--resume_from {path}", shape)
+            if found is None:
+                raise CheckpointError(f"--resume_from {path}: directory has no checkpoint_iter_N.pt")
+            return found
+        payload = read_checkpoint(path)
+        check_resumable(path, payload)
+        return path, payload, []
+    if not resume or directory is None:
+        return None
+    return _newest_intact(Path(directory), "--resume", shape)
+
+
+def _key(resume_from: str | None, resume: bool, directory: str | Path | None) -> tuple[str | None, bool, str]:
+    return resume_from, resume, str(Path(directory)) if directory is not None and not resume_from else ""
+
+
+def _listing(resume_from: str | None, directory: str | Path | None) -> list[Path]:
+    where = resume_from if resume_from else directory
+    return CheckpointManager(where).list() if where is not None else []
+
+
+def peek_resume(
+    resume_from: str | None, resume: bool, directory: str | Path | None, shape: dict[str, Any]
+) -> tuple[Path, dict[str, Any]] | None:
+    """:func:`search_resume` when the settings are read; :func:`find_resume` at setup takes the same
+    checkpoint without reading it again (unless the directory changed in between)."""
+    found = search_resume(resume_from, resume, directory, shape)
+    if found is None:
+        return None
+    _FOUND.clear()  # one at a time: a payload holds the weights
+    _FOUND[_key(resume_from, resume, directory)] = (found, _listing(resume_from, directory))
+    return found[0], found[1]
 
 
 def find_resume(
@@ -311,27 +374,24 @@ def find_resume(
 ) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint to continue from, read and checked, or None for a fresh run.
 
-    ``--resume_from PATH`` takes exactly that file (any problem is an error). ``--resume`` takes the
-    newest numbered checkpoint that verifies against its sidecar, loads safely and fits the flags,
-    saying ``Skipping <path>: <reason>`` for each one passed over; with no checkpoint at all it
-    starts fresh (so a job script can always pass it), with a notice.
+    ``--resume_from PATH`` takes exactly that file, or that run directory's newest intact
+    checkpoint (any problem is an error). ``--resume`` takes the newest numbered checkpoint in the
+    run directory that verifies against its sidecar and loads safely, saying ``Skipping <path>:
+    <reason>`` for each one passed over; with no checkpoint at all it starts fresh (so a job script
+    can always pass it), with a notice. The checkpoint must be for the model ``cfg`` describes (the
+    settings took its shape when they were read).
     """
-    if resume_from:
-        path = Path(resume_from)
-        payload = read_checkpoint(path)
-        check_resumable(path, payload, cfg)
-        return path, payload
-    if not resume:
+    cached = _FOUND.pop(_key(resume_from, resume, manager.directory), None)
+    if cached is not None and cached[1] == _listing(resume_from, manager.directory):
+        found: Found | None = cached[0]
+    else:
+        found = search_resume(resume_from, resume, manager.directory, cfg.to_dict())
+    if found is None:
+        if resume and not resume_from:
+            say(f"--resume: no checkpoint in {manager.directory} yet; starting a new run")
         return None
-    found = manager.latest_intact(accept=lambda path, payload: check_resumable(path, payload, cfg))
-    for reason in manager.skipped:
+    path, payload, skipped = found
+    for reason in skipped:
         say(f"Skipping {reason}")
-    if found is not None:
-        return found[0], found[1]
-    if manager.skipped:
-        raise CheckpointError(
-            f"--resume: none of the {len(manager.skipped)} checkpoints in {manager.directory} can be resumed; "
-            f"newest: {manager.skipped[0]}"
-        )
-    say(f"--resume: no checkpoint in {manager.directory} yet; starting a new run")
-    return None
+    check_resumable(path, payload, cfg)
+    return path, payload

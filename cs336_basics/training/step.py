@@ -289,9 +289,11 @@ def evaluate(
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager],
     objective: Objective | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[float, float]:
     """Mean loss and next-token accuracy over ``batches`` fixed batches (averaged over ranks); with a
-    loss mask, both over the masked targets of all batches and ranks.
+    loss mask, both over the masked targets of all batches and ranks. ``on_batch(n)`` is told each
+    batch done (the progress bar).
 
     With ``diffusion.MaskedDiffusion`` the loss is the diffusion bound (nats/token) and the accuracy
     is over the masked positions.
@@ -310,6 +312,8 @@ def evaluate(
             totals[1] += correct.double()
             totals[2] += count
             totals[3] += mask is not None  # masked: sums over the masked targets, divided by their count below
+            if on_batch is not None:
+                on_batch(b + 1)
     finally:
         model.train(was_training)
     runtime.all_reduce_sum(totals)
