@@ -546,7 +546,9 @@ class CheckpointManager:
             if keep is not None and (not isinstance(keep, int) or keep < 1):
                 raise CheckpointError(f"{name} must be a positive integer or None, got {keep!r}")
         if weights_precision is not None and weights_precision not in WEIGHT_DTYPES:
-            raise CheckpointError(f"weights_precision must be one of {', '.join(WEIGHT_DTYPES)}, got {weights_precision!r}")
+            raise CheckpointError(
+                f"weights_precision must be one of {', '.join(WEIGHT_DTYPES)}, got {weights_precision!r}"
+            )
         self.directory = Path(directory)
         self.keep_last = keep_last
         self.best = None if best_dir is None else CheckpointManager(best_dir, keep_last=keep_best)
@@ -646,7 +648,9 @@ class CheckpointManager:
         try:
             self.best.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise CheckpointError(f"cannot create the best-checkpoint directory {self.best.directory}: {os_reason(err)}") from None
+            raise CheckpointError(
+                f"cannot create the best-checkpoint directory {self.best.directory}: {os_reason(err)}"
+            ) from None
         kept = self.best.directory / name
         _link_or_copy(path, kept)
         write_sidecar(kept, meta, sha256=sha, size=size)
@@ -659,10 +663,16 @@ class CheckpointManager:
         from cs336_basics.interop.safetensors_io import save_file
 
         dtype = WEIGHT_DTYPES[self.weights_precision]
-        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in _strip_wrapper_prefixes(payload["model"]).items()}
+        weights = {
+            k: v.to(dtype) if v.is_floating_point() else v for k, v in _strip_wrapper_prefixes(payload["model"]).items()
+        }
         out = weights_copy_path(path, self.weights_precision)
         try:
-            save_file(weights, out, metadata={"format": "pt", "iteration": str(int(payload["iteration"])), "source": path.name})
+            save_file(
+                weights,
+                out,
+                metadata={"format": "pt", "iteration": str(int(payload["iteration"])), "source": path.name},
+            )
         except UserError as err:
             raise CheckpointError(f"could not write {out}: {err}") from None
 

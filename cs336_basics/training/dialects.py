@@ -356,11 +356,16 @@ TRAINKIT: dict[str, Rule] = {
         for key, rule in (
             ("lr", kept(f"--lr_{group}, with optimizer_name = muon only (AdamW ignores the table, as in trainkit)")),
             ("max_lr", kept(f"--lr_{group}, likewise")),
-            ("min_lr", refused(
-                "every group follows the one schedule of --lr, down to its peak times min_lr / lr: set [optimizer] min_lr"
-            )),  # fmt: skip
-            *((k, refused(f"{k} is one value for all groups here: set it in [optimizer]"))
-              for k in ("weight_decay", "beta1", "beta2", "betas", "eps", "momentum", "nesterov", "ns_steps")),  # fmt: skip
+            (
+                "min_lr",
+                refused(
+                    "every group follows the one schedule of --lr, down to its peak times min_lr / lr: set [optimizer] min_lr"
+                ),
+            ),  # fmt: skip
+            *(
+                (k, refused(f"{k} is one value for all groups here: set it in [optimizer]"))
+                for k in ("weight_decay", "beta1", "beta2", "betas", "eps", "momentum", "nesterov", "ns_steps")
+            ),  # fmt: skip
         )
     },
     "training.grad_accum_steps": to("grad_accum_steps"),
