@@ -171,12 +171,12 @@ def choice(setting: str, mapping: dict[Any, Any], doc: str = "") -> Rule:
 
     def apply(v: Any, r: Reading) -> None:
         key = v.lower() if isinstance(v, str) else v
-        if key not in mapping:
-            r.refuse(f"choose one of {', '.join(map(str, mapping))}")
+        if isinstance(key, int | float) and not isinstance(key, bool) or key not in mapping:
+            r.refuse(f"choose one of {', '.join(k for k in mapping if isinstance(k, str))}")
         if mapping[key] is not None:
             r.set(setting, mapping[key])
 
-    shown = ", ".join(f"{k} -> {v}" for k, v in mapping.items() if v is not None)
+    shown = ", ".join(f"{k} -> {v}" for k, v in mapping.items() if v is not None and isinstance(k, str))
     return Rule("maps", doc or f"--{setting} ({shown})", apply)
 
 
@@ -468,7 +468,8 @@ ACCELERATE: dict[str, Rule] = {
         {"cosine": "cosine", "linear": "linear", "constant": "constant"},
         doc="--lr_schedule (cosine and linear decay to --min_lr 0 unless min_lr is given, as in Hugging Face)",
     ),
-    "training.mixed_precision": choice("dtype", {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}),
+    # YAML 1.1 reads an unquoted `no` as false: both mean no mixed precision.
+    "training.mixed_precision": choice("dtype", {"no": "fp32", False: "fp32", "fp16": "fp16", "bf16": "bf16"}),
     "training.save_precision": choice(
         "save_precision",
         {"fp32": None, "fp16": "fp16", "bf16": "bf16"},
