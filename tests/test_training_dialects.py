@@ -405,3 +405,55 @@ def test_accelerate_save_precision_and_early_stopping_threshold(data, tmp_path, 
     assert set(copy) == set(full) and all(v.dtype == torch.bfloat16 for v in copy.values())
     assert all(torch.equal(copy[k], full[k].bfloat16()) for k in full)
     assert (run_dir / "best.bf16.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# refusals, recognition, the native form
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("replace", "needles"),
+    [
+        ({"base_model_lr: 1e-5": "memory_lr: 2e-4"}, ("training.memory_lr = ", "no memory adapters")),
+        ({"base_model_lr: 1e-5": "lora_lr: 1e-4"}, ("training.lora_lr = ", "no LoRA adapters")),
+        ({"training_mode: pretraining": "dataset_name: HuggingFaceH4/ultrachat_200k"},
+         ("training.dataset_name = 'HuggingFaceH4/ultrachat_200k'", "tokenize_data --hf_dataset")),
+        ({"training_mode: pretraining": "training_mode: instruction_finetuning"},
+         ("training.training_mode = 'instruction_finetuning'", "--chat")),
+        ({"scheduler: cosine": "scheduler: polynomial"}, ("training.scheduler = 'polynomial'", "choose one of")),
+        ({"base_model_lr: 1e-5": "base_model_lrr: 1e-5"}, ("unknown key 'training.base_model_lrr'", "base_model_lr")),
+    ],
+)  # fmt: skip
+def test_accelerate_keys_this_project_has_no_use_for_are_refused_in_one_line(data, tmp_path, replace, needles):
+    pytest.importorskip("yaml")
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text(accelerate_yaml(data, tmp_path / "out", **replace), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        parse_settings(["--config", str(cfg)])
+    line = str(info.value)
+    assert "\n" not in line and str(cfg) in line, line
+    for needle in needles:
+        assert needle in line, line
+
+
+def test_a_yaml_config_without_pyyaml_is_one_line_with_the_install_hint(tmp_path, monkeypatch):
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text("training:\n  max_steps: 3\n", encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml raises ImportError
+    with pytest.raises(ConfigError, match=r"adapter.yaml: a YAML config needs PyYAML: install PyYAML with `uv sync "
+                                          r"--extra yaml`$"):  # fmt: skip
+        parse_settings(["--config", str(cfg)])
+
+
+def test_our_flat_toml_stays_native_and_a_dialect_can_be_named(data, tmp_path):
+    ours = tmp_path / "ours.toml"
+    ours.write_text(f'train_data_path = "{data["train"]}"\nlr = 0.002\n[optim]\nbeta2 = 0.9\n', encoding="utf-8")
+    s = parse_settings(["--config", str(ours)])
+    assert (s.lr, s.beta2, s.config_notes) == (0.002, 0.9, [])
+    # The training crate's keys in a file named for trainkit: trainkit's table does not know them.
+    crate = tmp_path / "crate.toml"
+    crate.write_text(f'train_data_path = "{data["train"]}"\n[optimizer]\nlearning_rate = 0.001\n', encoding="utf-8")
+    assert parse_settings(["--config", str(crate)]).lr == 0.001
+    with pytest.raises(ConfigError, match=r"unknown key 'optimizer.learning_rate' for a trainkit config"):
+        parse_settings(["--config", str(crate), "--config_dialect", "trainkit"])
+    with pytest.raises(ConfigError, match="--config_dialect trainkit says how to read --config FILE"):
+        parse_settings(["--train_data_path", str(data["train"]), "--config_dialect", "trainkit"])
