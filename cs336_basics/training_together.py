@@ -44,7 +44,7 @@ from cs336_basics.extensions.schedules import make_schedule
 from cs336_basics.fast.nn_utils import perplexity
 from cs336_basics.fast.optim import AdamW, param_groups
 from cs336_basics.lm.model import TransformerLM
-from cs336_basics.training import api, runtime
+from cs336_basics.training import api, runtime, text_data
 from cs336_basics.training.cadence import apply_epoch_intervals, uses_epochs
 from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager
 from cs336_basics.training.hooks import HookResult, NoHooks, make_hooks
@@ -248,7 +248,8 @@ def setup(s: TrainSettings, model_factory: nn.Module | Callable[[], nn.Module] |
         zero1.check_launch(rt)
     name_given, dir_given = s.run_name is not None, s.checkpoint_dir is not None
     settle_run_name(s, rt)
-    manager = CheckpointManager(s.checkpoint_dir, keep_last=s.keep_last)
+    manager = CheckpointManager(s.checkpoint_dir, keep_last=s.keep_last, best_dir=s.best_checkpoint_dir,
+                                keep_best=s.keep_best, weights_precision=s.save_precision)  # fmt: skip
     runtime.init_process_group(rt)  # first: every rank must learn whether rank 0 got the directory's lock
     lock = runtime.rank0_decides(rt, lambda: runlock.acquire(s.checkpoint_dir, what="--checkpoint_dir", hint=LOCK_HINT))
     try:
@@ -275,7 +276,7 @@ def _setup_locked(
         manager.check_writable()
         for stale in manager.remove_stale_temps():
             runtime.eprint0(f"note: removed {stale}, a partial checkpoint left by an interrupted write")
-        for note in schedule_notes(s) if s.epochs is None else ():  # with --epochs: once its length is known
+        for note in (*s.config_notes, *(schedule_notes(s) if s.epochs is None else ())):  # --epochs: later
             print0(f"Note: {note}")
     check_extras(s.use_wandb, s.tensorboard_dir)
     resume = find_resume(s.resume_from, s.resume, manager, cfg, say=print0)
@@ -296,6 +297,10 @@ def _setup_locked(
             + (f"continuing from {resume[0].name}" if resume else "no checkpoint to continue from; starting over")
             + ("" if s.resume or s.resume_from else " (pass --resume so a restart continues the run)")
         )
+    if s.tokenizer_json:  # text files (the training crate's shards): tokenized once into the run directory
+        for note in runtime.rank0_decides(rt, lambda: text_data.prepare(s, manager.directory)) or ():
+            print0(f"Note: {note}")
+        text_data.use_prepared(s, manager.directory)
     source = continued_checkpoint(s, resume)
     check_same_tokenizer(s, source)
     try:
@@ -359,7 +364,7 @@ def _setup_locked(
     if rt.is_main:
         run.logger = RunLogger(
             manager.directory,
-            use_wandb=s.use_wandb, wandb_project=s.wandb_project, wandb_run_name=s.wandb_run_name,
+            use_wandb=s.use_wandb, wandb_project=s.wandb_project, wandb_run_name=s.wandb_run_name, wandb_entity=s.wandb_entity,
             tensorboard_dir=s.tensorboard_dir, log_format=s.log_format, run_name=s.run_name,
             tensorboard_flush_every=s.tensorboard_flush_every,
             config={**s.to_dict(), "model_config": cfg.to_dict(), "world_size": rt.world_size},
@@ -555,7 +560,7 @@ def _loop(run: Run, stop: StopRequest, meter: ThroughputMeter, guard: NonFiniteG
             if s.validation and state.iteration % s.eval_interval == 0:
                 rec = eval_record(run)
                 run.logger.eval(rec)
-                improved = state.record_eval(rec["val_loss"])
+                improved = state.record_eval(rec["val_loss"], s.early_stopping_threshold)
             if state.iteration % s.checkpoint_interval == 0:
                 save(run, is_best=improved)
             elif improved:
@@ -581,7 +586,7 @@ def _loop(run: Run, stop: StopRequest, meter: ThroughputMeter, guard: NonFiniteG
         if s.validation:
             rec = eval_record(run)
             run.logger.final(rec)
-            improved = state.record_eval(rec["val_loss"])
+            improved = state.record_eval(rec["val_loss"], s.early_stopping_threshold)
         save(run, is_best=improved)
         if early_stop:
             print0(f"Stopped early at iteration {state.iteration}")

@@ -219,8 +219,25 @@ def test_param_groups_adamw_is_decay_and_no_decay():
     assert all(p.dim() == 1 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
     assert all(g["lr_scale"] == 1.0 for g in groups)
     AdamW(groups, lr=1e-3)
-    with pytest.raises(ValueError, match="lr_hidden.*muon"):
-        param_groups(model, "adamw", weight_decay=0.1, lr=1e-3, lr_hidden=2e-3)
+    # A per-group LR equal to lr changes nothing: still the two groups.
+    assert [g["name"] for g in param_groups(model, "adamw", weight_decay=0.2, lr=1e-3, lr_head=1e-3)] == [
+        "decay",
+        "no_decay",
+    ]
+
+
+def test_param_groups_adamw_with_per_group_lrs_splits_by_role():
+    """AdamW takes the per-role LRs too (Muon's roles); the gains keep no weight decay."""
+    model = TransformerLM(TINY)
+    groups = param_groups(model, "adamw", weight_decay=0.1, lr=1e-3, lr_embed=3e-3, lr_head=5e-4)
+    by = {g["name"]: g for g in groups}
+    assert list(by) == ["hidden", "embed", "head", "scalar"]
+    assert _names(model, by["embed"]) == ["token_embeddings.weight"] and _names(model, by["head"]) == ["lm_head.weight"]
+    assert all(p.dim() == 1 for p in by["scalar"]["params"]) and by["scalar"]["weight_decay"] == 0.0
+    assert by["hidden"]["weight_decay"] == 0.1 and not any("use_muon" in g for g in groups)
+    assert (by["embed"]["lr"], by["head"]["lr"], by["hidden"]["lr"]) == pytest.approx((3e-3, 5e-4, 1e-3))
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
+    AdamW(groups, lr=1e-3)
 
 
 def test_param_groups_sees_through_compile_style_prefixes():

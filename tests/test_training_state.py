@@ -62,3 +62,13 @@ def test_record_eval_counts_evaluations_since_the_best():
     assert s.record_eval(3.0) and not s.record_eval(3.2) and not s.record_eval(float("nan"))
     assert s.evals_since_best == 2 and s.best_val_loss == 3.0
     assert s.record_eval(2.9) and s.evals_since_best == 0
+
+
+def test_early_stopping_threshold_counts_a_small_gain_as_no_improvement():
+    # As Hugging Face's EarlyStoppingCallback: a new best by no more than the threshold still counts
+    # against the patience (it is still the best checkpoint); a gain above it starts the count over.
+    s = _state()
+    assert s.record_eval(3.0, 0.05) and s.evals_since_best == 0
+    assert s.record_eval(2.98, 0.05) and s.evals_since_best == 1 and s.best_val_loss == 2.98
+    assert not s.record_eval(3.1, 0.05) and s.evals_since_best == 2
+    assert s.record_eval(2.9, 0.05) and s.evals_since_best == 0

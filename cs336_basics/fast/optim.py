@@ -273,8 +273,10 @@ def param_groups(
     shape; ``"lr"`` starts at ``lr * lr_scale``.
 
     * ``adamw``: ``decay`` (every >= 2-D weight: matrices, embeddings, head) and ``no_decay`` (1-D
-      norm gains: decaying a gain toward 0 only hurts). The per-group LRs are Muon's; passing a
-      different one here is an error rather than silently ignored.
+      norm gains: decaying a gain toward 0 only hurts). With a per-group LR that differs from ``lr``
+      the groups are Muon's roles instead (``hidden``, ``embed``, ``head``, ``scalar``; the gains
+      still without decay), so each role can have its own peak LR; without one the two groups stay
+      exactly as they were (the default run's numbers do not move).
     * ``muon``: ``hidden`` (2-D weights inside the blocks, orthogonalised updates), ``embed``
       (token_embeddings), ``head`` (lm_head), ``scalar`` (1-D gains, no decay); the last three are
       stepped with AdamW inside the Muon optimizer (``use_muon: False``). The embedding and head
@@ -300,10 +302,7 @@ def param_groups(
             raise ValueError(f"param_groups: a per-group learning rate ({value}) needs lr > 0")
         return value / lr
 
-    if optimizer == "adamw":
-        for k, v in per_group.items():
-            if v is not None and v != lr:
-                raise ValueError(f"param_groups: lr_{k}={v} only applies to the muon optimizer")
+    if optimizer == "adamw" and all(v is None or v == lr for v in per_group.values()):
         spec = [
             ("decay", [p for _, p in named if p.dim() >= 2], weight_decay, {}),
             ("no_decay", [p for _, p in named if p.dim() < 2], 0.0, {}),
@@ -313,11 +312,12 @@ def param_groups(
         roles: dict[str, list[Tensor]] = {"hidden": [], "embed": [], "head": [], "scalar": []}
         for n, p in named:
             roles[_param_role(n, p)].append(p)
+        muon = optimizer == "muon"
         spec = [
-            ("hidden", roles["hidden"], weight_decay, {"use_muon": True}),
-            ("embed", roles["embed"], weight_decay, {"use_muon": False}),
-            ("head", roles["head"], weight_decay, {"use_muon": False}),
-            ("scalar", roles["scalar"], 0.0, {"use_muon": False}),
+            ("hidden", roles["hidden"], weight_decay, {"use_muon": True} if muon else {}),
+            ("embed", roles["embed"], weight_decay, {"use_muon": False} if muon else {}),
+            ("head", roles["head"], weight_decay, {"use_muon": False} if muon else {}),
+            ("scalar", roles["scalar"], 0.0, {"use_muon": False} if muon else {}),
         ]
         lr_scales = {k: scale(v) for k, v in per_group.items()}
     return [

@@ -29,11 +29,13 @@ def build_model(model: nn.Module | Callable[[], nn.Module], s: Any, rt: Runtime)
         raise UserError(
             f"{', '.join(needs)} needs the TransformerLM's blocks (model.layers); {type(model).__name__} has none"
         )
-    if s.optimizer == "muon":
+    group_lrs = {f"lr_{k}": getattr(s, f"lr_{k}") for k in ("hidden", "embed", "head", "scalar")}
+    if s.optimizer == "muon" or any(v is not None for v in group_lrs.values()):  # groups by role
         from cs336_basics.fast.optim import param_groups
 
         try:
-            param_groups(model, "muon", weight_decay=s.weight_decay, lr=s.lr)
+            param_groups(model, s.optimizer, weight_decay=s.weight_decay, lr=s.lr, **group_lrs)
         except ValueError as err:
-            raise UserError(f"--optimizer muon with a custom model: {err}") from None
+            what = "--optimizer muon" if s.optimizer == "muon" else "per-group learning rates"
+            raise UserError(f"{what} with a custom model: {err}") from None
     return model.to(rt.device)

@@ -492,20 +492,69 @@ def resolve_checkpoint(path: PathLike, flag: str = "--checkpoint") -> Path:
 # ----------------------------------------------------------------------------------------------
 # manager
 # ----------------------------------------------------------------------------------------------
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` = the same bytes as ``src``: an atomic hard link, or an atomic copy if links fail."""
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}.link.tmp"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        try:
+            with open(src, "rb") as f, atomic_write(dst, "wb") as out:
+                shutil.copyfileobj(f, out, _HASH_CHUNK)
+        except OSError as err:
+            raise CheckpointError(f"could not write checkpoint {dst}: {os_reason(err)}") from None
+
+
+WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def weights_copy_path(path: PathLike, precision: str) -> Path:
+    """``checkpoint_iter_5.pt`` -> ``checkpoint_iter_5.bf16.safetensors`` (``--save_precision bf16``)."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.{precision}.safetensors")
+
+
 class CheckpointManager:
     """``checkpoint_iter_{N}.pt`` + sidecars in one directory, with ``best.pt`` and rotation.
 
     ``keep_last=None`` keeps everything; otherwise only the newest ``keep_last`` numbered
-    checkpoints are kept (never ``best.pt``, never the one just written).
+    checkpoints are kept (never ``best.pt``, never the one just written). ``best_dir``: each new
+    best checkpoint is also kept there under its numbered name (with its sidecar), the newest
+    ``keep_best`` of them (all when None); they are the best ones, each better than the one before.
+    ``weights_precision`` (fp32, fp16, bf16): beside each checkpoint (and ``best.pt``) a copy of its
+    weights in that precision, ``checkpoint_iter_N.bf16.safetensors``, removed with it.
     """
 
     BEST = "best.pt"
 
-    def __init__(self, directory: PathLike, keep_last: int | None = None) -> None:
-        if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
-            raise CheckpointError(f"keep_last must be a positive integer or None, got {keep_last!r}")
+    def __init__(
+        self,
+        directory: PathLike,
+        keep_last: int | None = None,
+        *,
+        best_dir: PathLike | None = None,
+        keep_best: int | None = None,
+        weights_precision: str | None = None,
+    ) -> None:
+        for name, keep in (("keep_last", keep_last), ("keep_best", keep_best)):
+            if keep is not None and (not isinstance(keep, int) or keep < 1):
+                raise CheckpointError(f"{name} must be a positive integer or None, got {keep!r}")
+        if weights_precision is not None and weights_precision not in WEIGHT_DTYPES:
+            raise CheckpointError(
+                f"weights_precision must be one of {', '.join(WEIGHT_DTYPES)}, got {weights_precision!r}"
+            )
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self.best = None if best_dir is None else CheckpointManager(best_dir, keep_last=keep_best)
+        if self.best is not None and self.best.directory.resolve() == self.directory.resolve():
+            raise CheckpointError(f"the best-checkpoint directory {best_dir} is the run directory: name another one")
+        self.weights_precision = weights_precision
         self.skipped: list[str] = []  # reasons from the last latest_intact() call
 
     def path_for(self, iteration: int) -> Path:
@@ -540,7 +589,7 @@ class CheckpointManager:
             return removed
         for p in self.directory.iterdir():
             n = p.name
-            ours = n.startswith((".checkpoint_iter_", f".{self.BEST}", ".best.json", ".write_test."))
+            ours = n.startswith((".checkpoint_iter_", f".{self.BEST}", ".best.", ".write_test."))
             if ours and n.endswith(".tmp") and p.is_file():
                 with contextlib.suppress(OSError):
                     p.unlink()
@@ -563,8 +612,11 @@ class CheckpointManager:
         sha, size = _write_torch_file(payload, path)
         meta = {"iteration": int(iteration), **dict(sidecar_extra or {})}
         write_sidecar(path, meta, sha256=sha, size=size)
+        self._write_weights_copy(payload, path)
         if is_best:
             self._publish_best(path, meta, sha, size)
+            self._write_weights_copy(payload, self.best_path)
+            self._keep_best(path, path.name, meta, sha, size)
         self._rotate(keep=path)
         return path
 
@@ -577,28 +629,52 @@ class CheckpointManager:
         except OSError as err:
             raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {os_reason(err)}") from None
         sha, size = _write_torch_file(payload, self.best_path)
-        write_sidecar(self.best_path, {"iteration": int(iteration), **dict(sidecar_extra or {})}, sha256=sha, size=size)
+        meta = {"iteration": int(iteration), **dict(sidecar_extra or {})}
+        write_sidecar(self.best_path, meta, sha256=sha, size=size)
+        self._write_weights_copy(payload, self.best_path)
+        self._keep_best(self.best_path, self.path_for(iteration).name, meta, sha, size)
         return self.best_path
 
     def _publish_best(self, path: Path, meta: dict, sha: str, size: int) -> None:
         """best.pt = same bytes as ``path``: an atomic hard link, or an atomic copy if links fail."""
-        best = self.best_path
-        tmp = self.directory / f".{best.name}.{os.getpid()}.link.tmp"
+        _link_or_copy(path, self.best_path)
+        write_sidecar(self.best_path, {**meta, "source": path.name}, sha256=sha, size=size)
+
+    def _keep_best(self, path: Path, name: str, meta: dict, sha: str, size: int) -> None:
+        """With a best directory: the new best checkpoint there too, as ``name``; the oldest beyond
+        ``keep_best`` go."""
+        if self.best is None:
+            return
         try:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            os.link(path, tmp)
-            os.replace(tmp, best)
-            fsync_dir(self.directory)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            try:
-                with open(path, "rb") as src, atomic_write(best, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _HASH_CHUNK)
-            except OSError as err:
-                raise CheckpointError(f"could not write checkpoint {best}: {os_reason(err)}") from None
-        write_sidecar(best, {**meta, "source": path.name}, sha256=sha, size=size)
+            self.best.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(
+                f"cannot create the best-checkpoint directory {self.best.directory}: {os_reason(err)}"
+            ) from None
+        kept = self.best.directory / name
+        _link_or_copy(path, kept)
+        write_sidecar(kept, meta, sha256=sha, size=size)
+        self.best._rotate(keep=kept)
+
+    def _write_weights_copy(self, payload: dict[str, Any], path: Path) -> None:
+        """``--save_precision``: the payload's weights in that precision, beside ``path``."""
+        if self.weights_precision is None:
+            return
+        from cs336_basics.interop.safetensors_io import save_file
+
+        dtype = WEIGHT_DTYPES[self.weights_precision]
+        weights = {
+            k: v.to(dtype) if v.is_floating_point() else v for k, v in _strip_wrapper_prefixes(payload["model"]).items()
+        }
+        out = weights_copy_path(path, self.weights_precision)
+        try:
+            save_file(
+                weights,
+                out,
+                metadata={"format": "pt", "iteration": str(int(payload["iteration"])), "source": path.name},
+            )
+        except UserError as err:
+            raise CheckpointError(f"could not write {out}: {err}") from None
 
     def _rotate(self, keep: Path) -> None:
         if self.keep_last is None:
@@ -611,6 +687,8 @@ class CheckpointManager:
             try:
                 old.unlink(missing_ok=True)  # .pt first: a lone sidecar is ignored by list()
                 sidecar_path(old).unlink(missing_ok=True)
+                for copy in self.directory.glob(f"{old.stem}.*.safetensors"):  # --save_precision's copies
+                    copy.unlink(missing_ok=True)
             except OSError as err:
                 warnings.warn(f"could not remove old checkpoint {old}: {os_reason(err)}", stacklevel=3)
 

@@ -75,6 +75,29 @@ def format_train_line(record: dict[str, Any]) -> str:
     return line
 
 
+# --log_format trainkit: the metrics.jsonl keys under the names trainkit's console backend prints.
+TRAINKIT_NAMES = {"grad_norm": "grad_l2_norm", "weight_rms": "weight_norm", "act_rms": "activation_norm",
+                  "group_lrs": "lr"}  # fmt: skip
+
+
+def trainkit_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A train/eval/final record with trainkit's console keys: ``type`` and ``step`` as they are,
+    every other value as ``metrics.NAME`` (``metrics.loss``, ``metrics.lr``,
+    ``metrics.grad_l2_norm``), a table's entries as ``metrics.NAME/KEY`` (``metrics.lr/hidden``,
+    ``metrics.weight_norm/layers.0``, ``metrics.moe/...``)."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in ("type", "step"):
+            out[key] = value
+            continue
+        name = TRAINKIT_NAMES.get(key, key)
+        if isinstance(value, dict):
+            out.update({f"metrics.{name}/{k}": v for k, v in value.items()})
+        else:
+            out[f"metrics.{name}"] = value
+    return out
+
+
 def hms(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -380,6 +403,7 @@ class RunLogger(Logger):
         use_wandb: bool = False,
         wandb_project: str = "transformer-lm",
         wandb_run_name: str | None = None,
+        wandb_entity: str | None = None,
         tensorboard_dir: str | os.PathLike | None = None,
         config: dict[str, Any] | None = None,
         resume_step: int | None = None,
@@ -387,8 +411,10 @@ class RunLogger(Logger):
         run_name: str | None = None,
         tensorboard_flush_every: int | None = None,
     ) -> None:
-        # --log_format json: the console gets each record as one JSON line instead of the text lines.
-        self._json_console = log_format == "json"
+        # --log_format json: the console gets each record as one JSON line instead of the text lines
+        # (trainkit: with trainkit's keys, see trainkit_record).
+        self._json_console = log_format in ("json", "trainkit")
+        self._trainkit = log_format == "trainkit"
         self._tb_flush_every, self._tb_flushed_at = tensorboard_flush_every, 0
         self._loss_ema = LossEMA()
         self.run_dir = Path(run_dir)
@@ -409,7 +435,9 @@ class RunLogger(Logger):
                 raise UserError(
                     "--use_wandb needs the wandb package: install it with `uv sync --extra wandb`"
                 ) from None
-            self._wandb = wandb.init(project=wandb_project, name=wandb_run_name or run_name, config=config or {})
+            self._wandb = wandb.init(
+                project=wandb_project, entity=wandb_entity, name=wandb_run_name or run_name, config=config or {}
+            )
         if tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -432,6 +460,8 @@ class RunLogger(Logger):
             self._f.flush()
         except OSError as err:  # e.g. disk full: name the file (a write on an open file has no name)
             raise OSError(err.errno, f"could not write {self.jsonl_path}: {os_reason(err)}") from err
+        if self._trainkit and record.get("type") != "event":
+            line = json.dumps(_finite_or_none(trainkit_record(record)))
         if self._json_console:
             console_write(line, sys.stdout)
 

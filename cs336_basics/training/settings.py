@@ -34,9 +34,9 @@ from cs336_basics.extensions.schedules import DECAY_SHAPES, LR_SCHEDULES, check_
 from cs336_basics.fast.optim import OPTIMIZERS
 from cs336_basics.lm.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
 from cs336_basics.optim import check_hparam
+from cs336_basics.training.dialects import DIALECTS, detect, key_names, read_config, translate
 from cs336_basics.training.overrides import apply_overrides
 from cs336_basics.utils.errors import UserError
-from cs336_basics.utils.fsutil import read_toml
 
 # The settings that define the architecture: ModelConfig's fields (the one place they are declared)
 # less the implementation choices, which a resumed run may change freely.
@@ -54,6 +54,9 @@ RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_da
 # ... and the trainer knobs that only change where things go or how they are shown.
 RESUME_NEUTRAL += ("run_name", "log_format", "on_checkpoint", "on_checkpoint_timeout", "tensorboard_flush_every",
                    "allow_tokenizer_change", "progress")  # fmt: skip
+# ... and the settings other systems' config files brought (cs336_basics.training.dialects).
+RESUME_NEUTRAL += ("config_dialect", "tokenizer_json", "special_tokens_file", "best_checkpoint_dir", "keep_best",
+                   "save_precision", "wandb_entity")  # fmt: skip
 
 # On resume, these follow the flags (and their defaults) as in a new run: they say how this process
 # runs (where, in what precision, with which paths, intervals and logging), not what is trained.
@@ -68,6 +71,9 @@ RESUME_FIXED = (*MODEL_FIELDS, "objective", "optimizer")
 
 # The course's warmup, used when the run is long enough for it (see _derived_defaults).
 COURSE_WARMUP_ITERS = 2000
+LOG_FORMATS = ("text", "json", "trainkit")
+# Settings a config file may give as a list of paths (joined with commas, as on the command line).
+PATH_LISTS = ("train_data_path", "val_data_path")
 
 
 class ConfigError(UserError, ValueError):
@@ -157,16 +163,16 @@ class TrainSettings:
     )
     lr: float = field(default=6e-4, metadata=_opt("optimization", "maximum learning rate"))
     lr_hidden: float | None = field(
-        default=None, metadata=_opt("optimization", "muon: peak LR of the blocks' matrices (default: --lr)")
+        default=None, metadata=_opt("optimization", "peak LR of the blocks' matrices (AdamW or Muon; default: --lr)")
     )
     lr_embed: float | None = field(
-        default=None, metadata=_opt("optimization", "muon: peak LR of the token embeddings (default: --lr)")
+        default=None, metadata=_opt("optimization", "peak LR of the token embeddings (AdamW or Muon; default: --lr)")
     )
     lr_head: float | None = field(
-        default=None, metadata=_opt("optimization", "muon: peak LR of the LM head (default: --lr)")
+        default=None, metadata=_opt("optimization", "peak LR of the LM head (AdamW or Muon; default: --lr)")
     )
     lr_scalar: float | None = field(
-        default=None, metadata=_opt("optimization", "muon: peak LR of the 1-D gains (default: --lr)")
+        default=None, metadata=_opt("optimization", "peak LR of the 1-D gains (AdamW or Muon; default: --lr)")
     )
     min_lr: float | None = field(
         default=None, metadata=_opt("optimization", "learning rate at the end of the cosine decay (default: lr/10)")
@@ -381,7 +387,18 @@ class TrainSettings:
         default=None,
         metadata=_opt(
             "config",
-            "TOML file with the same keys as the flags (flat or in [tables]); flags given on the command line win",
+            "TOML file with the same keys as the flags (flat or in [tables]), or a config written for the "
+            "training crate, trainkit or the Accelerate trainer (YAML), recognised by its keys (see "
+            "--config_dialect); flags given on the command line win",
+        ),
+    )
+    config_dialect: str = field(
+        default="auto",
+        metadata=_opt(
+            "config",
+            "which system --config was written for: auto (recognised by its sections and keys), native (this "
+            "program's keys), training_crate, trainkit or accelerate",
+            choices=DIALECTS,
         ),
     )
     # -- trainer knobs: schedules, JSON console, checkpoint hooks, epoch cadence, ZeRO-1, run names, TB --
@@ -406,8 +423,9 @@ class TrainSettings:
         metadata=_opt(
             "evaluation, logging, checkpoints",
             "console records as text lines, or json: one metrics.jsonl-style object per line on stdout "
-            "(setup messages go to stderr)",
-            choices=("text", "json"),
+            "(setup messages go to stderr); trainkit: the same JSON lines with trainkit's keys (metrics.loss, "
+            "metrics.lr, metrics.grad_l2_norm, metrics.lr/GROUP)",
+            choices=LOG_FORMATS,
         ),
     )
     progress: bool = field(
@@ -467,6 +485,59 @@ class TrainSettings:
             "weights and gradients stay replicated as in DDP",
         ),
     )
+    # -- what other systems' config files need (cs336_basics.training.dialects; all off by default) ----------
+    tokenizer_json: str | None = field(
+        default=None,
+        metadata=_opt(
+            "data",
+            "the data paths are UTF-8 text files: tokenize them with this byte-level BPE tokenizer.json, once, "
+            "into RUN_DIR/data/ (reused while the texts and the tokenizer are unchanged)",
+        ),
+    )
+    special_tokens_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "data", "with --tokenizer_json: its special tokens, one per line (default: the file's added tokens)"
+        ),
+    )
+    best_checkpoint_dir: str | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "also keep each new best checkpoint here (checkpoint_iter_N.pt and its sidecar), besides best.pt",
+        ),
+    )
+    keep_best: int | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "with --best_checkpoint_dir: keep only the N best checkpoints there (default: keep all)",
+        ),
+    )
+    early_stopping_threshold: float = field(
+        default=0.0,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "with --early_stopping_patience: a val loss counts as an improvement only when it beats the best by "
+            "more than this",
+        ),
+    )
+    save_precision: str | None = field(
+        default=None,
+        metadata=_opt(
+            "evaluation, logging, checkpoints",
+            "also write the weights in this precision beside each checkpoint (checkpoint_iter_N.bf16.safetensors, "
+            "best.bf16.safetensors); the checkpoints themselves stay fp32",
+            choices=("fp32", "fp16", "bf16"),
+        ),
+    )
+    wandb_entity: str | None = field(
+        default=None, metadata=_opt("evaluation, logging, checkpoints", "wandb entity (team or user)")
+    )
+
+    # What reading --config had to say (a key of another system that changes nothing here...), said
+    # once at start; not a setting (no flag, not saved).
+    config_notes: typing.ClassVar[Sequence[str]] = ()
 
     # -- derived -----------------------------------------------------------------------------------
     @classmethod
@@ -687,6 +758,10 @@ def _coerce(path: str, where: str, action: argparse.Action, value: Any) -> Any:
             raise ConfigError(f"{path}: {where} must be true or false (like {flag}), got {value!r}")
         return value
     typ = action.type or str
+    if isinstance(value, list) and action.dest in PATH_LISTS:  # several files: as comma-separated on the command line
+        if not value or not all(isinstance(p, str) and p and "," not in p for p in value):
+            raise ConfigError(f"{path}: {where} must be a list of file paths without commas, got {value!r}")
+        value = ",".join(value)
     if isinstance(value, (bool, list, dict)) or value is None:
         raise ConfigError(f"{path}: {where} has an invalid value {value!r} for {flag}")
     if typ is float and isinstance(value, (int, float)):
@@ -704,29 +779,46 @@ def _coerce(path: str, where: str, action: argparse.Action, value: Any) -> Any:
 
 
 def load_config_file(
-    path: str | None, parser: argparse.ArgumentParser, overrides: Sequence[str] = ()
+    path: str | None,
+    parser: argparse.ArgumentParser,
+    overrides: Sequence[str] = (),
+    dialect: str = "auto",
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Read a TOML config into ``{dest: value}``; unknown keys and bad values are ConfigErrors.
+    """Read a config into ``{dest: value}``; unknown keys and bad values are ConfigErrors.
 
+    Our TOML (keys = flag names); or a file written for another system (``dialect``, or recognised:
+    :mod:`cs336_basics.training.dialects`), whose one-line notes are appended to ``notes``.
     ``overrides`` (``--override a.b=VALUE``) change the document first (see
     :mod:`cs336_basics.training.overrides`); without a file they apply to an empty one.
     """
-    data = read_toml(path, ConfigError) if path is not None else {}
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config", "override")}
     touched: dict[str, str] = {}
-    if overrides:
-        try:
-            data, touched = apply_overrides(data, overrides, list(actions), _did_you_mean)
-        except UserError as err:
-            raise ConfigError(str(err)) from None
+    try:
+        data = read_config(path, ConfigError) if path is not None else {}
+        kind = detect(path, data, actions, dialect) if path is not None else "native"
+        if overrides:
+            data, touched = apply_overrides(data, overrides, [*actions, *key_names(kind)], _did_you_mean)
+        if kind == "native":
+            found = flatten_toml(path or "--override", data)
+        else:
+            optional = {k for k, a in actions.items() if a.default is None and not a.required}
+            found, said = translate(path, data, kind, actions, optional, _did_you_mean)
+            if notes is not None:
+                notes.extend(said)
+    except ConfigError:
+        raise
+    except UserError as err:
+        raise ConfigError(str(err)) from None
     values: dict[str, Any] = {}
-    for key, (value, where) in flatten_toml(path or "--override", data).items():
+    for key, (value, where) in found.items():
         action = actions.get(key)
         if action is None:
             close = _did_you_mean(key, [f"--{a}" for a in actions])
             hint = f"; did you mean {close[2:]!r}?" if close else " (not a training flag; see --help)"
             raise ConfigError(f"{path}: unknown key {where!r}{hint}")
-        source = f"--override {touched[key]!r}" if key in touched else path
+        item = touched.get(key) or next((i for k, i in touched.items() if where.split(".")[-1] == k), None)
+        source = f"--override {item!r}" if item else path
         values[key] = _coerce(source, where, action, value)
     return values
 
@@ -753,6 +845,7 @@ def parse_settings_and_extras(
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     pre.add_argument("--override", action="append", default=[])
+    pre.add_argument("--config_dialect", default="auto", choices=DIALECTS)
     known, _ = pre.parse_known_args(argv)
     parser = build_parser()
     if prog:
@@ -761,8 +854,9 @@ def parse_settings_and_extras(
     if add_extras is not None:
         add_extras(parser)
     values: dict[str, Any] = {}
+    notes: list[str] = []
     if known.config is not None or known.override:
-        values = load_config_file(known.config, parser, known.override)
+        values = load_config_file(known.config, parser, known.override, known.config_dialect, notes)
         parser.set_defaults(**values)
         for action in parser._actions:
             if action.required and action.dest in values:
@@ -771,6 +865,7 @@ def parse_settings_and_extras(
     ns.pop("override", None)
     settings = TrainSettings(**{k: v for k, v in ns.items() if k in setting_names})
     _settle(settings, set(values) | _given_on_command_line(argv, add_extras))
+    settings.config_notes = notes  # said once at start (training_together.setup); not a setting
     return settings, {k: v for k, v in ns.items() if k not in setting_names}
 
 
@@ -903,11 +998,9 @@ def validate(s: TrainSettings) -> ModelConfig:
     _check_hparams(s, "lr", "min_lr", "weight_decay", "eps", "beta1", "beta2", "lr_hidden", "lr_embed", "lr_head",
                    "lr_scalar")  # fmt: skip
     _check_positive(s, "batch_size", "grad_accum_steps", "eval_interval", "eval_iters", "log_interval",
-                    "checkpoint_interval", "max_bad_steps", "keep_last", "early_stopping_patience")  # fmt: skip
+                    "checkpoint_interval", "max_bad_steps", "keep_last", "early_stopping_patience",
+                    "keep_best")  # fmt: skip
     _check_positive(s, "max_iters", "warmup_iters", "seed", "heartbeat_s", allow_zero=True)
-    group_lrs = [f"--lr_{k}" for k in ("hidden", "embed", "head", "scalar") if getattr(s, f"lr_{k}") is not None]
-    if group_lrs and s.optimizer != "muon":
-        raise ConfigError(f"{', '.join(group_lrs)}: per-group learning rates apply to --optimizer muon only")
     if s.muon_ns_dtype != "auto" and s.optimizer != "muon":
         raise ConfigError(f"--muon_ns_dtype {s.muon_ns_dtype}: applies to --optimizer muon only")
     if any(getattr(s, f"lr_{k}") for k in ("hidden", "embed", "head", "scalar")) and s.lr == 0:
@@ -920,6 +1013,16 @@ def validate(s: TrainSettings) -> ModelConfig:
         check_run_length(s)
     if s.resume and s.resume_from:
         raise ConfigError("use either --resume (newest checkpoint in --checkpoint_dir) or --resume_from PATH, not both")
+    if not (math.isfinite(s.early_stopping_threshold) and s.early_stopping_threshold >= 0):
+        raise ConfigError(f"--early_stopping_threshold must be a finite number >= 0, got {s.early_stopping_threshold}")
+    if s.early_stopping_threshold and not s.early_stopping_patience:
+        raise ConfigError("--early_stopping_threshold applies to early stopping: add --early_stopping_patience N")
+    if s.keep_best is not None and s.best_checkpoint_dir is None:
+        raise ConfigError("--keep_best applies to --best_checkpoint_dir: add it, or leave --keep_best out")
+    if s.special_tokens_file is not None and s.tokenizer_json is None:
+        raise ConfigError("--special_tokens_file applies to --tokenizer_json (text data): add it, or leave it out")
+    if s.config_dialect != "auto" and s.config is None:
+        raise ConfigError(f"--config_dialect {s.config_dialect} says how to read --config FILE: add it")
     if s.early_stopping_patience and not s.validation:
         why = "--skip_validation" if s.skip_validation else "no --val_data_path"
         raise ConfigError(f"--early_stopping_patience needs validation losses, but this run has {why}")

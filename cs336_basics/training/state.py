@@ -185,11 +185,16 @@ class TrainState:
         """Wall time of the whole training so far, across resumes."""
         return self._elapsed_before + (time.perf_counter() - self._t0)
 
-    def record_eval(self, val_loss: float) -> bool:
-        """Track the best validation loss; True when ``val_loss`` is a new best."""
-        improved = math.isfinite(val_loss) and (self.best_val_loss is None or val_loss < self.best_val_loss)
+    def record_eval(self, val_loss: float, min_delta: float = 0.0) -> bool:
+        """Track the best validation loss; True when ``val_loss`` is a new best. Early stopping's
+        count of evaluations without improvement restarts only when the new best beats the previous
+        one by more than ``min_delta`` (``--early_stopping_threshold``; a smaller gain still makes a best)."""
+        prev = self.best_val_loss
+        improved = math.isfinite(val_loss) and (prev is None or val_loss < prev)
         if improved:
-            self.best_val_loss, self.evals_since_best = val_loss, 0
+            self.best_val_loss = val_loss
+        if improved and (prev is None or prev - val_loss > min_delta):
+            self.evals_since_best = 0
         else:
             self.evals_since_best += 1
         return improved
