@@ -352,7 +352,10 @@ def test_the_links_between_the_docs_resolve():
     [
         ("cs336_basics.training_together", ["--train_data_path", "a.npy", "--max_iter", "5"]),  # abbreviation
         ("cs336_basics.training_together", ["--train_data_path", "a.npy", "--lrr", "1e-3"]),
-        ("cs336_basics.training_together", ["--train_data_path", "a.npy", "--lr_hidden", "1e-2"]),  # validation
+        (
+            "cs336_basics.training_together",
+            ["--train_data_path", "a.npy", "--lr", "1e-3", "--min_lr", "1e-2"],
+        ),  # validation
         ("cs336_basics.train", ["--train_data", "a.npy", "--max_iter", "5"]),  # parser built inside the module
         ("cs336_basics.quickstart.storygen", ["--storie", "5"]),  # parser built inside main()
         ("scripts/bench_quality.py", ["--recipes", "leaderboard"]),

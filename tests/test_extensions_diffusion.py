@@ -20,6 +20,7 @@ from cs336_basics.fast.tokenizer import Tokenizer
 from cs336_basics.lm.attention import Attention as CausalMultiHeadSelfAttention  # the engine's plain path
 from cs336_basics.lm.model import ModelConfig, TransformerLM
 from cs336_basics.training.checkpoints import save_checkpoint
+from cs336_basics.training.settings import parse_settings
 from cs336_basics.utils.errors import run_cli
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -263,7 +264,21 @@ def test_diffusion_resume_is_exact_and_the_objective_cannot_change(data, tmp_pat
     assert train_losses(full) == train_losses(part)
     ev = [{r["step"]: r["val_loss"] for r in records(d, "eval") + records(d, "final")} for d in (full, part)]
     assert ev[0][2 * n] == ev[1][2 * n]
-    # Resuming a diffusion checkpoint as AR is refused in one line (exit 2).
-    rc = tt.main(base_argv(data, part, "--resume_from", str(part / f"checkpoint_iter_{n}.pt"), max_iters=3 * n))
+    # Resuming a diffusion checkpoint as AR is refused in one line (exit 2); without --objective the
+    # resumed run keeps the checkpoint's (the data vocabulary: 64 ids, the model's 65 less the [MASK]).
+    ckpt = str(part / f"checkpoint_iter_{n}.pt")
+    rc = tt.main(base_argv(data, part, "--resume_from", ckpt, "--objective", "ar", max_iters=3 * n))
     err = capsys.readouterr().err
-    assert rc == 2 and "causal False in checkpoint vs True from flags" in err
+    assert rc == 2 and err.count("\n") == 1 and "--objective ar contradicts --resume_from" in err, err
+    assert "(its objective is diffusion)" in err
+    s = parse_settings(base_argv(data, part, "--resume_from", ckpt, max_iters=3 * n))
+    assert (s.objective, s.vocab_size, s.model_config().vocab_size, s.model_config().mask_token_id) == (
+        "diffusion", VOCAB, VOCAB + 1, VOCAB)  # fmt: skip
+
+
+def test_data_shape_is_the_settings_that_made_a_saved_model():
+    saved = {"vocab_size": 65, "mask_token_id": 64, "causal": False, "d_model": 32}
+    assert diffusion.data_shape(saved) == {"vocab_size": 64, "mask_token_id": 64, "causal": False, "d_model": 32}
+    ar = {"vocab_size": 65, "mask_token_id": None, "causal": True, "d_model": 32}
+    assert diffusion.data_shape(ar) == ar
+    assert diffusion.data_shape({"vocab_size": 65}) == {"vocab_size": 65}  # an old checkpoint: AR

@@ -17,7 +17,9 @@ import torch
 from cs336_basics import training_together as tt
 from cs336_basics.fast.bpe import train_bpe
 from cs336_basics.fast.tokenizer import Tokenizer
+from cs336_basics.training import dialects, text_data
 from cs336_basics.training.settings import ConfigError, parse_settings
+from cs336_basics.utils.errors import UserError
 from tests._train_utils import records, write_pattern_data
 
 from ._torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -457,3 +459,28 @@ def test_our_flat_toml_stays_native_and_a_dialect_can_be_named(data, tmp_path):
         parse_settings(["--config", str(crate), "--config_dialect", "trainkit"])
     with pytest.raises(ConfigError, match="--config_dialect trainkit says how to read --config FILE"):
         parse_settings(["--train_data_path", str(data["train"]), "--config_dialect", "trainkit"])
+
+
+def test_a_file_is_recognised_by_its_sections_and_keys():
+    ours = {"train_data_path", "lr", "batch_size"}
+    assert dialects.detect("a.toml", {"lr": 1e-3, "optim": {"batch_size": 8}}, ours) == "native"
+    assert dialects.detect("a.toml", {"optimizer": {"learning_rate": 1e-3}, "lr": 1}, ours) == "training_crate"
+    assert dialects.detect("a.toml", {"optimizer": {"max_lr": 1e-3}, "logging": {"backend": "console"}}, ours) == (
+        "trainkit"
+    )
+    assert dialects.detect("a.YAML", {"lr": 1e-3}, ours) == "accelerate"  # YAML is the Accelerate trainer's
+    assert dialects.detect("a.toml", {"optimizer": {"learning_rate": 1e-3}}, ours, "trainkit") == "trainkit"
+    assert dialects.detect("a.toml", {"lrr": 1e-3}, ours) == "native"  # a typo of ours: the native reading names it
+    # A key each of two systems knows, and nothing else: which one is not guessed.
+    both = {"data": {"batch_size": 8}, "training": {"grad_accum_steps": 2}}
+    with pytest.raises(UserError, match=r"a.toml: cannot tell .*training_crate or trainkit.*: pass --config_dialect"):
+        dialects.detect("a.toml", both, set())
+
+
+def test_the_special_tokens_file_is_one_token_per_line(tmp_path):
+    path = tmp_path / "special_tokens.txt"
+    path.write_bytes(b"<|endoftext|>\r\n\n<|pad|>\n  \n")
+    assert text_data.read_special_tokens_file(path) == ["<|endoftext|>", "<|pad|>"]
+    with pytest.raises(UserError, match=r"^--special_tokens_file .*missing.txt: ") as err:
+        text_data.read_special_tokens_file(tmp_path / "missing.txt")
+    assert "\n" not in str(err.value)

@@ -706,6 +706,15 @@ def test_muon_from_flags_and_toml_logs_group_lrs_and_resumes_exactly(data, tmp_p
     assert train_losses(part) == train_losses(full)
 
 
-def test_group_lrs_need_muon(data, tmp_path, capsys):
-    rc, out, err = run(base_argv(data, tmp_path / "run", "--lr_hidden", "0.02"), capsys)
-    assert rc == 2 and "--lr_hidden" in err and "--optimizer muon" in err
+def test_group_lrs_apply_to_adamw_too(data, tmp_path, capsys):
+    """Per-component learning rates (the Accelerate trainer's habit) with AdamW: each group follows the
+    schedule of --lr, scaled to its own peak."""
+    run_dir = tmp_path / "run"
+    rc, out, err = run(
+        base_argv(data, run_dir, "--lr", "1e-3", "--lr_embed", "3e-3", max_iters=2, warmup_iters=1), capsys
+    )
+    assert rc == 0, err
+    groups = {g["name"]: g for g in load_pt(run_dir / "checkpoint_iter_2.pt")["optimizer"]["param_groups"]}
+    assert list(groups) == ["hidden", "embed", "head", "scalar"]
+    assert groups["embed"]["lr"] == pytest.approx(3 * groups["hidden"]["lr"]) and groups["hidden"]["lr"] > 0
+    assert groups["head"]["lr"] == pytest.approx(groups["hidden"]["lr"]) and groups["scalar"]["weight_decay"] == 0.0

@@ -34,17 +34,17 @@ def _read(path: Path) -> dict[str, Any]:
     return _PAYLOADS[path]
 
 
-def apply_init_from(settings: Any, explicit: set[str], model_fields: Sequence[str]) -> None:
-    """Set ``settings``' model shape from the ``--init_from`` checkpoint; refuse a contradicting setting
-    among ``explicit`` (those given: flags, config keys, keyword arguments)."""
-    from cs336_basics.training.settings import adopt_fixed
-
-    path = resolve_init_checkpoint(settings.init_from)
+def init_shape(init_from: str, model_fields: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The ``--init_from`` checkpoint's model shape (its ``model_fields``), and the checkpoint as
+    messages name it; the settings take it (a contradicting setting given is refused there)."""
+    path = resolve_init_checkpoint(init_from)
     cfg = _read(path).get("model_config")
     if not isinstance(cfg, dict):
         raise CorpusError(f"--init_from {path}: checkpoint has no model_config; it was not written by this trainer")
-    shape = {name: cfg[name] for name in model_fields if name in cfg}
-    adopt_fixed(settings, shape, explicit, f"--init_from {path}", "the model shape comes from the checkpoint")
+    from cs336_basics.extensions.diffusion import data_shape
+
+    made_by = data_shape(cfg)  # as settings: a diffusion model's [MASK] is not a data id
+    return f"--init_from {path}", {name: made_by[name] for name in model_fields if name in made_by}
 
 
 def init_checkpoint(init_from: str) -> tuple[Path, dict[str, Any]]:

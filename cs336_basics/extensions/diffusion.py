@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +70,15 @@ def with_mask_token(config: ModelConfig) -> ModelConfig:
     return dataclasses.replace(
         config, vocab_size=config.vocab_size + 1, mask_token_id=config.vocab_size, causal=False
     ).validate()
+
+
+def data_shape(model_config: dict[str, Any]) -> dict[str, Any]:
+    """A saved ``model_config`` as the settings that made it: a diffusion model's ``vocab_size`` less
+    its ``[MASK]`` (the inverse of :func:`with_mask_token`); any other config as it is."""
+    mask = model_config.get("mask_token_id")
+    if mask is None or model_config.get("causal", True) or model_config.get("vocab_size") != mask + 1:
+        return dict(model_config)
+    return {**model_config, "vocab_size": mask}
 
 
 def is_diffusion(config: ModelConfig) -> bool:

@@ -173,6 +173,18 @@ class ModelConfig:
         return self
 
 
+# The fields that define the architecture (what a checkpoint's weights are for), less the
+# implementation choices, which a resumed run may change freely. --objective diffusion sets the
+# objective's fields (one more id, the [MASK]; bidirectional attention): they are no flags of their
+# own, and a resume checks them too, so a checkpoint of one objective never resumes under the other.
+OBJECTIVE_MODEL_FIELDS = ("causal", "mask_token_id")
+MODEL_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(ModelConfig)
+    if f.name not in IMPLEMENTATION_FIELDS and f.name not in OBJECTIVE_MODEL_FIELDS
+)
+
+
 class TransformerBlock(nn.Module):
     """One pre-norm block: ``y = x + attn(ln1(x)); out = y + ffn(ln2(y))``.
 

@@ -428,7 +428,7 @@ def _accepted_null(why: str) -> Rule:
         if v is not None:
             r.refuse(why)
 
-    return Rule("refused", why, apply)
+    return Rule("refused", f"a value (null is fine): {why}", apply)
 
 
 ACCELERATE: dict[str, Rule] = {

@@ -29,24 +29,23 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cs336_basics.extensions.diffusion import DEFAULT_EPS, OBJECTIVES, with_mask_token
+from cs336_basics.extensions.diffusion import DEFAULT_EPS, OBJECTIVES, data_shape, with_mask_token
 from cs336_basics.extensions.schedules import DECAY_SHAPES, LR_SCHEDULES, check_decay_frac
 from cs336_basics.fast.optim import OPTIMIZERS
-from cs336_basics.lm.model import ATTENTION_TYPES, EMBEDDING_TYPES, FFN_TYPES, IMPLEMENTATION_FIELDS, ModelConfig
+from cs336_basics.lm.model import (
+    ATTENTION_TYPES,
+    EMBEDDING_TYPES,
+    FFN_TYPES,
+    IMPLEMENTATION_FIELDS,
+    MODEL_FIELDS,
+    OBJECTIVE_MODEL_FIELDS,
+    ModelConfig,
+)
 from cs336_basics.optim import check_hparam
 from cs336_basics.training.dialects import DIALECTS, detect, key_names, read_config, translate
 from cs336_basics.training.overrides import apply_overrides
 from cs336_basics.utils.errors import UserError
 
-# The settings that define the architecture: ModelConfig's fields (the one place they are declared)
-# less the implementation choices, which a resumed run may change freely.
-# --objective diffusion sets ModelConfig's derived fields (one more id, the [MASK]; bidirectional
-# attention): they are no flags of their own, and a resume checks them too, so a checkpoint of one
-# objective never resumes under the other.
-OBJECTIVE_MODEL_FIELDS = ("causal", "mask_token_id")
-MODEL_FIELDS = tuple(
-    f.name for f in fields(ModelConfig) if f.name not in IMPLEMENTATION_FIELDS and f.name not in OBJECTIVE_MODEL_FIELDS
-)
 _MODEL_DEFAULTS = ModelConfig()
 # Settings that may differ on resume without comment (where the data lives, how it is logged).
 RESUME_NEUTRAL = ("resume", "resume_from", "config", "checkpoint_dir", "train_data_path", "val_data_path",
@@ -887,9 +886,10 @@ def _settle(s: TrainSettings, given: set[str]) -> None:
     the derived defaults, every check."""
     resumed_from = _resume_base(s, given)
     if s.init_from and resumed_from is None:  # a resume wins over --init_from
-        from cs336_basics.corpus.finetune import apply_init_from
+        from cs336_basics.corpus.finetune import init_shape
 
-        apply_init_from(s, given, MODEL_FIELDS)
+        source, shape = init_shape(s.init_from, MODEL_FIELDS)
+        adopt_fixed(s, shape, given, source, "the model shape comes from the checkpoint")
     _derived_defaults(s)
     try:
         validate(s)
@@ -930,7 +930,8 @@ def adopt_saved_settings(s: TrainSettings, payload: dict[str, Any], given: set[s
     saved = payload.get("train_config") if isinstance(payload.get("train_config"), dict) else {}
     shape = payload.get("model_config") if isinstance(payload.get("model_config"), dict) else {}
     fixed = {k: saved[k] for k in RESUME_FIXED if k in saved}
-    fixed.update({k: shape[k] for k in MODEL_FIELDS if k in shape})  # the model's own record wins
+    made_by = data_shape(shape)  # the model's own record wins (as settings: a diffusion model's [MASK] is not data)
+    fixed.update({k: made_by[k] for k in MODEL_FIELDS if k in made_by})
     adopt_fixed(s, fixed, given, source, "a resumed run keeps its checkpoint's model shape, objective and optimizer")
     actions = _setting_actions()
     for f in fields(TrainSettings):
@@ -1009,8 +1010,6 @@ def validate(s: TrainSettings) -> ModelConfig:
         raise ConfigError(f"--min_lr ({s.min_lr:g}) must not exceed --lr ({s.lr:g})")
     if s.epochs is not None and (not math.isfinite(s.epochs) or s.epochs <= 0):
         raise ConfigError(f"--epochs must be a finite number > 0, got {s.epochs}")
-    if s.epochs is None:  # with --epochs the run length is known at setup (settle_run_length)
-        check_run_length(s)
     if s.resume and s.resume_from:
         raise ConfigError("use either --resume (newest checkpoint in --checkpoint_dir) or --resume_from PATH, not both")
     if not (math.isfinite(s.early_stopping_threshold) and s.early_stopping_threshold >= 0):
@@ -1029,6 +1028,8 @@ def validate(s: TrainSettings) -> ModelConfig:
     if s.fsdp and s.log_norms:
         raise ConfigError("--log_norms is not supported with --fsdp (weights are sharded across ranks)")
     check_knobs(s)
+    if s.epochs is None:  # with --epochs the run length is known at setup (settle_run_length)
+        check_run_length(s)
     _validate_objective_and_moe(s)
     if s.fsdp and s.tie_embeddings:
         raise ConfigError("--tie_embeddings is not supported with --fsdp (the shared matrix would be sharded twice)")

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_basics.lm.model import ModelConfig
+from cs336_basics.extensions.diffusion import data_shape
+from cs336_basics.lm.model import MODEL_FIELDS, OBJECTIVE_MODEL_FIELDS, ModelConfig
 from cs336_basics.training.checkpoints import CheckpointError, CheckpointManager, load_model_weights, read_checkpoint
-from cs336_basics.training.settings import MODEL_FIELDS, OBJECTIVE_MODEL_FIELDS
 from cs336_basics.utils.dtensor import is_dtensor
 
 # Offsets that give every rank its own data stream from one --seed (a large odd constant, so
@@ -297,8 +297,13 @@ def check_resumable(path: Path, payload: dict[str, Any], cfg: ModelConfig | dict
     saved_cfg = payload.get("model_config")
     if not isinstance(saved_cfg, dict):
         raise CheckpointError(f"{path}: checkpoint has no model_config; cannot check it matches the flags")
-    wanted = cfg.to_dict() if isinstance(cfg, ModelConfig) else None if cfg is None else {**saved_cfg, **cfg}
-    diffs = _config_diff(saved_cfg, wanted) if wanted is not None else []
+    if isinstance(cfg, ModelConfig):
+        diffs = _config_diff(saved_cfg, cfg.to_dict())
+    elif cfg is not None:  # shape settings given: compared with the settings that made the model
+        made_by = data_shape(saved_cfg)
+        diffs = _config_diff(made_by, {**made_by, **cfg})
+    else:
+        diffs = []
     if diffs:
         raise CheckpointError(f"{path}: model config does not match the flags: " + "; ".join(diffs))
     try:
