@@ -1,6 +1,6 @@
 """Resume continues the run: the checkpoint's saved settings are the base, flags given override them.
 
-002's own "Resume from Checkpoint" command (only the data paths, ``--resume_from FILE`` and
+The original training_together.py's "Resume from Checkpoint" command (only the data paths, ``--resume_from FILE`` and
 ``--max_iters``) must continue a run trained with a non-default vocabulary, shape and learning
 rate; a shape flag that contradicts the checkpoint is refused in one line; ``--resume_from`` a run
 directory takes its newest intact checkpoint. Also ``--epochs`` (the run length in epochs).
@@ -40,7 +40,7 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def doc_command(data: dict[str, Path], resume_from: Path, max_iters: int, *extra: str) -> list[str]:
-    """002's "Resume from Checkpoint" command, with the tiny run's paths."""
+    """The original training_together.py's "Resume from Checkpoint" command, with the tiny run's paths."""
     return ["--train_data_path", str(data["train"]), "--val_data_path", str(data["val"]),
             "--resume_from", str(resume_from), "--max_iters", str(max_iters), *extra]  # fmt: skip
 
