@@ -550,7 +550,7 @@ def _loop(run: Run, stop: StopRequest, meter: ThroughputMeter, guard: NonFiniteG
         if log_due:
             log_train(run, meter, lr, result)
         if run.bar is not None:
-            run.bar.train(state.iteration, **meter.progress(state.iteration))
+            run.bar.train(state.iteration, meter)
         stopped_by = stop.agree(rt.device)
         if stopped_by or state.iteration == s.max_iters:
             break

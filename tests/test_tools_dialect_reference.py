@@ -17,6 +17,7 @@ import pytest
 from cs336_basics.tools.dialect_reference import COMMAND, main, render, table
 from cs336_basics.training.dialects import SYSTEMS
 from cs336_basics.training.settings import build_parser
+from cs336_basics.utils.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "coming-from.md"
@@ -112,7 +113,7 @@ def test_the_command_rewrites_only_the_blocks(tmp_path, capsys):
     assert text.endswith("<!-- end generated -->\nmore prose\n")
     assert "| `logging.backend` | console: `--log_format` trainkit; wandb: `--use_wandb` |" in text
     page.write_text(stale.replace("trainkit", "deepspeed"), encoding="utf-8")
-    assert main([str(page)]) == 1
+    assert run_cli(main, [str(page)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown system 'deepspeed'" in err
     assert page.read_text(encoding="utf-8") == stale.replace("trainkit", "deepspeed")  # left as it was

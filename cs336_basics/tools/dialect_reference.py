@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from cs336_basics.training.dialects import MUON_GROUPS, SYSTEMS, Rule
+from cs336_basics.utils.errors import UserError, read_error_line, run_cli
+from cs336_basics.utils.fsutil import atomic_write_text
 
 COMMAND = "uv run python -m cs336_basics.tools.dialect_reference docs/coming-from.md"
 BLOCK = re.compile(r"(<!-- generated: (\w+) .*?-->\n)(.*?)(<!-- end generated -->)", re.S)
@@ -60,27 +62,22 @@ def render(page: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print(f"usage: {COMMAND}", file=sys.stderr)
-        return 2
+        raise UserError(f"usage: {COMMAND}")
     path = Path(args[0])
     try:
         page = path.read_text(encoding="utf-8")
     except OSError as err:
-        print(f"error: {path}: {err.strerror or err}", file=sys.stderr)
-        return 1
+        raise UserError(read_error_line(str(path), err, expected="a Markdown page")) from None
     found = {m.group(2) for m in BLOCK.finditer(page)}
     unknown = sorted(found - set(SYSTEMS))
     if unknown or not found:
         why = f"unknown system {unknown[0]!r}" if unknown else "no '<!-- generated: SYSTEM -->' blocks"
-        print(f"error: {path}: {why} (systems: {', '.join(SYSTEMS)})", file=sys.stderr)
-        return 1
+        raise UserError(f"{path}: {why} (systems: {', '.join(SYSTEMS)})")
     new = render(page)
     if new != page:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(new, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, new)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

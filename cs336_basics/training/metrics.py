@@ -277,20 +277,26 @@ class ProgressBar:
         self._drawn_at: float | None = None
         self._train_text: str | None = None
 
-    def train(self, step: int, tokens_per_sec: float, eta_s: float) -> None:
-        force = step in (self.start + 1, self.total)
+    def train(self, step: int, meter: ThroughputMeter) -> None:
+        """Called every step; between redraws it does nothing else."""
+        if not self._due(force=step in (self.start + 1, self.total)):
+            return
+        numbers = meter.progress(step)
         loss = "n/a" if self.loss is None else f"{self.loss:.4f}"
-        text = f"Train {self._count(step, self.total)} | loss {loss} | {tokens_per_sec:,.0f} tok/s | ETA {hms(eta_s)}"
-        if self._draw(text, force):
-            self._train_text = text
+        self._train_text = (
+            f"Train {self._count(step, self.total)} | loss {loss} | {numbers['tokens_per_sec']:,.0f} tok/s | "
+            f"ETA {hms(numbers['eta_s'])}"
+        )
+        self._draw(self._train_text)
 
     def eval(self, split: str, done: int, total: int) -> None:
-        self._draw(f"Eval {split} {self._count(done, total)}", force=done in (1, total))
+        if self._due(force=done in (1, total)):
+            self._draw(f"Eval {split} {self._count(done, total)}")
 
     def eval_done(self) -> None:
         """Back to the training line shown before the evaluation."""
         if self._train_text is not None:
-            self._draw(self._train_text, force=True)
+            self._draw(self._train_text)
 
     def close(self) -> None:
         if self._drawn_at is not None:
@@ -303,14 +309,14 @@ class ProgressBar:
         width = len(str(total))
         return f"{done:{width}d}/{total} [{'#' * filled}{'-' * (self.BAR - filled)}] {100 * frac:3.0f}%"
 
-    def _draw(self, text: str, force: bool) -> bool:
-        now = time.monotonic()
-        if not force and self._drawn_at is not None and now - self._drawn_at < self.min_interval_s:
-            return False
-        self._drawn_at = now
+    def _due(self, force: bool) -> bool:
+        """Whether to redraw now: forced, or ``min_interval_s`` after the last drawing."""
+        return force or self._drawn_at is None or time.monotonic() - self._drawn_at >= self.min_interval_s
+
+    def _draw(self, text: str) -> None:
+        self._drawn_at = time.monotonic()
         columns = shutil.get_terminal_size((80, 24)).columns
         show_status(text[: max(columns - 1, 10)])  # a wrapped line could not be redrawn in place
-        return True
 
 
 def wants_progress_bar(enabled: bool, log_format: str, is_main: bool) -> bool:

@@ -44,6 +44,7 @@ from cs336_basics.lm.model import (
 from cs336_basics.optim import check_hparam
 from cs336_basics.training.dialects import DIALECTS, detect, key_names, read_config, translate
 from cs336_basics.training.overrides import apply_overrides
+from cs336_basics.training.state import peek_resume, same_value
 from cs336_basics.utils.errors import UserError
 
 _MODEL_DEFAULTS = ModelConfig()
@@ -912,8 +913,6 @@ def _resume_base(s: TrainSettings, given: set[str]) -> str | None:
         from cs336_basics.training.run_name import RUNS_DIR
 
         directory = str(RUNS_DIR / s.run_name)
-    from cs336_basics.training.state import peek_resume
-
     shape = {name: getattr(s, name) for name in MODEL_FIELDS if name in given}  # passes over other models' checkpoints
     found = peek_resume(s.resume_from, s.resume, directory, shape)
     if found is None:
@@ -949,12 +948,10 @@ def adopt_fixed(s: Any, saved: dict[str, Any], given: set[str], source: str, kee
     bad = []
     for name, want in saved.items():
         have = getattr(s, name)
-        numbers = isinstance(have, float | int) and isinstance(want, float | int)
-        same = have == want or (numbers and float(have) == float(want))
-        if name in given and not same:
+        if name in given and not same_value(want, have):
             bad.append((name, have, want))
             continue
-        setattr(s, name, float(want) if isinstance(have, float) and numbers else want)
+        setattr(s, name, float(want) if isinstance(have, float) and isinstance(want, int | float) else want)
     if bad:
         flags = ", ".join(f"--{name} {have}" for name, have, _ in bad)
         its = ", ".join(f"{name} is {want}" for name, _, want in bad)
@@ -1176,7 +1173,7 @@ def resume_report(saved: Any, s: TrainSettings) -> list[str]:
     now = s.to_dict()
     lines, runtime = [], []
     for k in sorted(now):
-        if k not in saved or k in RESUME_NEUTRAL or _same_value(saved[k], now[k]):
+        if k not in saved or k in RESUME_NEUTRAL or same_value(saved[k], now[k]):
             continue
         if k in RESUME_FROM_FLAGS:
             runtime.append(f"{k} {saved[k]!r} -> {now[k]!r}")
@@ -1186,11 +1183,6 @@ def resume_report(saved: Any, s: TrainSettings) -> list[str]:
     if runtime:
         lines.append("Following the flags, not the checkpoint: " + "; ".join(runtime))
     return lines
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    numbers = isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool)
-    return a == b or (numbers and float(a) == float(b))
 
 
 def _show(value: Any) -> str:

@@ -277,13 +277,18 @@ class TrainState:
 # ==============================================================================================
 # which checkpoint to resume from
 # ==============================================================================================
+def same_value(a: Any, b: Any) -> bool:
+    """A saved setting and a given one agree: equal, or the same number (``1e4`` and ``10000``)."""
+    numbers = isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool)
+    return a == b or (numbers and float(a) == float(b))
+
+
 def _config_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     diffs = []
     defaults = ModelConfig().to_dict()  # a checkpoint older than a field loads it with its default
     for k in (*MODEL_FIELDS, *OBJECTIVE_MODEL_FIELDS):
         a, b = saved.get(k, defaults.get(k)), wanted.get(k)
-        numbers = isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool)
-        if not (float(a) == float(b) if numbers else a == b):
+        if not same_value(a, b):
             diffs.append(f"{k} {a!r} in checkpoint vs {b!r} from flags")
     unknown = sorted(set(saved) - set(wanted))
     if unknown:
